@@ -80,16 +80,15 @@ impl ClientFrame {
             None => None,
             Some(v) => match serde_json::from_str::<String>(v.get()) {
                 Ok(s) => Some(s),
-                Err(_) => {
-                    return Err(err(ErrorCode::BadRequest, "`type` must be a string".into()))
-                }
+                Err(_) => return Err(err(ErrorCode::BadRequest, "`type` must be a string".into())),
             },
         };
 
         let Some(kind) = kind else {
             // The original design's frame has no type: {"userId":2,"msg":"hi"}.
             if raw.user_id.is_some() || raw.msg.is_some() {
-                let to = user_field(raw.user_id, "userId").map_err(|m| err(ErrorCode::BadRequest, m))?;
+                let to =
+                    user_field(raw.user_id, "userId").map_err(|m| err(ErrorCode::BadRequest, m))?;
                 let body = raw
                     .msg
                     .ok_or_else(|| err(ErrorCode::BadRequest, "missing field `msg`".into()))?;

@@ -26,7 +26,10 @@ mod tests {
     #[test]
     fn bad_sub_or_group_fails_to_decode() {
         assert!(serde_json::from_str::<Claims>(r#"{"sub":"a b","exp":1}"#).is_err());
-        assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","exp":1,"groups":["ok","no way"]}"#).is_err());
+        assert!(
+            serde_json::from_str::<Claims>(r#"{"sub":"a","exp":1,"groups":["ok","no way"]}"#)
+                .is_err()
+        );
         let c: Claims = serde_json::from_str(r#"{"sub":42,"exp":1,"groups":["g"]}"#).unwrap();
         assert_eq!(c.sub.as_str(), "42");
     }

@@ -1,0 +1,46 @@
+//! Why the server closes a connection: one typed value per reason, with the
+//! WebSocket close code and reason text it goes out with (PROTOCOL.md §5).
+
+/// A reason to close one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Its outbound queue was full when a message arrived (1013).
+    SlowConsumer,
+    /// Removed through the server API (1008).
+    Kicked,
+    /// Its token expired while connected (1008).
+    TokenExpired,
+    /// Kept sending past the rate limit (1008).
+    RateLimited,
+    /// Sent a frame over `--max-frame` (1009).
+    TooLarge,
+    /// Showed no sign of life for two heartbeat intervals (1001).
+    HeartbeatTimeout,
+    /// The server is shutting down (1001).
+    Shutdown,
+}
+
+impl Disconnect {
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            Disconnect::SlowConsumer => 1013,
+            Disconnect::Kicked | Disconnect::TokenExpired | Disconnect::RateLimited => 1008,
+            Disconnect::TooLarge => 1009,
+            Disconnect::HeartbeatTimeout | Disconnect::Shutdown => 1001,
+        }
+    }
+
+    /// The close reason text (also the `reason` in logs).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::Kicked => "kicked",
+            Disconnect::TokenExpired => "token expired",
+            Disconnect::RateLimited => "rate_limited",
+            Disconnect::TooLarge => "too_large",
+            Disconnect::HeartbeatTimeout => "heartbeat timeout",
+            Disconnect::Shutdown => "server shutting down",
+        }
+    }
+}

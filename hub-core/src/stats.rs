@@ -1,0 +1,93 @@
+//! Counters and gauges of one node, read by `/api/v1/stats` and `/metrics`.
+//!
+//! Plain atomics with relaxed ordering: each number is exact on its own, and
+//! a reader wants a recent picture, not a consistent cut across them.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    pub(crate) connections: AtomicI64,
+    pub(crate) users: AtomicI64,
+    pub(crate) groups: AtomicI64,
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    pub(crate) messages_delivered: AtomicU64,
+    pub(crate) slow_consumer_closes: AtomicU64,
+    auth_failures: AtomicU64,
+}
+
+/// A copy of the numbers at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub connections: u64,
+    pub users: u64,
+    pub groups: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Message frames queued to connections, copies to a sender's other
+    /// connections included.
+    pub messages_delivered: u64,
+    pub slow_consumer_closes: u64,
+    pub auth_failures: u64,
+    pub uptime_seconds: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            connections: AtomicI64::new(0),
+            users: AtomicI64::new(0),
+            groups: AtomicI64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            messages_delivered: AtomicU64::new(0),
+            slow_consumer_closes: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stats {
+    /// A frame received from a client.
+    pub fn frame_in(&self, bytes: usize) {
+        self.frames_in.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Frames written to a client's socket.
+    pub fn frames_out(&self, frames: u64, bytes: u64) {
+        self.frames_out.fetch_add(frames, Relaxed);
+        self.bytes_out.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let gauge = |a: &AtomicI64| a.load(Relaxed).max(0) as u64;
+        StatsSnapshot {
+            connections: gauge(&self.connections),
+            users: gauge(&self.users),
+            groups: gauge(&self.groups),
+            frames_in: self.frames_in.load(Relaxed),
+            frames_out: self.frames_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            messages_delivered: self.messages_delivered.load(Relaxed),
+            slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
+            auth_failures: self.auth_failures.load(Relaxed),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! hub-core's rules, driven without any network: delivery per connection,
+//! copies to a sender's other connections, membership across reconnects, the
+//! slow-consumer policy and shared encoded bytes.
+
+use hub_core::{Connection, Disconnect, Frame, Node, NodeConfig, Target};
+use protocol::{Body, GroupId, ServerFrame, UserId};
+use serde_json::json;
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn group(s: &str) -> GroupId {
+    GroupId::new(s).unwrap()
+}
+
+fn body(v: serde_json::Value) -> Body {
+    Body::from_value(&v)
+}
+
+fn node(queue: usize) -> Node {
+    Node::new(NodeConfig {
+        queue_capacity: queue,
+    })
+}
+
+/// Every frame waiting in a connection's queue, decoded.
+fn drain(conn: &mut Connection) -> Vec<ServerFrame> {
+    let mut out = Vec::new();
+    while let Some(f) = conn.try_recv() {
+        out.push(serde_json::from_str(f.as_str()).unwrap());
+    }
+    out
+}
+
+fn bodies(frames: &[ServerFrame]) -> Vec<serde_json::Value> {
+    frames
+        .iter()
+        .map(|f| match f {
+            ServerFrame::Message(m) => m.body.to_value(),
+            other => panic!("not a message: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_user_with_three_connections_gets_each_message_once_per_connection() {
+    let node = node(16);
+    let mut tabs: Vec<Connection> = (0..3).map(|_| node.connect(user("42"), &[]).0).collect();
+    let (sender, _) = node.connect(user("7"), &[group("g")]);
+    node.join(&group("g"), &user("42"));
+
+    let d = node.send(&sender, user("42"), body(json!("direct")));
+    assert_eq!(d.delivered, 3);
+    let d = node.publish(&sender, group("g"), body(json!("group")));
+    assert_eq!(d.delivered, 3);
+    let d = node.push(Target::User(user("42")), body(json!("push")));
+    assert_eq!(d.delivered, 3);
+    let d = node.push(Target::All, body(json!("all")));
+    assert_eq!(d.delivered, 4);
+
+    for tab in &mut tabs {
+        let frames = drain(tab);
+        assert_eq!(
+            bodies(&frames),
+            vec![json!("direct"), json!("group"), json!("push"), json!("all")]
+        );
+    }
+}
+
+#[test]
+fn senders_other_connections_get_copies_and_are_not_counted() {
+    let node = node(16);
+    let (phone, _) = node.connect(user("a"), &[]);
+    let (mut laptop, _) = node.connect(user("a"), &[]);
+    let (mut b, _) = node.connect(user("b"), &[]);
+
+    let d = node.send(&phone, user("b"), body(json!(1)));
+    assert_eq!(d.delivered, 1);
+    assert_eq!(bodies(&drain(&mut b)), vec![json!(1)]);
+    let copies = drain(&mut laptop);
+    assert_eq!(bodies(&copies), vec![json!(1)]);
+    let ServerFrame::Message(m) = &copies[0] else {
+        unreachable!()
+    };
+    assert_eq!(m.from.as_ref().map(|u| u.as_str()), Some("a"));
+    assert_eq!(m.to.as_ref().map(|u| u.as_str()), Some("b"));
+
+    // To oneself: the other connections get it and are counted.
+    let d = node.send(&phone, user("a"), body(json!(2)));
+    assert_eq!(d.delivered, 1);
+    assert_eq!(bodies(&drain(&mut laptop)), vec![json!(2)]);
+
+    // Publish: other members counted, own other connections get copies.
+    node.join(&group("g"), &user("a"));
+    node.join(&group("g"), &user("b"));
+    let d = node.publish(&phone, group("g"), body(json!(3)));
+    assert_eq!(d.delivered, 1);
+    assert_eq!(bodies(&drain(&mut laptop)), vec![json!(3)]);
+    assert_eq!(bodies(&drain(&mut b)), vec![json!(3)]);
+}
+
+#[test]
+fn offline_and_unknown_targets_deliver_zero() {
+    let node = node(4);
+    assert_eq!(
+        node.push(Target::User(user("nobody")), Body::null())
+            .delivered,
+        0
+    );
+    assert_eq!(
+        node.push(Target::Group(group("none")), Body::null())
+            .delivered,
+        0
+    );
+    assert_eq!(node.push(Target::All, Body::null()).delivered, 0);
+}
+
+#[test]
+fn membership_survives_a_reconnect() {
+    let node = node(4);
+    let (conn, groups) = node.connect(user("u"), &[group("from-token")]);
+    assert_eq!(groups, vec![group("from-token")]);
+    node.join(&group("later"), &user("u"));
+    drop(conn);
+    assert_eq!(node.stats_snapshot().connections, 0);
+    assert_eq!(node.hub().user_info(&user("u")).1.len(), 2);
+
+    let (mut again, groups) = node.connect(user("u"), &[]);
+    assert_eq!(groups, vec![group("from-token"), group("later")]);
+    let d = node.push(Target::Group(group("later")), body(json!("back")));
+    assert_eq!(d.delivered, 1);
+    assert_eq!(bodies(&drain(&mut again)), vec![json!("back")]);
+
+    node.leave(&group("later"), &user("u"));
+    node.leave(&group("from-token"), &user("u"));
+    drop(again);
+    let s = node.stats_snapshot();
+    assert_eq!((s.connections, s.users, s.groups), (0, 0, 0));
+}
+
+#[test]
+fn a_full_queue_closes_only_that_connection() {
+    let node = node(8);
+    let (slow, _) = node.connect(user("slow"), &[group("g")]);
+    let mut fast: Vec<Connection> = (0..5)
+        .map(|i| node.connect(user(&format!("f{i}")), &[group("g")]).0)
+        .collect();
+
+    let mut delivered = Vec::new();
+    for i in 0..20 {
+        delivered.push(
+            node.push(Target::Group(group("g")), body(json!(i)))
+                .delivered,
+        );
+        // Fast readers keep up.
+        for f in &mut fast {
+            assert_eq!(bodies(&drain(f)), vec![json!(i)]);
+        }
+    }
+    // The slow one took 8, then was closed; everyone else got all 20.
+    assert_eq!(slow.close_reason(), Some(Disconnect::SlowConsumer));
+    assert_eq!(&delivered[..8], &[6; 8]);
+    assert!(delivered[8..].iter().all(|d| *d == 5));
+    assert_eq!(node.stats_snapshot().slow_consumer_closes, 1);
+    for f in &fast {
+        assert_eq!(f.close_reason(), None);
+    }
+}
+
+#[tokio::test]
+async fn closing_wakes_the_connection_task() {
+    let node = node(1);
+    let (conn, _) = node.connect(user("k"), &[]);
+    let waiter = tokio::spawn(async move { conn.closed().await });
+    assert_eq!(node.disconnect_user(&user("k"), Disconnect::Kicked), 1);
+    assert_eq!(waiter.await.unwrap(), Disconnect::Kicked);
+}
+
+#[test]
+fn a_group_message_is_encoded_once_and_its_bytes_shared() {
+    let node = node(4);
+    let mut members: Vec<Connection> = (0..50)
+        .map(|i| node.connect(user(&format!("m{i}")), &[group("promo")]).0)
+        .collect();
+    node.push(
+        Target::Group(group("promo")),
+        body(json!({"messageType":1,"title":"sale","content":"50% off"})),
+    );
+    node.push(Target::All, body(json!("all")));
+    for round in 0..2 {
+        let frames: Vec<Frame> = members.iter_mut().map(|m| m.try_recv().unwrap()).collect();
+        let first = frames[0].bytes().as_ptr();
+        for f in &frames {
+            // Same allocation, not equal copies.
+            assert_eq!(f.bytes().as_ptr(), first, "round {round}");
+        }
+    }
+}
