@@ -231,6 +231,12 @@ impl Connection {
         self.signal.closed().await
     }
 
+    /// The close signal on its own, so a task can wait on it while it also
+    /// borrows the connection mutably to receive.
+    pub fn signal(&self) -> Arc<ConnSignal> {
+        self.signal.clone()
+    }
+
     pub fn close_reason(&self) -> Option<Disconnect> {
         self.signal.reason()
     }

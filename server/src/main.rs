@@ -1,1 +1,107 @@
-fn main() {}
+//! `wshub-server`: parses flags, sets up logs and the open-file limit, binds
+//! the listener and runs the server until SIGINT/SIGTERM (see `server.rs`).
+
+mod api;
+mod auth;
+mod config;
+mod connection;
+mod http;
+mod metrics;
+mod page;
+mod server;
+mod state;
+mod upgrade;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::state::State;
+
+/// Open files one server process should be able to hold: the 19,000
+/// connections of the benchmark target, plus room for everything else.
+const WANTED_OPEN_FILES: u64 = 20_000;
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One clear line, no usage dump and no backtrace.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("wshub-server: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(msg) = config.validate() {
+        eprintln!("wshub-server: {msg}");
+        return ExitCode::from(2);
+    }
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wshub-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(start(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wshub-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
+    if config.insecure_dev {
+        tracing::warn!(
+            "INSECURE DEV MODE: anyone can connect as any user with ?userId=, join any group \
+             and call the API without a key. Never expose this server."
+        );
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on {addr}");
+    let state = State::new(config, CancellationToken::new());
+    server::run(listener, state).await;
+    Ok(())
+}
+
+/// Raises the soft open-file limit as far as the hard limit allows, and says
+/// so when that is less than the server needs.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < WANTED_OPEN_FILES => tracing::warn!(
+            limit,
+            wanted = WANTED_OPEN_FILES,
+            "the open-file hard limit is lower than the server needs; raise it (ulimit -Hn)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
+}

@@ -1,0 +1,220 @@
+//! The server API for backends, `/api/v1/*` (PROTOCOL.md §6).
+//!
+//! Handlers are plain functions over the hub: the only await is reading the
+//! request body, and no hub lock is held across it.
+
+use std::time::Instant;
+
+use http_body_util::{BodyExt, Limited};
+use hub_core::{Disconnect, Target};
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Method, Request, StatusCode};
+use protocol::api::{
+    GroupMembersResponse, KickResponse, MemberInfo, MembershipResponse, PushResponse,
+    StatsResponse, UserResponse,
+};
+use protocol::{Body, ErrorCode, GroupId, UserId};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::auth::{api_key_matches, bearer};
+use crate::http::{error, json, HttpResponse};
+use crate::state::SharedState;
+
+/// One API route, with the ids it names already validated.
+enum Route {
+    PushUser(UserId),
+    PushGroup(GroupId),
+    Broadcast,
+    Member(GroupId, UserId),
+    Members(GroupId),
+    User(UserId),
+    Connections(UserId),
+    Stats,
+}
+
+impl Route {
+    /// Methods this route answers, for 405s.
+    fn allows(&self, m: &Method) -> bool {
+        match self {
+            Route::PushUser(_) | Route::PushGroup(_) | Route::Broadcast => m == Method::POST,
+            Route::Member(..) => m == Method::PUT || m == Method::DELETE,
+            Route::Members(_) | Route::User(_) | Route::Stats => m == Method::GET,
+            Route::Connections(_) => m == Method::DELETE,
+        }
+    }
+}
+
+/// Matches `/api/v1/<rest>`. `Ok(None)`: no such path; `Err`: a bad id.
+fn parse_route(rest: &str) -> Result<Option<Route>, String> {
+    let user = |s: &str| UserId::new(s).map_err(|e| format!("bad user id `{}`: {e}", clip(s)));
+    let group = |s: &str| GroupId::new(s).map_err(|e| format!("bad group id `{}`: {e}", clip(s)));
+    let parts: Vec<&str> = rest.split('/').collect();
+    Ok(Some(match parts.as_slice() {
+        ["users", u, "messages"] => Route::PushUser(user(u)?),
+        ["groups", g, "messages"] => Route::PushGroup(group(g)?),
+        ["broadcast"] => Route::Broadcast,
+        ["groups", g, "members", u] => Route::Member(group(g)?, user(u)?),
+        ["groups", g, "members"] => Route::Members(group(g)?),
+        ["users", u] => Route::User(user(u)?),
+        ["users", u, "connections"] => Route::Connections(user(u)?),
+        ["stats"] => Route::Stats,
+        _ => return Ok(None),
+    }))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+pub async fn handle(req: Request<Incoming>, rest: &str, state: &SharedState) -> HttpResponse {
+    let started = Instant::now();
+    let res = answer(req, rest, state).await;
+    state.metrics.observe_api(started.elapsed());
+    res
+}
+
+async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> HttpResponse {
+    let config = &state.config;
+    match (&config.api_key, config.insecure_dev) {
+        (None, false) => {
+            return error(
+                ErrorCode::NotFound,
+                "the server API is disabled (no --api-key)",
+            )
+        }
+        (Some(key), _) => {
+            let presented = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(bearer);
+            if !presented.is_some_and(|p| api_key_matches(key, p)) {
+                state.node.stats().auth_failure();
+                return error(ErrorCode::Unauthorized, "missing or wrong API key");
+            }
+        }
+        (None, true) => {} // dev mode: no key needed
+    }
+
+    let route = match parse_route(rest) {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            return error(
+                ErrorCode::NotFound,
+                format!("no such API path: /api/v1/{}", clip(rest)),
+            )
+        }
+        Err(msg) => return error(ErrorCode::BadRequest, msg),
+    };
+    if !route.allows(req.method()) {
+        return error(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed here", req.method()),
+        );
+    }
+
+    let node = &state.node;
+    let method = req.method().clone();
+    match route {
+        Route::PushUser(u) => push(req, state, Target::User(u)).await,
+        Route::PushGroup(g) => push(req, state, Target::Group(g)).await,
+        Route::Broadcast => push(req, state, Target::All).await,
+        Route::Member(group, user) => {
+            let joined = method == Method::PUT;
+            if joined {
+                node.join(&group, &user);
+            } else {
+                node.leave(&group, &user);
+            }
+            json(
+                StatusCode::OK,
+                &MembershipResponse {
+                    group,
+                    user,
+                    joined,
+                },
+            )
+        }
+        Route::Members(group) => {
+            let members = node
+                .hub()
+                .group_members(&group)
+                .into_iter()
+                .map(|(user, connections)| MemberInfo { user, connections })
+                .collect();
+            json(StatusCode::OK, &GroupMembersResponse { group, members })
+        }
+        Route::User(user) => {
+            let (connections, groups) = node.hub().user_info(&user);
+            json(
+                StatusCode::OK,
+                &UserResponse {
+                    user,
+                    connections,
+                    groups,
+                },
+            )
+        }
+        Route::Connections(user) => {
+            let closed = node.disconnect_user(&user, Disconnect::Kicked);
+            json(StatusCode::OK, &KickResponse { closed })
+        }
+        Route::Stats => {
+            let s = node.stats_snapshot();
+            json(
+                StatusCode::OK,
+                &StatsResponse {
+                    connections: s.connections,
+                    users: s.users,
+                    groups: s.groups,
+                    frames_in: s.frames_in,
+                    frames_out: s.frames_out,
+                    messages_delivered: s.messages_delivered,
+                    slow_consumer_closes: s.slow_consumer_closes,
+                    auth_failures: s.auth_failures,
+                    uptime_seconds: s.uptime_seconds,
+                },
+            )
+        }
+    }
+}
+
+async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> HttpResponse {
+    let limit = state.config.max_frame.get();
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error(ErrorCode::TooLarge, format!("body over {limit} bytes"))
+        }
+        Err(_) => return error(ErrorCode::BadRequest, "could not read the request body"),
+    };
+    // Read `body` as raw JSON so it is delivered exactly as sent.
+    let request: RawPush<'_> = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                ErrorCode::BadRequest,
+                format!("body must be {{\"body\": ..}}: {e}"),
+            )
+        }
+    };
+    let d = state
+        .node
+        .push(target, Body::from_raw(request.body.to_owned()));
+    json(
+        StatusCode::OK,
+        &PushResponse {
+            id: d.id,
+            delivered: d.delivered,
+        },
+    )
+}
+
+/// `protocol::api::PushRequest`, borrowed: `{"body": <any JSON>}`.
+#[derive(Deserialize)]
+struct RawPush<'a> {
+    #[serde(borrow)]
+    body: &'a RawValue,
+}

@@ -1,0 +1,173 @@
+//! Who may connect and who may call the API (PROTOCOL.md §1): connection
+//! tokens (HS256 JWTs) and the server API key.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use protocol::Claims;
+use subtle::ConstantTimeEq;
+
+/// Why a token was refused. Each is a 401; the text is safe to show the
+/// client and to log (it never contains the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Missing,
+    Malformed,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    /// Dev mode without `--secret` cannot check tokens.
+    NoSecret,
+}
+
+impl TokenError {
+    pub fn message(self) -> &'static str {
+        match self {
+            TokenError::Missing => "missing token",
+            TokenError::Malformed => "malformed token",
+            TokenError::BadSignature => "bad token signature",
+            TokenError::Expired => "token expired",
+            TokenError::NotYetValid => "token not yet valid",
+            TokenError::NoSecret => "tokens cannot be checked: the server has no --secret",
+        }
+    }
+}
+
+/// Checks connection tokens against the server secret.
+pub struct TokenVerifier {
+    key: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("TokenVerifier").finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(secret: Option<&str>) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // `sub` is required by `Claims` itself; jsonwebtoken would demand a
+        // string, and the contract also takes an integer.
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        // "Expired" means expired: no grace beyond the token's own `exp`.
+        validation.leeway = 0;
+        Self {
+            key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let key = self.key.as_ref().ok_or(TokenError::NoSecret)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    _ => TokenError::Malformed,
+                }
+            })?;
+        let claims = data.claims;
+        if claims.iat.is_some_and(|iat| iat > now_secs()) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Compares a presented API key with the configured one in constant time.
+pub fn api_key_matches(configured: &str, presented: &str) -> bool {
+    configured.as_bytes().ct_eq(presented.as_bytes()).into()
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn mint(claims: serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn verifies_and_refuses() {
+        let v = TokenVerifier::new(Some("s3cret"));
+        let now = now_secs();
+        let ok = mint(json!({"sub":"42","exp":now+60,"groups":["g1"]}), "s3cret");
+        let c = v.verify(&ok).unwrap();
+        assert_eq!(c.sub.as_str(), "42");
+        assert_eq!(c.groups.len(), 1);
+
+        let cases = [
+            (
+                mint(json!({"sub":"42","exp":now+60}), "other"),
+                TokenError::BadSignature,
+            ),
+            (
+                mint(json!({"sub":"42","exp":now-1}), "s3cret"),
+                TokenError::Expired,
+            ),
+            (mint(json!({"sub":"42"}), "s3cret"), TokenError::Malformed),
+            (mint(json!({"exp":now+60}), "s3cret"), TokenError::Malformed),
+            (
+                mint(json!({"sub":"a b","exp":now+60}), "s3cret"),
+                TokenError::Malformed,
+            ),
+            (
+                mint(json!({"sub":"a","exp":now+60,"groups":["x/y"]}), "s3cret"),
+                TokenError::Malformed,
+            ),
+            (
+                mint(json!({"sub":"a","exp":now+60,"nbf":now+30}), "s3cret"),
+                TokenError::NotYetValid,
+            ),
+            (
+                mint(json!({"sub":"a","exp":now+60,"iat":now+30}), "s3cret"),
+                TokenError::NotYetValid,
+            ),
+            ("not.a.jwt".to_owned(), TokenError::Malformed),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(v.verify(&token), Err(expected));
+        }
+    }
+
+    #[test]
+    fn bearer_and_api_key() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert!(api_key_matches("k", "k"));
+        assert!(!api_key_matches("k", "K"));
+        assert!(!api_key_matches("k", "kk"));
+    }
+}

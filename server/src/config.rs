@@ -1,0 +1,189 @@
+//! Flags of `wshub-server` (PROTOCOL.md §8). Every flag has a `WSHUB_*`
+//! environment variable; repeatable flags take a comma-separated list there.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+
+use clap::Parser;
+
+/// wshub: a self-hosted real-time messaging hub. Backends push to users and
+/// groups over the server API; users chat over WebSockets.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "wshub-server", version, about, max_term_width = 100)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (logged as `listening on ADDR`).
+    #[arg(
+        long,
+        env = "WSHUB_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// HS256 secret that signs connection tokens. Required unless --insecure-dev.
+    #[arg(long, env = "WSHUB_SECRET", value_name = "S", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Key backends present as `Authorization: Bearer <key>` on /api/v1/*.
+    /// Without it the API is disabled (404).
+    #[arg(long, env = "WSHUB_API_KEY", value_name = "K", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Group id prefix any user may join without it being in their token (repeatable).
+    #[arg(
+        long = "public-group",
+        env = "WSHUB_PUBLIC_GROUP",
+        value_name = "PREFIX",
+        value_delimiter = ','
+    )]
+    pub public_groups: Vec<String>,
+
+    /// Origin allowed to open /ws (repeatable). Default: any origin when a token is used.
+    #[arg(
+        long = "allowed-origin",
+        env = "WSHUB_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest frame a client may send, in bytes; larger ones close the connection with 1009.
+    #[arg(
+        long,
+        env = "WSHUB_MAX_FRAME",
+        default_value = "65536",
+        value_name = "BYTES"
+    )]
+    pub max_frame: NonZeroUsize,
+
+    /// Outbound queue per connection, in frames; a connection whose queue is full is closed (1013).
+    #[arg(
+        long,
+        env = "WSHUB_QUEUE",
+        default_value = "1024",
+        value_name = "FRAMES"
+    )]
+    pub queue: NonZeroUsize,
+
+    /// Frames per second each connection may send (burst twice that).
+    #[arg(
+        long,
+        env = "WSHUB_RATE",
+        default_value = "100",
+        value_name = "PER_SEC"
+    )]
+    pub rate: NonZeroU32,
+
+    /// Seconds between server pings; two silent intervals close a connection.
+    #[arg(
+        long,
+        env = "WSHUB_HEARTBEAT",
+        default_value = "25",
+        value_name = "SECS"
+    )]
+    pub heartbeat: NonZeroU32,
+
+    /// Seconds open sockets get to drain and close at shutdown.
+    #[arg(
+        long,
+        env = "WSHUB_SHUTDOWN_GRACE",
+        default_value = "5",
+        value_name = "SECS"
+    )]
+    pub shutdown_grace: u64,
+
+    /// Development mode: `?userId=` without a token, any group, API without a key.
+    /// Only on a loopback --listen address.
+    #[arg(long, env = "WSHUB_INSECURE_DEV")]
+    pub insecure_dev: bool,
+}
+
+impl Config {
+    /// Checks what clap cannot: one clear line for each problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.insecure_dev {
+            if !self.listen.ip().is_loopback() {
+                return Err(format!(
+                    "--insecure-dev refuses to listen on non-loopback address {}",
+                    self.listen
+                ));
+            }
+        } else if self.secret.as_deref().is_none_or(str::is_empty) {
+            return Err(
+                "--secret (or WSHUB_SECRET) is required unless --insecure-dev is given".into(),
+            );
+        }
+        if self.api_key.as_deref() == Some("") {
+            return Err("--api-key must not be empty".into());
+        }
+        if self.max_frame.get() < 128 {
+            return Err("--max-frame must be at least 128 bytes".into());
+        }
+        if self.rate.get() > u32::MAX / 2 {
+            return Err("--rate is too large".into());
+        }
+        Ok(())
+    }
+
+    pub fn rate_burst(&self) -> u32 {
+        self.rate.get() * 2
+    }
+
+    /// Whether `group` matches a `--public-group` prefix.
+    pub fn is_public_group(&self, group: &str) -> bool {
+        self.public_groups
+            .iter()
+            .any(|p| !p.is_empty() && group.starts_with(p.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let c = Config::try_parse_from(std::iter::once("wshub-server").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&["--secret", "s"]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.max_frame.get(), 65536);
+        assert_eq!(c.queue.get(), 1024);
+        assert_eq!(c.rate.get(), 100);
+        assert_eq!(c.rate_burst(), 200);
+        assert_eq!(c.heartbeat.get(), 25);
+        assert_eq!(c.shutdown_grace, 5);
+        assert!(!c.insecure_dev);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--secret", "s", "--queue", "0"]).is_err());
+        assert!(parse(&["--secret", "s", "--listen", "nowhere"]).is_err());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--insecure-dev", "--listen", "0.0.0.0:1"]).is_err());
+        assert!(parse(&["--insecure-dev"]).is_ok());
+    }
+
+    #[test]
+    fn public_group_prefixes() {
+        let c = parse(&[
+            "--secret",
+            "s",
+            "--public-group",
+            "lobby",
+            "--public-group",
+            "news.",
+        ])
+        .unwrap();
+        assert!(c.is_public_group("lobby"));
+        assert!(c.is_public_group("lobby-2"));
+        assert!(c.is_public_group("news.sport"));
+        assert!(!c.is_public_group("private"));
+    }
+}

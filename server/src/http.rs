@@ -1,0 +1,73 @@
+//! The one HTTP service behind the listener: routes each request to the
+//! WebSocket upgrade, the server API, health, metrics or the chat page, and
+//! builds JSON answers and error bodies (PROTOCOL.md §5).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use protocol::{ErrorBody, ErrorCode};
+use serde::Serialize;
+
+use crate::state::SharedState;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+pub async fn route(req: Request<Incoming>, state: SharedState) -> HttpResponse {
+    let path = req.uri().path();
+    if path == "/ws" {
+        return crate::upgrade::handle(req, &state);
+    }
+    if let Some(rest) = path.strip_prefix("/api/v1/") {
+        let rest = rest.to_owned();
+        return crate::api::handle(req, &rest, &state).await;
+    }
+    let method = req.method();
+    match path {
+        "/healthz" => only_get(method, || health(&state)),
+        "/metrics" => only_get(method, || {
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }),
+        "/" | "/index.html" => only_get(method, crate::page::chat_page),
+        _ => error(ErrorCode::NotFound, format!("no such path: {path}")),
+    }
+}
+
+fn only_get(method: &Method, answer: impl FnOnce() -> HttpResponse) -> HttpResponse {
+    if method == Method::GET || method == Method::HEAD {
+        answer()
+    } else {
+        error(ErrorCode::MethodNotAllowed, "use GET")
+    }
+}
+
+fn health(state: &SharedState) -> HttpResponse {
+    if state.is_shutting_down() {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status":"shutting_down"}),
+        )
+    } else {
+        json(StatusCode::OK, &serde_json::json!({"status":"ok"}))
+    }
+}
+
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn error(code: ErrorCode, message: impl Into<String>) -> HttpResponse {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json(status, &ErrorBody::new(code, message))
+}

@@ -1,0 +1,116 @@
+//! `GET /metrics` (PROTOCOL.md §7) in Prometheus text format, with
+//! prometheus-client. Hub numbers are read from hub-core's atomics at scrape
+//! time by a collector, so nothing on the message path touches a second set
+//! of counters.
+
+use std::time::Duration;
+
+use hub_core::Node;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    api_duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new(node: Node) -> Self {
+        let mut registry = Registry::default();
+        // 50 µs to ~1.6 s.
+        let api_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "wshub_api_request_duration_seconds",
+            "Time to answer one server API request",
+            api_duration.clone(),
+        );
+        registry.register_collector(Box::new(HubCollector { node }));
+        Self {
+            registry,
+            api_duration,
+        }
+    }
+
+    pub fn observe_api(&self, elapsed: Duration) {
+        self.api_duration.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[derive(Debug)]
+struct HubCollector {
+    node: Node,
+}
+
+impl Collector for HubCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.node.stats_snapshot();
+        let gauges = [
+            (
+                "wshub_connections",
+                "Open WebSocket connections",
+                s.connections,
+            ),
+            ("wshub_users", "Users with at least one connection", s.users),
+            ("wshub_groups", "Groups with at least one member", s.groups),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(value as i64);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        // The text encoder appends `_total` to counter names.
+        let counters = [
+            (
+                "wshub_frames_received",
+                "Frames received from clients",
+                s.frames_in,
+            ),
+            (
+                "wshub_frames_sent",
+                "Frames written to clients",
+                s.frames_out,
+            ),
+            (
+                "wshub_bytes_received",
+                "Payload bytes received from clients",
+                s.bytes_in,
+            ),
+            (
+                "wshub_bytes_sent",
+                "Payload bytes written to clients",
+                s.bytes_out,
+            ),
+            (
+                "wshub_messages_delivered",
+                "Message frames queued to connections",
+                s.messages_delivered,
+            ),
+            (
+                "wshub_slow_consumer_closes",
+                "Connections closed because their queue was full",
+                s.slow_consumer_closes,
+            ),
+            (
+                "wshub_auth_failures",
+                "Refused tokens, origins and API keys",
+                s.auth_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        Ok(())
+    }
+}

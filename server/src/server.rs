@@ -1,0 +1,98 @@
+//! The accept loop and the shutdown sequence (PROTOCOL.md §5, "Shutdown").
+//!
+//! The listener stays open during shutdown so late clients get a clear 503
+//! instead of a refused connection; the process ends when every WebSocket
+//! connection has drained and closed, or when the grace period runs out.
+
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::state::SharedState;
+
+/// Accepts connections until the process ends. Each one is served by its
+/// own task; an HTTP connection that upgrades hands its socket to a tracked
+/// WebSocket task and ends.
+pub async fn accept_loop(listener: TcpListener, state: SharedState) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(e) => {
+                // Typically EMFILE: wait for descriptors to free up instead
+                // of spinning on the error.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        // Small frames should leave at once; batching is done above TCP.
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(crate::http::route(req, state).await) }
+            });
+            let conn = http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs the server until a shutdown signal, then drains: from the signal on,
+/// `/healthz` and new upgrades answer 503 and every open socket gets what was
+/// queued for it and a 1001 close, within `--shutdown-grace`.
+pub async fn run(listener: TcpListener, state: SharedState) {
+    let accept = tokio::spawn(accept_loop(listener, state.clone()));
+    shutdown_signal().await;
+    let open = state.node.stats_snapshot().connections;
+    tracing::info!(connections = open, "shutting down");
+    state.shutdown.cancel();
+    state.connections.close();
+    let grace = Duration::from_secs(state.config.shutdown_grace);
+    if tokio::time::timeout(grace, state.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; dropping the remaining connections");
+    }
+    accept.abort();
+    tracing::info!("stopped");
+}
