@@ -61,6 +61,15 @@ impl ClientFrame {
 
     /// Parses one text frame.
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        // serde would read a JSON array into the struct below by position,
+        // so anything but an object is turned away before it gets there.
+        if !text.trim_start().starts_with('{') {
+            let message = match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => "frame must be a JSON object".to_owned(),
+                Err(e) => format!("invalid JSON: {e}"),
+            };
+            return Err(FrameError::new(ErrorCode::BadRequest, message));
+        }
         let raw: RawFields<'_> = match serde_json::from_str(text) {
             Ok(raw) => raw,
             Err(e) => return Err(classify_serde_error(text, e)),
@@ -178,11 +187,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 }
 
 fn classify_serde_error(text: &str, e: serde_json::Error) -> FrameError {
-    // Tell "not JSON" from "JSON, but not an object" for a useful message.
     let message = match serde_json::from_str::<serde::de::IgnoredAny>(text) {
         Err(_) => format!("invalid JSON: {e}"),
-        Ok(_) if text.trim_start().starts_with('{') => format!("bad frame: {e}"),
-        Ok(_) => "frame must be a JSON object".to_owned(),
+        Ok(_) => format!("bad frame: {e}"),
     };
     FrameError::new(ErrorCode::BadRequest, message)
 }
@@ -307,6 +314,8 @@ mod tests {
     #[test]
     fn non_objects_are_bad_request() {
         assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
+        let e = parse(r#"["ping","x"]"#).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None));
         assert_eq!(code("\"send\""), ErrorCode::BadRequest);
         assert_eq!(code("3"), ErrorCode::BadRequest);
         assert_eq!(code("null"), ErrorCode::BadRequest);

@@ -376,12 +376,19 @@ impl Handler {
     }
 
     /// Closes with `reason`'s code. On shutdown, what was already queued is
-    /// written first. Bounded by `CLOSE_TIMEOUT`.
+    /// written first. A slow consumer gets up to two heartbeat intervals for
+    /// its backlog and the close frame to get through (it is already out of
+    /// the routing, so this costs no one else anything); other closes get
+    /// `CLOSE_TIMEOUT`.
     async fn close(&mut self, reason: Disconnect) {
+        let limit = match reason {
+            Disconnect::SlowConsumer => self.heartbeat * 2,
+            _ => CLOSE_TIMEOUT,
+        };
         let ws = &mut self.ws;
         let conn = &mut self.conn;
         let stats = self.state.node.stats();
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = tokio::time::timeout(limit, async {
             if reason == Disconnect::Shutdown {
                 let (mut frames, mut bytes) = (0, 0);
                 while let Some(frame) = conn.try_recv() {

@@ -237,10 +237,17 @@ impl Client {
                 .await
                 .expect("no close in time");
             match next {
-                Some(Ok(Message::Close(Some(CloseFrame { code, reason })))) => {
-                    return (u16::from(code), reason.to_string(), before)
+                Some(Ok(Message::Close(frame))) => {
+                    // Reading on sends tungstenite's close reply, which
+                    // completes the handshake the server waits for.
+                    let _ = tokio::time::timeout(LIMIT, self.ws.next()).await;
+                    return match frame {
+                        Some(CloseFrame { code, reason }) => {
+                            (u16::from(code), reason.to_string(), before)
+                        }
+                        None => (1005, String::new(), before),
+                    };
                 }
-                Some(Ok(Message::Close(None))) => return (1005, String::new(), before),
                 Some(Ok(Message::Text(t))) => before.push(serde_json::from_str(&t).unwrap()),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("connection failed before a close frame: {e}"),

@@ -1,0 +1,239 @@
+//! PROTOCOL.md §3–4 over real sockets: every client frame, its ack or
+//! error, and the messages recipients see.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+fn strip_volatile(mut m: Value) -> Value {
+    assert!(m["id"].is_string(), "{m}");
+    assert!(
+        m["ts"].as_u64().is_some_and(|ts| ts > 1_600_000_000_000),
+        "{m}"
+    );
+    let o = m.as_object_mut().unwrap();
+    o.remove("id");
+    o.remove("ts");
+    m
+}
+
+#[tokio::test]
+async fn send_reaches_every_connection_of_the_recipient_and_copies_the_sender() {
+    let s = Server::start(&[]).await;
+    let mut bob1 = s.client("bob", &[]).await;
+    let mut bob2 = s.client("bob", &[]).await;
+    let mut alice = s.client("alice", &[]).await;
+    let mut alice_tab = s.client("alice", &[]).await;
+
+    let ack = alice
+        .request(json!({"type":"send","to":"bob","body":{"text":"hi"},"id":"c-1"}))
+        .await;
+    assert_eq!(ack, json!({"type":"ack","id":"c-1","delivered":2}));
+    let expected = json!({"type":"message","from":"alice","to":"bob","body":{"text":"hi"}});
+    assert_eq!(strip_volatile(bob1.recv().await), expected);
+    assert_eq!(strip_volatile(bob2.recv().await), expected);
+    // The sender's other connection shows the conversation too.
+    assert_eq!(strip_volatile(alice_tab.recv().await), expected);
+
+    // Offline recipient: delivered 0, not an error.
+    let ack = alice
+        .request(json!({"type":"send","to":"nobody","body":null,"id":7}))
+        .await;
+    assert_eq!(ack, json!({"type":"ack","id":"7","delivered":0}));
+    assert_eq!(
+        strip_volatile(alice_tab.recv().await),
+        json!({"type":"message","from":"alice","to":"nobody","body":null})
+    );
+
+    // To oneself: the other connection gets it and is counted.
+    let ack = alice
+        .request(json!({"type":"send","to":"alice","body":1,"id":"self"}))
+        .await;
+    assert_eq!(ack, json!({"type":"ack","id":"self","delivered":1}));
+    assert_eq!(alice_tab.recv().await["body"], 1);
+}
+
+#[tokio::test]
+async fn the_original_frame_form_still_works() {
+    let s = Server::start(&[]).await;
+    let mut two = s.client("2", &[]).await;
+    let mut one = s.client("1", &[]).await;
+    one.send(json!({"userId":2,"msg":"hi"})).await;
+    let m = two.recv().await;
+    assert_eq!(
+        strip_volatile(m),
+        json!({"type":"message","from":"1","to":"2","body":"hi"})
+    );
+    // No id, so no ack: the next frame one sees is the pong.
+    let pong = one.request(json!({"type":"ping","id":"after"})).await;
+    assert_eq!(pong, json!({"type":"pong","id":"after"}));
+}
+
+#[tokio::test]
+async fn bodies_arrive_unchanged() {
+    let s = Server::start(&[]).await;
+    let mut rx = s.client("rx", &[]).await;
+    let mut tx = s.client("tx", &[]).await;
+    tx.send_text(r#"{"type":"send","to":"rx","body":{"n": 1.50, "s":"\u00e9"}}"#)
+        .await;
+    let raw = match tokio::time::timeout(LIMIT, futures_util::StreamExt::next(&mut rx.ws))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        Message::Text(t) => t.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(raw.contains(r#""body":{"n": 1.50, "s":"\u00e9"}"#), "{raw}");
+}
+
+#[tokio::test]
+async fn groups_join_publish_leave() {
+    let s = Server::start(&["--public-group", "lobby"]).await;
+    let mut a = s.client("a", &["team"]).await;
+    let mut b = s.client("b", &["team"]).await;
+    let mut a2 = s.client("a", &[]).await;
+    let mut c = s.client("c", &[]).await;
+
+    // Not a member yet: forbidden, with the id.
+    let e = c
+        .request(json!({"type":"publish","group":"team","body":"x","id":"p0"}))
+        .await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["code"], "forbidden");
+    assert_eq!(e["id"], "p0");
+    // Not in c's token and not public: forbidden.
+    let e = c
+        .request(json!({"type":"join","group":"team","id":"j0"}))
+        .await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("forbidden"), Some("j0"))
+    );
+    // Public prefix: allowed, and idempotent.
+    for _ in 0..2 {
+        let ack = c
+            .request(json!({"type":"join","group":"lobby-1","id":"j1"}))
+            .await;
+        assert_eq!(ack, json!({"type":"ack","id":"j1"}));
+    }
+
+    let ack = a
+        .request(json!({"type":"publish","group":"team","body":{"t":1},"id":"p1"}))
+        .await;
+    // b's one connection; a's other connection gets a copy, not counted.
+    assert_eq!(ack, json!({"type":"ack","id":"p1","delivered":1}));
+    let expected = json!({"type":"message","from":"a","group":"team","body":{"t":1}});
+    assert_eq!(strip_volatile(b.recv().await), expected);
+    assert_eq!(strip_volatile(a2.recv().await), expected);
+
+    // Leave is idempotent; after it, b no longer receives.
+    for _ in 0..2 {
+        let ack = b
+            .request(json!({"type":"leave","group":"team","id":"l"}))
+            .await;
+        assert_eq!(ack, json!({"type":"ack","id":"l"}));
+    }
+    let ack = a
+        .request(json!({"type":"publish","group":"team","body":2,"id":"p2"}))
+        .await;
+    assert_eq!(ack["delivered"], 0);
+    // b can rejoin (in its token).
+    let ack = b
+        .request(json!({"type":"join","group":"team","id":"j"}))
+        .await;
+    assert_eq!(ack, json!({"type":"ack","id":"j"}));
+    let ack = a
+        .request(json!({"type":"publish","group":"team","body":3,"id":"p3"}))
+        .await;
+    assert_eq!(ack["delivered"], 1);
+    assert_eq!(b.recv().await["body"], 3);
+}
+
+#[tokio::test]
+async fn ping_gets_pong() {
+    let s = Server::start(&[]).await;
+    let mut a = s.client("a", &[]).await;
+    assert_eq!(
+        a.request(json!({"type":"ping","id":"c-18"})).await,
+        json!({"type":"pong","id":"c-18"})
+    );
+    assert_eq!(
+        a.request(json!({"type":"ping"})).await,
+        json!({"type":"pong"})
+    );
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_connection_stays_open() {
+    let s = Server::start(&[]).await;
+    let mut a = s.client("a", &[]).await;
+    let long_id = "i".repeat(65);
+    let cases: Vec<(String, &str, Option<&str>)> = vec![
+        ("{not json".into(), "bad_request", None),
+        ("[1,2,3]".into(), "bad_request", None),
+        ("42".into(), "bad_request", None),
+        (r#"{"to":"b","body":1}"#.into(), "bad_request", None),
+        (r#"{"type":7,"id":"t"}"#.into(), "bad_request", Some("t")),
+        (
+            r#"{"type":"dance","id":"u"}"#.into(),
+            "unknown_type",
+            Some("u"),
+        ),
+        (
+            r#"{"type":"send","body":1,"id":"m"}"#.into(),
+            "bad_request",
+            Some("m"),
+        ),
+        (
+            r#"{"type":"send","to":"b","id":"m2"}"#.into(),
+            "bad_request",
+            Some("m2"),
+        ),
+        (
+            r#"{"type":"join","id":"g"}"#.into(),
+            "bad_request",
+            Some("g"),
+        ),
+        (
+            r#"{"type":"send","to":"no such","body":1,"id":"bid"}"#.into(),
+            "bad_request",
+            Some("bid"),
+        ),
+        (
+            r#"{"type":"join","group":true}"#.into(),
+            "bad_request",
+            None,
+        ),
+        (
+            format!(r#"{{"type":"ping","id":"{long_id}"}}"#),
+            "bad_request",
+            None,
+        ),
+        (r#"{"type":"ping","id":[1]}"#.into(), "bad_request", None),
+    ];
+    for (text, code, id) in cases {
+        a.send_text(&text).await;
+        let e = a.recv().await;
+        assert_eq!(e["type"], "error", "{text}");
+        assert_eq!(e["code"], code, "{text}");
+        assert_eq!(e["id"].as_str(), id, "{text}");
+        assert!(e["message"].is_string(), "{text}");
+        assert!(!e.to_string().contains(&long_id));
+    }
+    a.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    let e = a.recv().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+    // Still open and working.
+    assert_eq!(
+        a.request(json!({"type":"ping","id":"ok"})).await["type"],
+        "pong"
+    );
+}
