@@ -141,31 +141,36 @@ impl Handler {
         if let Err(end) = self.write_now(&welcome).await {
             return end;
         }
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let expires_at = self.session.expires_at;
-        let expiry = async move {
-            match expires_at {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(expiry);
-        let shutdown = self.state.shutdown.clone();
+        // One timer per connection, set to the earlier of the next
+        // heartbeat and the token's expiry: every timer and waker a
+        // connection holds is paid for by every idle connection.
+        let mut next_ping = Instant::now() + self.heartbeat;
+        let timer = tokio::time::sleep_until(self.next_deadline(next_ping).into());
+        tokio::pin!(timer);
         let signal = self.conn.signal();
 
         loop {
             // Wait for one event, then handle it with the waits dropped, so
-            // the handler may borrow the connection mutably.
+            // the handler may borrow the connection mutably. Shutdown comes
+            // through `signal` too (`Node::disconnect_all`).
             let event = tokio::select! {
                 biased;
                 reason = signal.closed() => Event::Close(reason),
-                _ = shutdown.cancelled() => Event::Close(Disconnect::Shutdown),
-                _ = &mut expiry => Event::Close(Disconnect::TokenExpired),
                 frame = self.conn.recv() => Event::Queued(frame),
                 msg = self.ws.next() => Event::Received(msg),
-                _ = ping.tick() => Event::Heartbeat,
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if self.session.expires_at.is_some_and(|at| at <= now) {
+                        Event::Close(Disconnect::TokenExpired)
+                    } else if now >= next_ping {
+                        next_ping = now + self.heartbeat;
+                        timer.as_mut().reset(self.next_deadline(next_ping).into());
+                        Event::Heartbeat
+                    } else {
+                        timer.as_mut().reset(self.next_deadline(next_ping).into());
+                        continue;
+                    }
+                }
             };
             let step = match event {
                 Event::Close(reason) => Err(End::Close(reason)),
@@ -177,6 +182,13 @@ impl Handler {
             if let Err(end) = step {
                 return end;
             }
+        }
+    }
+
+    fn next_deadline(&self, next_ping: Instant) -> Instant {
+        match self.session.expires_at {
+            Some(at) if at < next_ping => at,
+            _ => next_ping,
         }
     }
 
@@ -430,7 +442,8 @@ impl Handler {
 
 async fn drain_raw(stream: &mut TcpStream) {
     use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
+    // On the heap: a buffer here would sit in every connection's future.
+    let mut buf = vec![0u8; 4096];
     while let Ok(n) = stream.read(&mut buf).await {
         if n == 0 {
             break;

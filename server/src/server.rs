@@ -11,6 +11,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use hub_core::Disconnect;
+
 use crate::state::SharedState;
 
 /// Accepts connections until the process ends. Each one is served by its
@@ -84,7 +86,11 @@ pub async fn run(listener: TcpListener, state: SharedState) {
     shutdown_signal().await;
     let open = state.node.stats_snapshot().connections;
     tracing::info!(connections = open, "shutting down");
+    // First the flag (so /healthz and new upgrades answer 503 and a
+    // connection registering right now closes itself), then the close
+    // signal to every registered connection.
     state.shutdown.cancel();
+    state.node.disconnect_all(Disconnect::Shutdown);
     state.connections.close();
     let grace = Duration::from_secs(state.config.shutdown_grace);
     if tokio::time::timeout(grace, state.connections.wait())

@@ -1,1 +1,46 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's own automation, as typed Rust
+//! subcommands instead of shell scripts (rust-analyzer's convention).
+//!
+//! - `ci`: format check, clippy, every test, the end-to-end run.
+//! - `e2e`: the whole system with real processes, checked step by step.
+//! - `bench`: the benchmark suite against a release server over loopback.
+
+mod bench;
+mod ci;
+mod cmd;
+mod e2e;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "wshub project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything CI checks: fmt, clippy, tests, e2e.
+    Ci,
+    /// Build, start a server and run a scripted scenario with wshub-cli.
+    E2e,
+    /// Run the benchmark suite (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+    /// Internal: one load-generating process of the benchmark.
+    #[command(hide = true)]
+    Load(bench::load::LoadArgs),
+    /// Internal: the baseline servers the benchmark compares against.
+    #[command(hide = true)]
+    Baseline(bench::baseline::BaselineArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Ci => ci::run(),
+        Command::E2e => e2e::run(),
+        Command::Bench(args) => bench::run(args),
+        Command::Load(args) => bench::load::run(args),
+        Command::Baseline(args) => bench::baseline::run(args),
+    }
+}

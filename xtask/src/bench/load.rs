@@ -1,0 +1,322 @@
+//! One load-generating process (`xtask load`, spawned by `xtask bench`).
+//!
+//! It opens its share of the connections from its own source address,
+//! says `ready` on stdout, then does its part of the scenario and prints one
+//! `result` line of JSON. The receive path looks for the `"t":` timestamp in
+//! each frame and nothing else: no JSON parsing. Connections are read by a
+//! few tasks, each owning many sockets and its own histogram; the
+//! histograms are merged at the end.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures_util::stream::{SelectAll, SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    #[arg(long)]
+    pub server: SocketAddr,
+    /// Source address for this process's connections (127.x.y.z).
+    #[arg(long)]
+    pub source: IpAddr,
+    #[arg(long)]
+    pub conns: usize,
+    /// subscribe | idle | direct | connect
+    #[arg(long)]
+    pub mode: String,
+    /// Token secret; none for the baselines, which take no token.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// User id prefix, unique per process.
+    #[arg(long)]
+    pub prefix: String,
+    /// Messages each connection should receive before the run is done.
+    #[arg(long, default_value_t = 0)]
+    pub expect: u64,
+    /// direct: messages per second each connection sends.
+    #[arg(long, default_value_t = 10)]
+    pub rate: u64,
+    /// direct: seconds to send for.
+    #[arg(long, default_value_t = 5)]
+    pub secs: u64,
+    /// Reader tasks.
+    #[arg(long, default_value_t = 8)]
+    pub tasks: usize,
+}
+
+pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(main(args))
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// CPU seconds this process has used (user + system).
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the ")" that ends the command name; utime and stime are
+    // the 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn token(secret: &str, user: &str, groups: &[&str]) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user, "exp": exp, "groups": groups}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
+}
+
+async fn connect(args: &LoadArgs, user: &str, groups: &[&str]) -> anyhow::Result<Ws> {
+    let socket = if args.server.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(args.source, 0))?;
+    let stream = socket.connect(args.server).await?;
+    stream.set_nodelay(true)?;
+    let url = match &args.secret {
+        Some(secret) => format!(
+            "ws://{}/ws?token={}",
+            args.server,
+            token(secret, user, groups)
+        ),
+        None => format!("ws://{}/ws?userId={user}", args.server),
+    };
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    if args.secret.is_some() {
+        // wshub greets first; wait for it so "ready" means registered.
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => {}
+            other => anyhow::bail!("no welcome: {other:?}"),
+        }
+    }
+    Ok(ws)
+}
+
+/// The `"t":<ns>` value in a frame, found without parsing the JSON.
+pub fn find_t(text: &str) -> Option<u64> {
+    let at = text.find("\"t\":")? + 4;
+    let digits = text[at..].trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+async fn main(args: LoadArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let users: Vec<String> = (0..args.conns)
+        .map(|i| format!("{}{i}", args.prefix))
+        .collect();
+    let groups: &[&str] = if args.mode == "subscribe" {
+        &["bench"]
+    } else {
+        &[]
+    };
+
+    // Open connections, 64 at a time.
+    let mut conns = Vec::with_capacity(args.conns);
+    let mut connect_lat = Histogram::<u64>::new(3)?;
+    let mut pending = futures_util::stream::iter(users.iter().map(|u| {
+        let args = &args;
+        async move {
+            let t0 = Instant::now();
+            let ws = connect(args, u, groups).await;
+            (ws, t0.elapsed())
+        }
+    }))
+    .buffer_unordered(64);
+    let mut failures = 0u64;
+    while let Some((ws, took)) = pending.next().await {
+        match ws {
+            Ok(ws) => {
+                conns.push(ws);
+                let _ = connect_lat.record(took.as_micros() as u64);
+            }
+            Err(_) => failures += 1,
+        }
+    }
+    drop(pending);
+    let connect_secs = started.elapsed().as_secs_f64();
+    say(&format!(
+        "ready {}",
+        json!({"conns": conns.len(), "failures": failures, "connect_secs": connect_secs,
+               "connect_p50_us": connect_lat.value_at_quantile(0.5),
+               "connect_p99_us": connect_lat.value_at_quantile(0.99)})
+    ));
+    if args.mode == "connect" {
+        say(&format!("result {}", json!({"cpu_s": cpu_seconds("self")})));
+        return Ok(());
+    }
+
+    // Wait for "go" (or "stop"/EOF) from the coordinator.
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        match stdin.next_line().await? {
+            Some(l) if l.trim() == "go" => break,
+            Some(l) if l.trim() == "stop" => return finish(&args, Vec::new(), 0, 0),
+            None => return Ok(()),
+            _ => {}
+        }
+    }
+
+    // Split connections among reader tasks.
+    let tasks = args.tasks.max(1);
+    let mut buckets: Vec<Vec<(usize, Ws)>> = (0..tasks).map(|_| Vec::new()).collect();
+    for (i, ws) in conns.into_iter().enumerate() {
+        buckets[i % tasks].push((i, ws));
+    }
+    let expect_total_per_task: Vec<u64> = buckets
+        .iter()
+        .map(|b| b.len() as u64 * args.expect)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(args.secs + 30);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::new();
+    for (bucket, expect) in buckets.into_iter().zip(expect_total_per_task) {
+        let args = args.clone();
+        let users = users.clone();
+        let mut stop = stop_rx.clone();
+        handles.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).unwrap();
+            let mut sinks: Vec<(String, SplitSink<Ws, Message>)> = Vec::new();
+            let mut streams: SelectAll<SplitStream<Ws>> = SelectAll::new();
+            for (i, ws) in bucket {
+                let (sink, stream) = ws.split();
+                // Pairs are (2k, 2k+1) within this process.
+                let partner = users[i ^ 1].clone();
+                sinks.push((partner, sink));
+                streams.push(stream);
+            }
+            let mut received = 0u64;
+            let mut last_ns = 0u64;
+            let sending = args.mode == "direct";
+            let send_until = Instant::now() + Duration::from_secs(args.secs);
+            // Senders tick every 10 ms and send their share of the rate.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let per_tick = (args.rate as f64 / 100.0) * sinks.len() as f64;
+            let mut owed = 0.0f64;
+            let mut next_sender = 0usize;
+            let pad = "x".repeat(60);
+            loop {
+                if expect > 0 && received >= expect {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+                tokio::select! {
+                    msg = streams.next() => match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Some(t0) = find_t(&t) {
+                                let now = now_ns();
+                                let _ = hist.record(now.saturating_sub(t0) / 1000);
+                                last_ns = now;
+                            }
+                            received += 1;
+                        }
+                        Some(Ok(Message::Binary(b))) => {
+                            if let Some(t0) = std::str::from_utf8(&b).ok().and_then(find_t) {
+                                let now = now_ns();
+                                let _ = hist.record(now.saturating_sub(t0) / 1000);
+                                last_ns = now;
+                            }
+                            received += 1;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    },
+                    _ = tick.tick(), if sending && Instant::now() < send_until && !sinks.is_empty() => {
+                        owed += per_tick;
+                        while owed >= 1.0 {
+                            owed -= 1.0;
+                            let k = next_sender % sinks.len();
+                            let (partner, sink) = &mut sinks[k];
+                            next_sender += 1;
+                            let frame = format!(r#"{{"type":"send","to":"{partner}","body":{{"t":{},"p":"{pad}"}}}}"#, now_ns());
+                            let _ = sink.send(Message::text(frame)).await;
+                        }
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+            (hist, received, last_ns)
+        }));
+    }
+    // A "stop" line ends the run early (the coordinator decides it is over).
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = stdin.next_line().await {
+            if l.trim() == "stop" {
+                let _ = stop_tx.send(true);
+                break;
+            }
+        }
+    });
+    let mut hists = Vec::new();
+    let mut received = 0;
+    let mut last_ns = 0;
+    for h in handles {
+        let (hist, r, l) = h.await.context("reader task")?;
+        hists.push(hist);
+        received += r;
+        last_ns = last_ns.max(l);
+    }
+    finish(&args, hists, received, last_ns)
+}
+
+fn finish(
+    _args: &LoadArgs,
+    hists: Vec<Histogram<u64>>,
+    received: u64,
+    last_ns: u64,
+) -> anyhow::Result<()> {
+    let mut merged = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    for h in &hists {
+        merged.add(h)?;
+    }
+    let buckets: Vec<(u64, u64)> = merged
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
+    say(&format!(
+        "result {}",
+        json!({"received": received, "last_ns": last_ns, "hist_us": buckets, "cpu_s": cpu_seconds("self")})
+    ));
+    Ok(())
+}
