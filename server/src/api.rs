@@ -190,6 +190,13 @@ async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> Ht
         }
         Err(_) => return error(ErrorCode::BadRequest, "could not read the request body"),
     };
+    // serde would read a JSON array into the struct by position.
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return error(
+            ErrorCode::BadRequest,
+            "body must be a JSON object: {\"body\": ..}",
+        );
+    }
     // Read `body` as raw JSON so it is delivered exactly as sent.
     let request: RawPush<'_> = match serde_json::from_slice(&bytes) {
         Ok(r) => r,

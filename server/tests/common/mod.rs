@@ -41,10 +41,15 @@ impl Server {
 
     /// Starts a server with exactly `args` (plus `--listen 127.0.0.1:0`).
     pub async fn start_raw(args: &[&str]) -> Server {
+        Server::start_logging(args, "info").await
+    }
+
+    /// Like `start_raw`, with a `RUST_LOG` filter.
+    pub async fn start_logging(args: &[&str], filter: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wshub-server"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .env_remove("WSHUB_SECRET")
             .env_remove("WSHUB_API_KEY")
             .stdout(Stdio::null())
