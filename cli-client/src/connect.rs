@@ -1,0 +1,98 @@
+//! Opening a connection: which identity to present, and turning every way
+//! that can fail into one line a user can act on.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use protocol::{ErrorBody, ServerFrame};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{Common, Failure};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connected client and its welcome frame.
+pub struct Connected {
+    pub ws: Ws,
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// The URL to open, with the identity in its query.
+pub fn ws_url(common: &Common) -> Result<String, Failure> {
+    let url = common.url.trim();
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(Failure::usage(format!(
+            "invalid --url {url:?}: expected ws://HOST:PORT/ws"
+        )));
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    if let Some(token) = &common.token {
+        return Ok(format!("{url}{sep}token={token}"));
+    }
+    match (&common.secret, &common.user) {
+        (Some(secret), Some(user)) => {
+            let token = crate::token::mint(secret, user, &[], Duration::from_secs(3600))?;
+            Ok(format!("{url}{sep}token={token}"))
+        }
+        (None, Some(user)) => Ok(format!("{url}{sep}userId={user}")),
+        _ => Err(Failure::usage(
+            "say who you are: --token T, or --as USER with --secret S (or --as USER alone against a dev-mode server)",
+        )),
+    }
+}
+
+pub async fn connect(common: &Common) -> Result<Connected, Failure> {
+    let url = ws_url(common)?;
+    let shown = common.url.trim();
+    let (mut ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok(pair) => pair,
+        Err(e) => return Err(explain(shown, e)),
+    };
+    // The first frame is the welcome.
+    let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    match first {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerFrame>(&t) {
+            Ok(ServerFrame::Welcome { user, groups, .. }) => Ok(Connected {
+                ws,
+                user: user.to_string(),
+                groups: groups.iter().map(ToString::to_string).collect(),
+            }),
+            _ => Err(Failure::connect(format!(
+                "{shown} did not greet like a wshub server"
+            ))),
+        },
+        _ => Err(Failure::connect(format!(
+            "{shown} closed the connection before its welcome"
+        ))),
+    }
+}
+
+fn explain(url: &str, e: tungstenite::Error) -> Failure {
+    use tungstenite::Error;
+    match e {
+        Error::Url(e) => Failure::usage(format!("invalid --url {url:?}: {e}")),
+        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Failure::connect(
+            format!("cannot connect to {url}: connection refused (is the server running?)"),
+        ),
+        Error::Io(io) => Failure::connect(format!("cannot connect to {url}: {io}")),
+        Error::Http(res) => {
+            let status = res.status();
+            let detail = res
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
+                .map(|b| format!("{}: {}", b.error.code, b.error.message))
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
+            let mut f = Failure::connect(format!(
+                "server refused the connection ({}): {detail}",
+                status.as_u16()
+            ));
+            f.refused = matches!(status.as_u16(), 400 | 401 | 403);
+            f
+        }
+        other => Failure::connect(format!("cannot connect to {url}: {other}")),
+    }
+}
