@@ -21,15 +21,15 @@ const API_KEY: &str = "e2e-api-key-8a7b6c";
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// A child process whose stdout (or stderr) arrives line by line.
-struct Proc {
+pub(crate) struct Proc {
     name: String,
-    child: Child,
+    pub(crate) child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, read_stderr: bool) -> anyhow::Result<Proc> {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, read_stderr: bool) -> anyhow::Result<Proc> {
         cmd.stdin(Stdio::piped());
         if read_stderr {
             cmd.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -58,7 +58,7 @@ impl Proc {
     }
 
     /// The next line containing `needle`.
-    fn expect(&self, needle: &str) -> anyhow::Result<String> {
+    pub(crate) fn expect(&self, needle: &str) -> anyhow::Result<String> {
         let deadline = Instant::now() + LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -3,9 +3,11 @@
 //!
 //! - `ci`: format check, clippy, every test, the end-to-end run.
 //! - `e2e`: the whole system with real processes, checked step by step.
+//! - `browser`: the chat page in headless Chromium.
 //! - `bench`: the benchmark suite against a release server over loopback.
 
 mod bench;
+mod browser;
 mod ci;
 mod cmd;
 mod e2e;
@@ -25,6 +27,8 @@ enum Command {
     Ci,
     /// Build, start a server and run a scripted scenario with wshub-cli.
     E2e,
+    /// Drive the chat page in headless Chromium (needs `chromium` and npm).
+    Browser,
     /// Run the benchmark suite (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Internal: one load-generating process of the benchmark.
@@ -39,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ci => ci::run(),
         Command::E2e => e2e::run(),
+        Command::Browser => browser::run(),
         Command::Bench(args) => bench::run(args),
         Command::Load(args) => bench::load::run(args),
         Command::Baseline(args) => bench::baseline::run(args),
