@@ -82,14 +82,30 @@ async fn start(config: Config) -> anyhow::Result<()> {
              and call the API without a key. Never expose this server."
         );
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     let state = State::new(config, CancellationToken::new());
     server::run(listener, state).await;
     Ok(())
+}
+
+/// Pending connections the kernel queues before we accept them. The
+/// standard library's 128 overflows under a burst of connects (a dropped SYN
+/// costs the client a one-second retransmit); the kernel caps this at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Raises the soft open-file limit as far as the hard limit allows, and says

@@ -11,6 +11,7 @@ mod browser;
 mod ci;
 mod cmd;
 mod e2e;
+mod tidy;
 
 use clap::{Parser, Subcommand};
 

@@ -57,7 +57,9 @@ pub struct LoadArgs {
 
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    tokio::runtime::Builder::new_multi_thread()
+    // One thread per load process: the load shares two cores with the
+    // server, and fewer threads contend less.
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(main(args))
@@ -190,10 +192,15 @@ async fn main(args: LoadArgs) -> anyhow::Result<()> {
     loop {
         match stdin.next_line().await? {
             Some(l) if l.trim() == "go" => break,
-            Some(l) if l.trim() == "stop" => return finish(&args, Vec::new(), 0, 0),
+            Some(l) if l.trim() == "stop" => return finish(Vec::new(), 0, 0, cpu_seconds("self")),
             None => return Ok(()),
             _ => {}
         }
+    }
+
+    let cpu_at_go = cpu_seconds("self");
+    if args.mode != "direct" {
+        return raw_receive(&args, conns, stdin, cpu_at_go).await;
     }
 
     // Split connections among reader tasks.
@@ -228,9 +235,9 @@ async fn main(args: LoadArgs) -> anyhow::Result<()> {
             let mut last_ns = 0u64;
             let sending = args.mode == "direct";
             let send_until = Instant::now() + Duration::from_secs(args.secs);
-            // Senders tick every 10 ms and send their share of the rate.
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let per_tick = (args.rate as f64 / 100.0) * sinks.len() as f64;
+            // Senders tick every 2 ms and send their share of the rate.
+            let mut tick = tokio::time::interval(Duration::from_millis(2));
+            let per_tick = (args.rate as f64 / 500.0) * sinks.len() as f64;
             let mut owed = 0.0f64;
             let mut next_sender = 0usize;
             let pad = "x".repeat(60);
@@ -270,7 +277,10 @@ async fn main(args: LoadArgs) -> anyhow::Result<()> {
                             let (partner, sink) = &mut sinks[k];
                             next_sender += 1;
                             let frame = format!(r#"{{"type":"send","to":"{partner}","body":{{"t":{},"p":"{pad}"}}}}"#, now_ns());
-                            let _ = sink.send(Message::text(frame)).await;
+                            let _ = sink.feed(Message::text(frame)).await;
+                        }
+                        for (_, sink) in sinks.iter_mut() {
+                            let _ = sink.flush().await;
                         }
                     },
                     _ = stop.changed() => break,
@@ -297,14 +307,131 @@ async fn main(args: LoadArgs) -> anyhow::Result<()> {
         received += r;
         last_ns = last_ns.max(l);
     }
-    finish(&args, hists, received, last_ns)
+    finish(hists, received, last_ns, cpu_at_go)
+}
+
+/// Receives on every connection with no WebSocket library in the way: read
+/// raw bytes, walk the (unmasked) server frames, note each `"t":` and answer
+/// pings. One task per connection records latencies in its own vector; the
+/// vectors are merged into one histogram at the end.
+async fn raw_receive(
+    args: &LoadArgs,
+    conns: Vec<Ws>,
+    mut stdin: tokio::io::Lines<BufReader<tokio::io::Stdin>>,
+    cpu_at_go: f64,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::with_capacity(conns.len());
+    for ws in conns {
+        let stream = ws.into_inner();
+        let stop = stop_rx.clone();
+        handles.push(tokio::spawn(raw_reader(stream, args.expect, stop)));
+    }
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = stdin.next_line().await {
+            if l.trim() == "stop" {
+                break;
+            }
+        }
+        let _ = stop_tx.send(true);
+    });
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let (mut received, mut last_ns) = (0, 0);
+    for h in handles {
+        let (lat, r, l) = h.await.context("reader task")?;
+        for v in lat {
+            let _ = hist.record(u64::from(v).max(1));
+        }
+        received += r;
+        last_ns = last_ns.max(l);
+    }
+    finish(vec![hist], received, last_ns, cpu_at_go)
+}
+
+async fn raw_reader(
+    mut stream: TcpStream,
+    expect: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<u32>, u64, u64) {
+    use bytes::Buf;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
+    let mut lat = Vec::with_capacity(expect as usize);
+    let (mut received, mut last_ns) = (0u64, 0u64);
+    loop {
+        if expect > 0 && received >= expect {
+            break;
+        }
+        tokio::select! {
+            n = stream.read_buf(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = stop.changed() => break,
+        }
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let (b0, b1) = (buf[0], buf[1]);
+            let (len, off) = match b1 & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&buf[2..10]);
+                    (u64::from_be_bytes(n) as usize, 10)
+                }
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < off + len {
+                break;
+            }
+            let payload = &buf[off..off + len];
+            match b0 & 0x0f {
+                1 | 2 => {
+                    if let Some(t0) = find_t_bytes(payload) {
+                        let now = now_ns();
+                        lat.push((now.saturating_sub(t0) / 1000).min(u64::from(u32::MAX)) as u32);
+                        last_ns = now;
+                    }
+                    received += 1;
+                }
+                9 if len <= 125 => {
+                    // Pong, masked with a zero key (clients must mask).
+                    let mut pong = vec![0x8a, 0x80 | len as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(payload);
+                    let _ = stream.write_all(&pong).await;
+                }
+                8 => return (lat, received, last_ns),
+                _ => {}
+            }
+            buf.advance(off + len);
+        }
+    }
+    (lat, received, last_ns)
+}
+
+/// `find_t` over raw bytes.
+fn find_t_bytes(b: &[u8]) -> Option<u64> {
+    let at = b.windows(4).position(|w| w == b"\"t\":")? + 4;
+    let mut v = 0u64;
+    let mut any = false;
+    for &c in b[at..].iter().skip_while(|c| **c == b' ') {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        any = true;
+    }
+    any.then_some(v)
 }
 
 fn finish(
-    _args: &LoadArgs,
     hists: Vec<Histogram<u64>>,
     received: u64,
     last_ns: u64,
+    cpu_at_go: f64,
 ) -> anyhow::Result<()> {
     let mut merged = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     for h in &hists {
@@ -316,7 +443,8 @@ fn finish(
         .collect();
     say(&format!(
         "result {}",
-        json!({"received": received, "last_ns": last_ns, "hist_us": buckets, "cpu_s": cpu_seconds("self")})
+        json!({"received": received, "last_ns": last_ns, "hist_us": buckets,
+               "cpu_s": cpu_seconds("self") - cpu_at_go})
     ));
     Ok(())
 }

@@ -20,6 +20,9 @@ use crate::cmd::{cargo, root, run as run_cmd, target_bin};
 const SECRET: &str = "bench-secret-0123456789abcdef";
 const API_KEY: &str = "bench-api-key";
 
+/// Source addresses handed out so far in this run.
+static NEXT_SOURCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Small sizes: the whole suite in under a minute.
@@ -264,9 +267,12 @@ impl LoadProc {
         extra: &[String],
     ) -> anyhow::Result<Self> {
         let mut c = Command::new(target_bin("release", "xtask"));
-        // Each process gets its own source address so no single address
-        // runs out of ephemeral ports.
-        let source = format!("127.0.{}.{}", 1 + index / 250, 1 + index % 250);
+        // Each process of the whole run gets a source address of its own,
+        // so no address runs out of ephemeral ports or finds them held in
+        // TIME_WAIT by an earlier scenario.
+        let n = NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = index;
+        let source = format!("127.{}.{}.{}", 1 + n / 62_500, 1 + (n / 250) % 250, 1 + n % 250);
         c.args([
             "load",
             "--server",
