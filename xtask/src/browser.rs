@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::cmd::{cargo, root, run as run_cmd, target_bin};
+use crate::cmd::{cargo, listening_addr, root, run as run_cmd, server_command};
 use crate::e2e::Proc;
 
 const SECRET: &str = "browser-secret-6d2f9a";
@@ -55,26 +55,12 @@ pub fn run() -> anyhow::Result<()> {
     build.args(["build", "-p", "wshub-server"]);
     run_cmd(build)?;
 
-    let mut cmd = Command::new(target_bin("debug", "wshub-server"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--secret",
-        SECRET,
-        "--api-key",
-        API_KEY,
-        "--public-group",
-        "lobby",
-    ])
-    .env("RUST_LOG", "info");
+    let mut cmd = server_command("debug", SECRET, API_KEY);
+    cmd.args(["--public-group", "lobby"])
+        .env("RUST_LOG", "info");
     let server = Proc::spawn("server", cmd, true)?;
     let line = server.expect("listening on ")?;
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .context("address")?
-        .to_owned();
+    let addr = listening_addr(&line).context("address")?;
 
     let mut node = Command::new("node");
     node.arg("chat.test.mjs")

@@ -45,3 +45,26 @@ pub fn target_bin(profile: &str, name: &str) -> PathBuf {
         .unwrap_or_else(|| root().join("target"));
     target.join(profile).join(name)
 }
+
+/// `wshub-server` of `profile` on a free loopback port with a secret and
+/// an API key; callers add their own flags.
+pub fn server_command(profile: &str, secret: &str, api_key: &str) -> Command {
+    let mut c = Command::new(target_bin(profile, "wshub-server"));
+    c.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        secret,
+        "--api-key",
+        api_key,
+    ]);
+    c
+}
+
+/// The address in a server's `listening on ADDR` log line.
+pub fn listening_addr(line: &str) -> Option<String> {
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::cmd::{cargo, run as run_cmd, target_bin};
+use crate::cmd::{cargo, listening_addr, run as run_cmd, server_command, target_bin};
 
 const SECRET: &str = "e2e-secret-4f1c2a9b7d3e";
 const API_KEY: &str = "e2e-api-key-8a7b6c";
@@ -128,27 +128,13 @@ pub fn run() -> anyhow::Result<()> {
     let server_bin = target_bin("debug", "wshub-server");
     let cli_bin = target_bin("debug", "wshub-cli");
 
-    let mut server_cmd = Command::new(&server_bin);
+    let mut server_cmd = server_command("debug", SECRET, API_KEY);
     server_cmd
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--api-key",
-            API_KEY,
-            "--public-group",
-            "promo",
-        ])
+        .args(["--public-group", "promo"])
         .env("RUST_LOG", "info");
     let mut server = Proc::spawn("server", server_cmd, true)?;
     let line = server.expect("listening on ")?;
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .context("address")?
-        .to_owned();
+    let addr = listening_addr(&line).context("address")?;
     let url = format!("ws://{addr}/ws");
     eprintln!("e2e: server on {addr}");
 

@@ -9,7 +9,9 @@ mod tests {
     use crate::cmd::root;
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -40,13 +42,21 @@ mod tests {
     fn every_module_has_a_doc_line() {
         for (path, text) in sources() {
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            assert!(first.starts_with("//!"), "{} has no //! doc line", path.display());
+            assert!(
+                first.starts_with("//!"),
+                "{} has no //! doc line",
+                path.display()
+            );
         }
     }
 
     #[test]
     fn no_debugging_leftovers() {
-        let banned = [concat!("dbg", "!("), concat!("todo", "!("), concat!("unimplemented", "!(")];
+        let banned = [
+            concat!("dbg", "!("),
+            concat!("todo", "!("),
+            concat!("unimplemented", "!("),
+        ];
         for (path, text) in sources() {
             for b in banned {
                 assert!(!text.contains(b), "{} contains {b}", path.display());
@@ -60,7 +70,11 @@ mod tests {
         let config = std::fs::read_to_string(root().join("server/src/config.rs")).unwrap();
         let mut flags = 0;
         for line in config.lines() {
-            if let Some(env) = line.split("env = \"").nth(1).and_then(|r| r.split('"').next()) {
+            if let Some(env) = line
+                .split("env = \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            {
                 flags += 1;
                 assert!(readme.contains(env), "README does not mention {env}");
             }

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::cmd::{cargo, root, run as run_cmd, target_bin};
+use crate::cmd::{cargo, listening_addr, root, run as run_cmd, server_command, target_bin};
 
 const SECRET: &str = "bench-secret-0123456789abcdef";
 const API_KEY: &str = "bench-api-key";
@@ -65,6 +65,14 @@ pub struct BenchArgs {
     /// Load processes.
     #[arg(long, default_value_t = 4)]
     pub procs: usize,
+    /// Servers to measure: wshub,minimal-hub,raw-limit (baselines only run
+    /// the scenarios they take part in).
+    #[arg(
+        long,
+        default_value = "wshub,minimal-hub,raw-limit",
+        value_delimiter = ','
+    )]
+    pub targets: Vec<String>,
 }
 
 impl BenchArgs {
@@ -103,6 +111,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         };
         for size in sizes {
             for target in targets {
+                if !args.targets.iter().any(|t| t == target.name()) {
+                    continue;
+                }
                 if scenario == "idle" && *target == Target::Raw {
                     continue; // the raw limit holds no per-connection state worth comparing
                 }
@@ -176,16 +187,10 @@ impl ServerProc {
     fn start(target: Target) -> anyhow::Result<Self> {
         let mut cmd = match target {
             Target::Wshub => {
-                let mut c = Command::new(target_bin("release", "wshub-server"));
-                c.args([
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--secret",
-                    SECRET,
-                    "--api-key",
-                    API_KEY,
-                ])
-                .env("RUST_LOG", "warn,wshub_server::server=info");
+                // At the default log level, as it would run: one line per
+                // connection open and close is part of what it costs.
+                let mut c = server_command("release", SECRET, API_KEY);
+                c.env("RUST_LOG", "info");
                 c
             }
             Target::Hub | Target::Raw => {
@@ -198,17 +203,13 @@ impl ServerProc {
                 c
             }
         };
-        // wshub logs "listening on" at info from main; keep that line.
-        if target == Target::Wshub {
-            cmd.env("RUST_LOG", "warn,wshub_server=info");
-        }
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let stderr = child.stderr.take().context("stderr")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr);
                 }
                 // Other lines (per-connection logs) are dropped.
             }
@@ -272,7 +273,12 @@ impl LoadProc {
         // TIME_WAIT by an earlier scenario.
         let n = NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = index;
-        let source = format!("127.{}.{}.{}", 1 + n / 62_500, 1 + (n / 250) % 250, 1 + n % 250);
+        let source = format!(
+            "127.{}.{}.{}",
+            1 + n / 62_500,
+            1 + (n / 250) % 250,
+            1 + n % 250
+        );
         c.args([
             "load",
             "--server",
