@@ -125,7 +125,6 @@ pub fn run() -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "-p", "wshub-server", "-p", "wshub-cli"]);
     run_cmd(build)?;
-    let server_bin = target_bin("debug", "wshub-server");
     let cli_bin = target_bin("debug", "wshub-cli");
 
     let mut server_cmd = server_command("debug", SECRET, API_KEY);
