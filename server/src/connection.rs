@@ -9,6 +9,7 @@
 //! write that stalls is raced against the close signal, so a stuck socket
 //! never pins the task.
 
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -148,6 +149,10 @@ impl Handler {
         let timer = tokio::time::sleep_until(self.next_deadline(next_ping).into());
         tokio::pin!(timer);
         let signal = self.conn.signal();
+        // Pinned once, not re-made per event: a fresh wait would register
+        // and unregister with the signal on every message delivered.
+        let closed = signal.closed();
+        tokio::pin!(closed);
 
         loop {
             // Wait for one event, then handle it with the waits dropped, so
@@ -155,7 +160,7 @@ impl Handler {
             // through `signal` too (`Node::disconnect_all`).
             let event = tokio::select! {
                 biased;
-                reason = signal.closed() => Event::Close(reason),
+                reason = &mut closed => Event::Close(reason),
                 frame = self.conn.recv() => Event::Queued(frame),
                 msg = self.ws.next() => Event::Received(msg),
                 _ = &mut timer => {
@@ -380,6 +385,13 @@ impl Handler {
     /// overflowed while we waited, or it was kicked) or the socket has not
     /// taken our bytes for two heartbeat intervals.
     async fn flush(&mut self) -> Result<(), End> {
+        // Nearly every flush completes at once (the socket has room); only a
+        // stalled one needs the guards below, and with them a timer and a
+        // waiter registered per flush, which would be paid per message.
+        let first = std::future::poll_fn(|cx| Poll::Ready(self.ws.poll_flush_unpin(cx))).await;
+        if let Poll::Ready(r) = first {
+            return r.map_err(|_| End::Gone("write failed"));
+        }
         tokio::select! {
             r = self.ws.flush() => r.map_err(|_| End::Gone("write failed")),
             reason = self.conn.closed() => Err(End::Close(reason)),
