@@ -2,18 +2,18 @@
 //!
 //! It opens its share of the connections from its own source address,
 //! says `ready` on stdout, then does its part of the scenario and prints one
-//! `result` line of JSON. The receive path looks for the `"t":` timestamp in
-//! each frame and nothing else: no JSON parsing. Connections are read by a
-//! few tasks, each owning many sockets and its own histogram; the
-//! histograms are merged at the end.
+//! `result` line of JSON. tokio-tungstenite does the handshake; after it the
+//! sockets are read and written raw, so the load side costs little: the
+//! receive path walks frame headers and finds the `"t":` timestamp, with no
+//! JSON parsing. Each connection's reader keeps its own latency record; the
+//! records are merged into one histogram at the end.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use futures_util::stream::{SelectAll, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -50,9 +50,6 @@ pub struct LoadArgs {
     /// direct: seconds to send for.
     #[arg(long, default_value_t = 5)]
     pub secs: u64,
-    /// Reader tasks.
-    #[arg(long, default_value_t = 8)]
-    pub tasks: usize,
 }
 
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
@@ -131,16 +128,6 @@ async fn connect(args: &LoadArgs, user: &str, groups: &[&str]) -> anyhow::Result
     Ok(ws)
 }
 
-/// The `"t":<ns>` value in a frame, found without parsing the JSON.
-pub fn find_t(text: &str) -> Option<u64> {
-    let at = text.find("\"t\":")? + 4;
-    let digits = text[at..].trim_start();
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
-}
-
 async fn main(args: LoadArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let users: Vec<String> = (0..args.conns)
@@ -199,133 +186,37 @@ async fn main(args: LoadArgs) -> anyhow::Result<()> {
     }
 
     let cpu_at_go = cpu_seconds("self");
-    if args.mode != "direct" {
-        return raw_receive(&args, conns, stdin, cpu_at_go).await;
-    }
-
-    // Split connections among reader tasks.
-    let tasks = args.tasks.max(1);
-    let mut buckets: Vec<Vec<(usize, Ws)>> = (0..tasks).map(|_| Vec::new()).collect();
-    for (i, ws) in conns.into_iter().enumerate() {
-        buckets[i % tasks].push((i, ws));
-    }
-    let expect_total_per_task: Vec<u64> = buckets
-        .iter()
-        .map(|b| b.len() as u64 * args.expect)
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(args.secs + 30);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut handles = Vec::new();
-    for (bucket, expect) in buckets.into_iter().zip(expect_total_per_task) {
-        let args = args.clone();
-        let users = users.clone();
-        let mut stop = stop_rx.clone();
-        handles.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).unwrap();
-            let mut sinks: Vec<(String, SplitSink<Ws, Message>)> = Vec::new();
-            let mut streams: SelectAll<SplitStream<Ws>> = SelectAll::new();
-            for (i, ws) in bucket {
-                let (sink, stream) = ws.split();
-                // Pairs are (2k, 2k+1) within this process.
-                let partner = users[i ^ 1].clone();
-                sinks.push((partner, sink));
-                streams.push(stream);
-            }
-            let mut received = 0u64;
-            let mut last_ns = 0u64;
-            let sending = args.mode == "direct";
-            let send_until = Instant::now() + Duration::from_secs(args.secs);
-            // Senders tick every 2 ms and send their share of the rate.
-            let mut tick = tokio::time::interval(Duration::from_millis(2));
-            let per_tick = (args.rate as f64 / 500.0) * sinks.len() as f64;
-            let mut owed = 0.0f64;
-            let mut next_sender = 0usize;
-            let pad = "x".repeat(60);
-            loop {
-                if expect > 0 && received >= expect {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    break;
-                }
-                tokio::select! {
-                    msg = streams.next() => match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            if let Some(t0) = find_t(&t) {
-                                let now = now_ns();
-                                let _ = hist.record(now.saturating_sub(t0) / 1000);
-                                last_ns = now;
-                            }
-                            received += 1;
-                        }
-                        Some(Ok(Message::Binary(b))) => {
-                            if let Some(t0) = std::str::from_utf8(&b).ok().and_then(find_t) {
-                                let now = now_ns();
-                                let _ = hist.record(now.saturating_sub(t0) / 1000);
-                                last_ns = now;
-                            }
-                            received += 1;
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break,
-                    },
-                    _ = tick.tick(), if sending && Instant::now() < send_until && !sinks.is_empty() => {
-                        owed += per_tick;
-                        while owed >= 1.0 {
-                            owed -= 1.0;
-                            let k = next_sender % sinks.len();
-                            let (partner, sink) = &mut sinks[k];
-                            next_sender += 1;
-                            let frame = format!(r#"{{"type":"send","to":"{partner}","body":{{"t":{},"p":"{pad}"}}}}"#, now_ns());
-                            let _ = sink.feed(Message::text(frame)).await;
-                        }
-                        for (_, sink) in sinks.iter_mut() {
-                            let _ = sink.flush().await;
-                        }
-                    },
-                    _ = stop.changed() => break,
-                }
-            }
-            (hist, received, last_ns)
-        }));
-    }
-    // A "stop" line ends the run early (the coordinator decides it is over).
-    tokio::spawn(async move {
-        while let Ok(Some(l)) = stdin.next_line().await {
-            if l.trim() == "stop" {
-                let _ = stop_tx.send(true);
-                break;
-            }
-        }
-    });
-    let mut hists = Vec::new();
-    let mut received = 0;
-    let mut last_ns = 0;
-    for h in handles {
-        let (hist, r, l) = h.await.context("reader task")?;
-        hists.push(hist);
-        received += r;
-        last_ns = last_ns.max(l);
-    }
-    finish(hists, received, last_ns, cpu_at_go)
+    receive(&args, conns, &users, stdin, cpu_at_go).await
 }
 
-/// Receives on every connection with no WebSocket library in the way: read
-/// raw bytes, walk the (unmasked) server frames, note each `"t":` and answer
-/// pings. One task per connection records latencies in its own vector; the
-/// vectors are merged into one histogram at the end.
-async fn raw_receive(
+/// After "go": one reader task per connection, with no WebSocket library
+/// in the way (read raw bytes, walk the unmasked server frames, note each
+/// `"t":`), each recording latencies in its own vector, merged into one
+/// histogram at the end. In `direct` mode one sender task also writes
+/// pre-masked frames (zero mask key) at the configured rate.
+async fn receive(
     args: &LoadArgs,
     conns: Vec<Ws>,
+    users: &[String],
     mut stdin: tokio::io::Lines<BufReader<tokio::io::Stdin>>,
     cpu_at_go: f64,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut handles = Vec::with_capacity(conns.len());
+    let mut readers = Vec::with_capacity(conns.len());
+    let mut writers = Vec::with_capacity(conns.len());
     for ws in conns {
-        let stream = ws.into_inner();
-        let stop = stop_rx.clone();
-        handles.push(tokio::spawn(raw_reader(stream, args.expect, stop)));
+        let (read, write) = ws.into_inner().into_split();
+        let writer = std::sync::Arc::new(tokio::sync::Mutex::new(write));
+        readers.push(tokio::spawn(raw_reader(
+            read,
+            writer.clone(),
+            args.expect,
+            stop_rx.clone(),
+        )));
+        writers.push(writer);
+    }
+    if args.mode == "direct" {
+        tokio::spawn(send_direct(args.clone(), users.to_vec(), writers));
     }
     tokio::spawn(async move {
         while let Ok(Some(l)) = stdin.next_line().await {
@@ -337,7 +228,7 @@ async fn raw_receive(
     });
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let (mut received, mut last_ns) = (0, 0);
-    for h in handles {
+    for h in readers {
         let (lat, r, l) = h.await.context("reader task")?;
         for v in lat {
             let _ = hist.record(u64::from(v).max(1));
@@ -348,8 +239,63 @@ async fn raw_receive(
     finish(vec![hist], received, last_ns, cpu_at_go)
 }
 
+type Writer = std::sync::Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>;
+
+/// Every connection sends `rate` messages/s to its partner (pairs are
+/// (2k, 2k+1)), spread over 2 ms ticks; each frame carries its send time.
+async fn send_direct(args: LoadArgs, users: Vec<String>, writers: Vec<Writer>) {
+    use tokio::io::AsyncWriteExt;
+    if writers.is_empty() {
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(args.secs);
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_tick = args.rate as f64 / 500.0 * writers.len() as f64;
+    let (mut owed, mut next) = (0.0f64, 0usize);
+    let pad = "x".repeat(60);
+    while Instant::now() < until {
+        tick.tick().await;
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let k = next % writers.len();
+            next += 1;
+            let partner = &users[k ^ 1];
+            let payload = format!(
+                r#"{{"type":"send","to":"{partner}","body":{{"t":{},"p":"{pad}"}}}}"#,
+                now_ns()
+            );
+            let frame = masked_text_frame(payload.as_bytes());
+            let _ = writers[k].lock().await.write_all(&frame).await;
+        }
+    }
+}
+
+/// A client text frame, masked with a zero key (RFC 6455 requires a mask,
+/// any key will do, and a zero key leaves the payload as it is).
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x81);
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
 async fn raw_reader(
-    mut stream: TcpStream,
+    mut read: tokio::net::tcp::OwnedReadHalf,
+    writer: Writer,
     expect: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Vec<u32>, u64, u64) {
@@ -363,7 +309,7 @@ async fn raw_reader(
             break;
         }
         tokio::select! {
-            n = stream.read_buf(&mut buf) => match n {
+            n = read.read_buf(&mut buf) => match n {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
@@ -397,11 +343,11 @@ async fn raw_reader(
                     }
                     received += 1;
                 }
+                // A ping is answered, so the server's heartbeat keeps us.
                 9 if len <= 125 => {
-                    // Pong, masked with a zero key (clients must mask).
-                    let mut pong = vec![0x8a, 0x80 | len as u8, 0, 0, 0, 0];
-                    pong.extend_from_slice(payload);
-                    let _ = stream.write_all(&pong).await;
+                    let mut pong = vec![0x8a];
+                    pong.extend_from_slice(&masked_text_frame(payload)[1..]);
+                    let _ = writer.lock().await.write_all(&pong).await;
                 }
                 8 => return (lat, received, last_ns),
                 _ => {}
@@ -412,7 +358,7 @@ async fn raw_reader(
     (lat, received, last_ns)
 }
 
-/// `find_t` over raw bytes.
+/// The `"t":<ns>` value in a frame, found without parsing the JSON.
 fn find_t_bytes(b: &[u8]) -> Option<u64> {
     let at = b.windows(4).position(|w| w == b"\"t\":")? + 4;
     let mut v = 0u64;

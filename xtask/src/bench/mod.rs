@@ -73,6 +73,32 @@ pub struct BenchArgs {
         value_delimiter = ','
     )]
     pub targets: Vec<String>,
+    /// Pin the server to CPU 0 and the load processes to CPU 1 (taskset),
+    /// so neither preempts the other; halves the server's cores.
+    #[arg(long)]
+    pub pin: bool,
+}
+
+/// Set from `--pin` before any process starts.
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `cmd` run under `taskset -c cpu` when pinning is on.
+fn maybe_pinned(cmd: Command, cpu: &str) -> Command {
+    if !PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        return cmd;
+    }
+    let mut pinned = Command::new("taskset");
+    pinned
+        .args(["-c", cpu])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => pinned.env(k, v),
+            None => pinned.env_remove(k),
+        };
+    }
+    pinned
 }
 
 impl BenchArgs {
@@ -92,6 +118,7 @@ impl BenchArgs {
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     args.apply_quick();
+    PIN.store(args.pin, std::sync::atomic::Ordering::Relaxed);
     let mut build = cargo();
     build.args(["build", "--release", "-p", "wshub-server", "-p", "xtask"]);
     run_cmd(build)?;
@@ -146,6 +173,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let report = json!({
         "machine": machine(),
         "quick": args.quick,
+        "pinned": args.pin,
         "load_cpu_seconds": load_cpu,
         "results": results,
     });
@@ -185,7 +213,7 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(target: Target) -> anyhow::Result<Self> {
-        let mut cmd = match target {
+        let cmd = match target {
             Target::Wshub => {
                 // At the default log level, as it would run: one line per
                 // connection open and close is part of what it costs.
@@ -203,6 +231,7 @@ impl ServerProc {
                 c
             }
         };
+        let mut cmd = maybe_pinned(cmd, "0");
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let stderr = child.stderr.take().context("stderr")?;
         let (tx, rx) = mpsc::channel();
@@ -292,6 +321,7 @@ impl LoadProc {
         if server.target == Target::Wshub {
             c.args(["--secret", SECRET]);
         }
+        let mut c = maybe_pinned(c, "1");
         let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("stdout")?;
