@@ -47,11 +47,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
+    // Log lines are handed to a writer thread: a connection's task never
+    // waits on a write to stderr (two lines per connection add up under a
+    // burst of connects). The guard flushes what is left when main returns.
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 

@@ -300,7 +300,9 @@ impl LoadProc {
         // Each process of the whole run gets a source address of its own,
         // so no address runs out of ephemeral ports or finds them held in
         // TIME_WAIT by an earlier scenario.
-        let n = NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Runs start at a different place (by process id) in 127/8.
+        let n = NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + (std::process::id() as usize % 200) * 1_000;
         let _ = index;
         let source = format!(
             "127.{}.{}.{}",
