@@ -145,26 +145,30 @@ async fn main(args: LoadArgs) -> anyhow::Result<()> {
     // Open connections, 64 at a time.
     let mut conns = Vec::with_capacity(args.conns);
     let mut connect_lat = Histogram::<u64>::new(3)?;
-    let mut pending = futures_util::stream::iter(users.iter().map(|u| {
+    let mut pending = futures_util::stream::iter(users.iter().enumerate().map(|(i, u)| {
         let args = &args;
         async move {
             let t0 = Instant::now();
             let ws = connect(args, u, groups).await;
-            (ws, t0.elapsed())
+            (i, ws, t0.elapsed())
         }
     }))
     .buffer_unordered(64);
     let mut failures = 0u64;
-    while let Some((ws, took)) = pending.next().await {
+    while let Some((i, ws, took)) = pending.next().await {
         match ws {
             Ok(ws) => {
-                conns.push(ws);
+                conns.push((i, ws));
                 let _ = connect_lat.record(took.as_micros() as u64);
             }
             Err(_) => failures += 1,
         }
     }
     drop(pending);
+    // Connections finish out of order; put each back at its user's index,
+    // so connection k is user k and its partner is user k^1.
+    conns.sort_by_key(|(i, _)| *i);
+    let conns: Vec<Ws> = conns.into_iter().map(|(_, ws)| ws).collect();
     let connect_secs = started.elapsed().as_secs_f64();
     say(&format!(
         "ready {}",
@@ -251,19 +255,21 @@ async fn send_direct(args: LoadArgs, users: Vec<String>, writers: Vec<Writer>) {
     if writers.is_empty() {
         return;
     }
-    let until = Instant::now() + Duration::from_secs(args.secs);
+    let start = Instant::now();
+    let until = start + Duration::from_secs(args.secs);
     let mut tick = tokio::time::interval(Duration::from_millis(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let per_tick = args.rate as f64 / 500.0 * writers.len() as f64;
-    let (mut owed, mut next) = (0.0f64, 0usize);
+    // Messages owed are computed from elapsed time, not counted per tick,
+    // so a late tick does not lower the rate.
+    let per_sec = args.rate as f64 * writers.len() as f64;
+    let mut sent = 0u64;
     let pad = "x".repeat(60);
     while Instant::now() < until {
         tick.tick().await;
-        owed += per_tick;
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let k = next % writers.len();
-            next += 1;
+        let due = (start.elapsed().as_secs_f64().min(args.secs as f64) * per_sec) as u64;
+        while sent < due {
+            let k = sent as usize % writers.len();
+            sent += 1;
             let partner = &users[k ^ 1];
             let payload = format!(
                 r#"{{"type":"send","to":"{partner}","body":{{"t":{},"p":"{pad}"}}}}"#,

@@ -663,7 +663,7 @@ fn print_table(report: &Value) {
         m["kernel"].as_str().unwrap_or("?")
     );
     println!(
-        "{:<8} {:<12} {:>14} {:>10} {:>10} {:>10} {:>12}",
+        "{:<8} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
         "scenario", "target", "rate", "p50 ms", "p99 ms", "p999 ms", "KiB/conn"
     );
     let results = report["results"].as_array().cloned().unwrap_or_default();
@@ -684,9 +684,12 @@ fn print_table(report: &Value) {
             .or(r["connects_per_s"].as_f64());
         let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
         println!(
-            "{:<8} {:<12} {:>14} {:>10} {:>10} {:>10} {:>12}",
+            "{:<8} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
             r["scenario"].as_str().unwrap_or(""),
-            r["target"].as_str().unwrap_or(""),
+            match (r["scenario"].as_str(), r["connections"].as_u64()) {
+                (Some("idle"), Some(n)) => format!("{} {n}", r["target"].as_str().unwrap_or("")),
+                _ => r["target"].as_str().unwrap_or("").to_owned(),
+            },
             rate.map_or("-".to_owned(), |x| format!("{x:.0}/s")),
             f(&lat["p50_ms"]),
             f(&lat["p99_ms"]),
