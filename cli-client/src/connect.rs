@@ -18,6 +18,8 @@ pub struct Connected {
     pub ws: Ws,
     pub user: String,
     pub groups: Vec<String>,
+    /// The welcome frame as the server sent it.
+    pub welcome: String,
 }
 
 /// The URL to open, with the identity in its query.
@@ -59,6 +61,7 @@ pub async fn connect(common: &Common) -> Result<Connected, Failure> {
                 ws,
                 user: user.to_string(),
                 groups: groups.iter().map(ToString::to_string).collect(),
+                welcome: t.to_string(),
             }),
             _ => Err(Failure::connect(format!(
                 "{shown} did not greet like a wshub server"

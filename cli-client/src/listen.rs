@@ -11,11 +11,8 @@ use crate::{Common, Failure, Outcome};
 pub async fn run(common: &Common) -> Outcome {
     let mut conn = crate::connect::connect(common).await?;
     let mut out = std::io::stdout();
-    // The welcome was consumed by connect; print it too.
-    let welcome = serde_json::json!({
-        "type": "welcome", "user": conn.user, "groups": conn.groups,
-    });
-    let _ = writeln!(out, "{welcome}");
+    // connect read the welcome; it is the first frame printed.
+    let _ = writeln!(out, "{}", conn.welcome);
     let _ = out.flush();
     while let Some(msg) = conn.ws.next().await {
         match msg {
