@@ -16,7 +16,7 @@ pub async fn send(common: &Common, to: &str, body: &str) -> Outcome {
     let frame = ClientFrame::Send {
         to,
         body: Body::from_cli_arg(body),
-        id: Some(id()),
+        id: Some(id()?),
     };
     one_frame(common, frame).await
 }
@@ -27,14 +27,14 @@ pub async fn publish(common: &Common, group: &str, body: &str) -> Outcome {
     let frame = ClientFrame::Publish {
         group,
         body: Body::from_cli_arg(body),
-        id: Some(id()),
+        id: Some(id()?),
     };
     one_frame(common, frame).await
 }
 
-fn id() -> CorrelationId {
+fn id() -> Result<CorrelationId, Failure> {
     // A constant id is fine: one frame per connection.
-    CorrelationId::new(ID).unwrap_or_else(|_| unreachable!("short id"))
+    CorrelationId::new(ID).map_err(|e| Failure::usage(e.to_string()))
 }
 
 async fn one_frame(common: &Common, frame: ClientFrame) -> Outcome {
