@@ -6,8 +6,10 @@
 //! signal (`ConnSignal`), because the queue that would carry it is full.
 
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 
-use tokio::sync::{mpsc, Notify};
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
 
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
@@ -17,10 +19,15 @@ use crate::frame::Frame;
 pub struct ConnId(pub u64);
 
 /// The close signal of one connection: set once, observed by its task.
+///
+/// Lock-free: the task's waker sits in an `AtomicWaker`, so waiting on the
+/// signal costs no mutex per event in the connection loop (tokio's `Notify`
+/// takes one each time a registered wait is polled). Only the connection's
+/// own task waits on it.
 #[derive(Debug, Default)]
 pub struct ConnSignal {
     reason: OnceLock<Disconnect>,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl ConnSignal {
@@ -28,8 +35,7 @@ impl ConnSignal {
     pub fn close(&self, reason: Disconnect) -> bool {
         let first = self.reason.set(reason).is_ok();
         if first {
-            // notify_one stores a permit when the task is not waiting yet.
-            self.notify.notify_one();
+            self.waker.wake();
         }
         first
     }
@@ -40,12 +46,19 @@ impl ConnSignal {
 
     /// Resolves once `close` has been called.
     pub async fn closed(&self) -> Disconnect {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(reason) = self.reason() {
-                return reason;
+                return Poll::Ready(reason);
             }
-            self.notify.notified().await;
-        }
+            self.waker.register(cx.waker());
+            // Checked again: a close between the first check and the
+            // registration would otherwise go unseen.
+            match self.reason() {
+                Some(reason) => Poll::Ready(reason),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
