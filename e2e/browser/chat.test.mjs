@@ -4,14 +4,40 @@
 // a card, and a forbidden action shows an error in words. Screenshots go to
 // target/browser/ for a person to look at.
 //
-// Environment (set by xtask): WSHUB_HTTP (http://127.0.0.1:PORT), ALICE_TOKEN,
-// BOB_TOKEN, API_KEY, SHOTS (directory), CHROMIUM (executable).
+// The script starts the server itself (so it can restart it and watch the
+// page reconnect). Environment (set by xtask): WSHUB_SERVER (binary),
+// WSHUB_SECRET, ALICE_TOKEN, BOB_TOKEN, API_KEY, SHOTS (directory),
+// CHROMIUM (executable).
 
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 
-const base = process.env.WSHUB_HTTP;
+// Starts wshub-server on `listen`; resolves with the process and its address
+// once it logs "listening on ADDR".
+function startServer(listen) {
+  const child = spawn(process.env.WSHUB_SERVER, [
+    "--listen", listen, "--secret", process.env.WSHUB_SECRET,
+    "--api-key", process.env.API_KEY, "--public-group", "lobby",
+  ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stderr });
+    lines.on("line", (line) => {
+      const m = line.match(/listening on (\S+)/);
+      if (m) resolve({ child, addr: m[1] });
+    });
+    child.on("exit", (code) => reject(new Error("server exited early: " + code)));
+  });
+}
+
+function stopServer(child) {
+  return new Promise((resolve) => { child.on("exit", resolve); child.kill("SIGTERM"); });
+}
+
+let server = await startServer("127.0.0.1:0");
+const base = "http://" + server.addr;
 const shots = process.env.SHOTS;
 mkdirSync(shots, { recursive: true });
 const timeout = 15000;
@@ -85,7 +111,19 @@ try {
 
   await alice.screenshot({ path: shots + "/alice-desktop.png", fullPage: true });
   await bob.screenshot({ path: shots + "/bob-phone.png", fullPage: true });
+
+  // The server restarts: the page says so, backs off, and reconnects.
+  await stopServer(server.child);
+  await alice.waitForSelector(".note >> text=the server is going away");
+  await alice.waitForSelector("#state.reconnecting");
+  await alice.screenshot({ path: shots + "/alice-reconnecting.png" });
+  server = await startServer(server.addr);
+  await alice.waitForSelector("#state.connected");
+  await send(alice, "bob", "back after the restart");
+  await bob.waitForSelector(".msg >> text=back after the restart");
+  step("after a server restart both pages reconnect and chat again");
   step("screenshots saved to " + shots);
 } finally {
   await browser.close();
+  server.child.kill("SIGTERM");
 }

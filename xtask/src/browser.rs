@@ -1,16 +1,15 @@
 //! `cargo xtask browser`: the chat page at GET / in headless Chromium.
-//! Starts a real server, mints two tokens, and runs the playwright-core
-//! script in `e2e/browser/` against it. Screenshots land in
-//! `target/browser/`.
+//! Builds the server, mints two tokens, and runs the playwright-core script
+//! in `e2e/browser/`, which starts (and restarts) the real server itself.
+//! Screenshots land in `target/browser/`.
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::json;
 
-use crate::cmd::{cargo, listening_addr, root, run as run_cmd, server_command};
-use crate::e2e::Proc;
+use crate::cmd::{cargo, root, run as run_cmd, target_bin};
 
 const SECRET: &str = "browser-secret-6d2f9a";
 const API_KEY: &str = "browser-api-key-1b3c";
@@ -55,23 +54,15 @@ pub fn run() -> anyhow::Result<()> {
     build.args(["build", "-p", "wshub-server"]);
     run_cmd(build)?;
 
-    let mut cmd = server_command("debug", SECRET, API_KEY);
-    cmd.args(["--public-group", "lobby"])
-        .env("RUST_LOG", "info");
-    let server = Proc::spawn("server", cmd, true)?;
-    let line = server.expect("listening on ")?;
-    let addr = listening_addr(&line).context("address")?;
-
     let mut node = Command::new("node");
     node.arg("chat.test.mjs")
         .current_dir(&dir)
-        .env("WSHUB_HTTP", format!("http://{addr}"))
+        .env("WSHUB_SERVER", target_bin("debug", "wshub-server"))
+        .env("WSHUB_SECRET", SECRET)
         .env("ALICE_TOKEN", token("alice", &["promo"])?)
         .env("BOB_TOKEN", token("bob", &[])?)
         .env("API_KEY", API_KEY)
         .env("SHOTS", root().join("target/browser"))
         .env("CHROMIUM", chromium);
-    run_cmd(node)?;
-    drop(server);
-    Ok(())
+    run_cmd(node)
 }
