@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use hub_core::Disconnect;
 
 use crate::state::SharedState;
+
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until the process ends. Each one is served by its
 /// own task; an HTTP connection that upgrades hands its socket to a tracked
@@ -43,7 +45,11 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState) {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(crate::http::route(req, state).await) }
             });
+            // A client gets 10 s to send its request head: sockets that
+            // connect and say nothing must not hold descriptors forever.
             let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
