@@ -18,7 +18,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, GroupId, ServerFrame, UserId};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -97,6 +97,11 @@ pub async fn serve(upgraded: Upgraded, session: Session, state: SharedState) {
     let (conn, groups) = state
         .node
         .connect(session.user.clone(), &session.token_groups);
+    // Shutdown closes every registered connection; one that registered as
+    // it began closes itself (see `server::run` for the order).
+    if state.is_shutting_down() {
+        conn.close(Disconnect::Shutdown);
+    }
     let label = state.node.conn_label(conn.id);
     tracing::info!(user = %conn.user, conn = %label, "connection opened");
     let heartbeat = Duration::from_secs(u64::from(state.config.heartbeat.get()));
@@ -124,7 +129,11 @@ pub async fn serve(upgraded: Upgraded, session: Session, state: SharedState) {
         }
         End::Gone(why) => why,
     };
-    tracing::info!(user = %handler.conn.user, conn = %label, reason, "connection closed");
+    // Unregister before saying so: whoever reads the log line may rely on
+    // the connection being gone from stats and presence.
+    let user = handler.conn.user.clone();
+    drop(handler);
+    tracing::info!(user = %user, conn = %label, reason, "connection closed");
 }
 
 struct Handler {
@@ -215,6 +224,9 @@ impl Handler {
             Some(Err(WsError::Capacity(_))) => return Err(End::Close(Disconnect::TooLarge)),
             Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                 return Err(End::Gone("client closed"))
+            }
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                return Err(End::Gone("client went away without closing"))
             }
             Some(Err(WsError::Protocol(_))) => return Err(End::Gone("protocol error")),
             Some(Err(_)) => return Err(End::Gone("socket error")),
