@@ -28,7 +28,8 @@ pub struct BenchArgs {
     /// Small sizes: the whole suite in under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run, comma-separated: burst,paced,direct,idle,connect.
+    /// Scenarios to run, comma-separated, in order: burst,paced,direct,connect,idle
+    /// (connect before idle: tearing down 19,000 sockets disturbs what follows).
     #[arg(
         long,
         default_value = "burst,paced,direct,idle,connect",
