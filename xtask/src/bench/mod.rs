@@ -32,7 +32,7 @@ pub struct BenchArgs {
     /// (connect before idle: tearing down 19,000 sockets disturbs what follows).
     #[arg(
         long,
-        default_value = "burst,paced,direct,idle,connect",
+        default_value = "burst,paced,direct,connect,idle",
         value_delimiter = ','
     )]
     pub scenarios: Vec<String>,
