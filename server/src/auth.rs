@@ -75,11 +75,27 @@ impl TokenVerifier {
                 }
             })?;
         let claims = data.claims;
-        if claims.iat.is_some_and(|iat| iat > now_secs()) {
+        let now = now_secs();
+        // RFC 7519: not accepted on or after `exp` (jsonwebtoken still takes
+        // `exp == now`, which would let a connection open and close at once).
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.iat.is_some_and(|iat| iat > now) {
             return Err(TokenError::NotYetValid);
         }
         Ok(claims)
     }
+}
+
+/// When a token's `exp` (seconds since the epoch) falls, on this process's
+/// monotonic clock.
+pub fn expiry_instant(exp: u64) -> std::time::Instant {
+    let at = UNIX_EPOCH + std::time::Duration::from_secs(exp);
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(std::time::Duration::ZERO);
+    std::time::Instant::now() + left
 }
 
 pub fn now_secs() -> u64 {

@@ -3,7 +3,7 @@
 //! WebSocket request or a bad id (400), then the token (401), then `userId`
 //! and Origin (403). On success the socket is handed to `connection::serve`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use protocol::{ErrorCode, GroupId, UserId};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::auth::{bearer, now_secs, TokenError};
+use crate::auth::{bearer, expiry_instant, TokenError};
 use crate::connection::{self, Session};
 use crate::http::{error, HttpResponse};
 use crate::state::SharedState;
@@ -133,11 +133,10 @@ fn authenticate(
     match token {
         Some(token) => {
             let claims = state.tokens.verify(token)?;
-            let left = claims.exp.saturating_sub(now_secs());
             Ok(Identity {
+                expires_at: Some(expiry_instant(claims.exp)),
                 user: claims.sub,
                 token_groups: claims.groups,
-                expires_at: Some(Instant::now() + Duration::from_secs(left)),
             })
         }
         None => match (state.config.insecure_dev, claimed_user) {

@@ -91,17 +91,24 @@ impl Proc {
         Ok(())
     }
 
+    /// Waits for the process to exit; a watchdog kills it after `LIMIT`
+    /// so a hang fails the run instead of stalling it.
     fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let pid = self.child.id().to_string();
+        let watchdog = std::thread::spawn(move || {
+            if done_rx.recv_timeout(LIMIT).is_err() {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                return true;
             }
-            if Instant::now() > deadline {
-                bail!("{} did not exit", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            false
+        });
+        let status = self.child.wait()?;
+        let _ = done_tx.send(());
+        if watchdog.join().unwrap_or(false) {
+            bail!("{} did not exit within {LIMIT:?}", self.name);
         }
+        Ok(status)
     }
 }
 
