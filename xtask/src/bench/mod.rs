@@ -25,7 +25,7 @@ static NEXT_SOURCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUs
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Small sizes: the whole suite in under a minute.
+    /// Small sizes, in place of the size flags: the whole suite in under a minute.
     #[arg(long)]
     pub quick: bool,
     /// Scenarios to run, comma-separated, in order: burst,paced,direct,connect,idle
