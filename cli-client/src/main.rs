@@ -41,8 +41,8 @@ pub struct Common {
         default_value = "ws://127.0.0.1:8080/ws"
     )]
     pub url: String,
-    /// Connection token (JWT). Without one, --secret mints one for --user,
-    /// or, against a dev-mode server, --user alone is enough.
+    /// Connection token (JWT). Without one, --secret mints one for --as USER,
+    /// or, against a dev-mode server, --as USER alone is enough.
     #[arg(long, global = true, env = "WSHUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Server secret, to mint tokens.

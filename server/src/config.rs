@@ -9,7 +9,7 @@ use clap::Parser;
 /// wshub: a self-hosted real-time messaging hub. Backends push to users and
 /// groups over the server API; users chat over WebSockets.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "wshub-server", version, about, max_term_width = 100)]
+#[command(name = "wshub-server", version, max_term_width = 100)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (logged as `listening on ADDR`).
     #[arg(
