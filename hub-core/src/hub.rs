@@ -3,17 +3,21 @@
 //!
 //! Both maps are sharded behind std mutexes. The critical sections are short
 //! and never await (a push is a `try_send`), so a blocking mutex is cheaper
-//! than an async one. When both kinds of shard are held, a group shard is
-//! always taken first, then a user shard, and never two of one kind: that
-//! order is what keeps concurrent join/leave/publish/disconnect free of
-//! deadlock.
+//! than an async one. A user's connections sit in one `Conns` shared by the
+//! user map and every group the user is in, so a group fan-out goes straight
+//! from member to queues, with no lookup or hashing per member.
+//!
+//! Lock order, which keeps concurrent join/leave/publish/disconnect free of
+//! deadlock: a group shard, then a user shard, then a user's `Conns`; never
+//! two locks of one kind at once.
 
-use std::collections::hash_map::{Entry, RandomState};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use foldhash::fast::RandomState;
 use protocol::{GroupId, UserId};
 
 use crate::broker::{Publication, Target};
@@ -23,21 +27,33 @@ use crate::stats::Stats;
 
 const SHARDS: usize = 64;
 
+/// One user's open connections.
+#[derive(Debug, Default)]
+struct Conns(Mutex<Vec<QueueSender>>);
+
+impl Conns {
+    fn lock(&self) -> MutexGuard<'_, Vec<QueueSender>> {
+        lock(&self.0)
+    }
+}
+
 #[derive(Debug, Default)]
 struct UserEntry {
-    conns: Vec<QueueSender>,
+    conns: Arc<Conns>,
     /// Sorted, because the welcome frame and the API list groups sorted.
     groups: BTreeSet<GroupId>,
 }
 
 impl UserEntry {
     fn is_empty(&self) -> bool {
-        self.conns.is_empty() && self.groups.is_empty()
+        self.groups.is_empty() && self.conns.lock().is_empty()
     }
 }
 
-type UserShard = HashMap<UserId, UserEntry>;
-type GroupShard = HashMap<GroupId, HashSet<UserId>>;
+// foldhash: fast, and seeded per process so ids cannot be picked to collide.
+type UserShard = HashMap<UserId, UserEntry, RandomState>;
+type Members = HashMap<UserId, Arc<Conns>, RandomState>;
+type GroupShard = HashMap<GroupId, Members, RandomState>;
 
 #[derive(Debug)]
 pub struct Hub {
@@ -58,7 +74,7 @@ impl Default for Hub {
         Self {
             users: (0..SHARDS).map(|_| Mutex::default()).collect(),
             groups: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             stats: Stats::default(),
         }
     }
@@ -75,14 +91,20 @@ impl Hub {
         lock(&self.groups[i])
     }
 
+    /// The connections of `user`, if the hub knows the user.
+    fn conns_of(&self, user: &UserId) -> Option<Arc<Conns>> {
+        self.user_shard(user).get(user).map(|e| e.conns.clone())
+    }
+
     /// Adds a connection and returns the user's groups at that moment.
     pub(crate) fn register(&self, user: &UserId, queue: QueueSender) -> Vec<GroupId> {
         let mut shard = self.user_shard(user);
         let entry = shard.entry(user.clone()).or_default();
-        if entry.conns.is_empty() {
+        let mut conns = entry.conns.lock();
+        if conns.is_empty() {
             self.stats.users.fetch_add(1, Relaxed);
         }
-        entry.conns.push(queue);
+        conns.push(queue);
         self.stats.connections.fetch_add(1, Relaxed);
         entry.groups.iter().cloned().collect()
     }
@@ -93,12 +115,15 @@ impl Hub {
         let Some(entry) = shard.get_mut(user) else {
             return;
         };
-        let before = entry.conns.len();
-        entry.conns.retain(|c| c.id != conn);
-        if entry.conns.len() < before {
-            self.stats.connections.fetch_sub(1, Relaxed);
-            if entry.conns.is_empty() {
-                self.stats.users.fetch_sub(1, Relaxed);
+        {
+            let mut conns = entry.conns.lock();
+            let before = conns.len();
+            conns.retain(|c| c.id != conn);
+            if conns.len() < before {
+                self.stats.connections.fetch_sub(1, Relaxed);
+                if conns.is_empty() {
+                    self.stats.users.fetch_sub(1, Relaxed);
+                }
             }
         }
         if entry.is_empty() {
@@ -109,21 +134,20 @@ impl Hub {
     /// Adds `user` to `group`. Idempotent; returns true when it was new.
     pub fn join(&self, group: &GroupId, user: &UserId) -> bool {
         let mut groups = self.group_shard(group);
+        let conns = {
+            let mut users = self.user_shard(user);
+            let entry = users.entry(user.clone()).or_default();
+            entry.groups.insert(group.clone());
+            entry.conns.clone()
+        };
         let members = match groups.entry(group.clone()) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 self.stats.groups.fetch_add(1, Relaxed);
-                e.insert(HashSet::new())
+                e.insert(Members::default())
             }
         };
-        let added = members.insert(user.clone());
-        let mut users = self.user_shard(user);
-        users
-            .entry(user.clone())
-            .or_default()
-            .groups
-            .insert(group.clone());
-        added
+        members.insert(user.clone(), conns).is_none()
     }
 
     /// Removes `user` from `group`. Idempotent; returns true when it was a member.
@@ -132,7 +156,7 @@ impl Hub {
         let Some(members) = groups.get_mut(group) else {
             return false;
         };
-        let removed = members.remove(user);
+        let removed = members.remove(user).is_some();
         if members.is_empty() {
             groups.remove(group);
             self.stats.groups.fetch_sub(1, Relaxed);
@@ -150,40 +174,42 @@ impl Hub {
     pub fn is_member(&self, group: &GroupId, user: &UserId) -> bool {
         self.group_shard(group)
             .get(group)
-            .is_some_and(|m| m.contains(user))
+            .is_some_and(|m| m.contains_key(user))
     }
 
     /// Connections held by `user` and the groups the user is in (sorted).
     pub fn user_info(&self, user: &UserId) -> (usize, Vec<GroupId>) {
         let shard = self.user_shard(user);
         match shard.get(user) {
-            Some(e) => (e.conns.len(), e.groups.iter().cloned().collect()),
+            Some(e) => (e.conns.lock().len(), e.groups.iter().cloned().collect()),
             None => (0, Vec::new()),
         }
     }
 
     /// Members of `group` (sorted) with their connection counts.
     pub fn group_members(&self, group: &GroupId) -> Vec<(UserId, usize)> {
-        let mut members: Vec<UserId> = self
-            .group_shard(group)
+        let groups = self.group_shard(group);
+        let mut members: Vec<(UserId, usize)> = groups
             .get(group)
-            .map(|m| m.iter().cloned().collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(u, conns)| (u.clone(), conns.lock().len()))
+                    .collect()
+            })
             .unwrap_or_default();
+        drop(groups);
         members.sort();
         members
-            .into_iter()
-            .map(|u| {
-                let n = self.user_shard(&u).get(&u).map_or(0, |e| e.conns.len());
-                (u, n)
-            })
-            .collect()
     }
 
     /// Tells every connection of `user` to close. Returns how many.
     pub fn close_user(&self, user: &UserId, reason: Disconnect) -> usize {
-        let shard = self.user_shard(user);
-        shard.get(user).map_or(0, |e| {
-            e.conns.iter().filter(|c| c.signal.close(reason)).count()
+        self.conns_of(user).map_or(0, |conns| {
+            conns
+                .lock()
+                .iter()
+                .filter(|c| c.signal.close(reason))
+                .count()
         })
     }
 
@@ -193,7 +219,12 @@ impl Hub {
         for shard in self.users.iter() {
             let shard = lock(shard);
             for e in shard.values() {
-                n += e.conns.iter().filter(|c| c.signal.close(reason)).count();
+                n += e
+                    .conns
+                    .lock()
+                    .iter()
+                    .filter(|c| c.signal.close(reason))
+                    .count();
             }
         }
         n
@@ -208,18 +239,22 @@ impl Hub {
         let mut copies = 0;
         match &p.target {
             Target::User(to) => {
-                delivered += self.push_to_user(to, p, origin_conn);
-                if let Some(origin) = &p.origin {
-                    if &origin.user != to {
-                        copies += self.push_to_user(&origin.user, p, origin_conn);
+                if let Some(conns) = self.conns_of(to) {
+                    delivered += self.push_all(&conns, p, origin_conn);
+                }
+                if let Some(origin) = p.origin.as_ref().filter(|o| &o.user != to) {
+                    if let Some(conns) = self.conns_of(&origin.user) {
+                        copies += self.push_all(&conns, p, origin_conn);
                     }
                 }
             }
             Target::Group(group) => {
+                // Held for the whole fan-out: pushes never block, and holding
+                // it keeps one group's messages in one order for everyone.
                 let groups = self.group_shard(group);
                 if let Some(members) = groups.get(group) {
-                    for member in members {
-                        let n = self.push_to_user(member, p, origin_conn);
+                    for (member, conns) in members {
+                        let n = self.push_all(conns, p, origin_conn);
                         match &p.origin {
                             Some(o) if &o.user == member => copies += n,
                             _ => delivered += n,
@@ -242,16 +277,9 @@ impl Hub {
         delivered
     }
 
-    fn push_to_user(&self, user: &UserId, p: &Publication, skip: Option<ConnId>) -> usize {
-        let shard = self.user_shard(user);
-        shard
-            .get(user)
-            .map_or(0, |e| self.push_all(&e.conns, p, skip))
-    }
-
-    fn push_all(&self, conns: &[QueueSender], p: &Publication, skip: Option<ConnId>) -> usize {
+    fn push_all(&self, conns: &Conns, p: &Publication, skip: Option<ConnId>) -> usize {
         let mut queued = 0;
-        for c in conns {
+        for c in conns.lock().iter() {
             if Some(c.id) == skip {
                 continue;
             }
