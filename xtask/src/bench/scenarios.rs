@@ -1,0 +1,205 @@
+//! The five scenarios of issue 5: fan-out burst and paced, direct
+//! messages, idle connections and connect rate. Each returns one JSON row.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+use serde_json::{json, Value};
+
+use super::procs::{collect, start_loads, ServerProc};
+use super::report::percentiles;
+use super::{BenchArgs, API_KEY};
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A keep-alive HTTP/1.1 connection for API pushes.
+struct Pusher {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Pusher {
+    fn new(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Pushes a ~100-byte body carrying the send time; waits for the answer.
+    fn push(&mut self) -> anyhow::Result<()> {
+        let body = format!(
+            r#"{{"body":{{"t":{},"pad":"{}"}}}}"#,
+            now_ns(),
+            "x".repeat(64)
+        );
+        let req = format!(
+            "POST /api/v1/groups/bench/messages HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes())?;
+        // Read one response: head, then Content-Length bytes.
+        self.buf.clear();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("API connection closed");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                if !head.starts_with("http/1.1 200") {
+                    bail!("push refused: {head}");
+                }
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + len {
+                    let n = self.stream.read(&mut chunk)?;
+                    if n == 0 {
+                        bail!("API connection closed");
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub fn fanout(args: &BenchArgs, server: &ServerProc, paced: bool) -> anyhow::Result<Value> {
+    let pushes = if paced {
+        (args.paced_rate * args.paced_secs) as usize
+    } else {
+        args.pushes
+    };
+    let extra = vec![
+        "--expect".to_owned(),
+        pushes.to_string(),
+        "--secs".to_owned(),
+        "60".to_owned(),
+    ];
+    let (mut loads, _) = start_loads(
+        server,
+        args.subscribers,
+        args.procs,
+        "subscribe",
+        &extra,
+        false,
+    )?;
+    let mut pusher = Pusher::new(server.addr)?;
+    let cpu0 = server.cpu();
+    for l in loads.iter_mut() {
+        l.say("go");
+    }
+    let start = now_ns();
+    let t0 = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / args.paced_rate.max(1) as f64);
+    for i in 0..pushes {
+        if paced {
+            let due = t0 + interval * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait); // pacing the load, not waiting for a result
+            }
+        }
+        pusher.push()?;
+    }
+    let push_secs = t0.elapsed().as_secs_f64();
+    let (hist, received, last_ns, load_cpu) = collect(&mut loads, Duration::from_secs(120))?;
+    let secs = (last_ns.saturating_sub(start)) as f64 / 1e9;
+    let expected = (pushes * args.subscribers) as u64;
+    Ok(json!({
+        "subscribers": args.subscribers, "pushes": pushes,
+        "deliveries": received, "expected": expected,
+        "deliveries_per_s": if secs > 0.0 { received as f64 / secs } else { 0.0 },
+        "push_secs": push_secs,
+        "latency": percentiles(&hist),
+        "server_cpu_s": server.cpu() - cpu0,
+        "load_cpu_s": load_cpu,
+    }))
+}
+
+pub fn direct(args: &BenchArgs, server: &ServerProc) -> anyhow::Result<Value> {
+    let extra = vec![
+        "--rate".to_owned(),
+        args.direct_rate.to_string(),
+        "--secs".to_owned(),
+        args.direct_secs.to_string(),
+    ];
+    let (mut loads, _) = start_loads(server, args.pairs * 2, args.procs, "direct", &extra, true)?;
+    let cpu0 = server.cpu();
+    for l in loads.iter_mut() {
+        l.say("go");
+    }
+    // Let the run go for its length, plus a moment for the last messages.
+    std::thread::sleep(Duration::from_secs(args.direct_secs) + Duration::from_millis(500));
+    for l in loads.iter_mut() {
+        l.say("stop");
+    }
+    let (hist, received, _, load_cpu) = collect(&mut loads, Duration::from_secs(60))?;
+    Ok(json!({
+        "pairs": args.pairs, "rate_per_user": args.direct_rate, "secs": args.direct_secs,
+        "received": received,
+        "expected": args.pairs as u64 * 2 * args.direct_rate * args.direct_secs,
+        "latency": percentiles(&hist),
+        "server_cpu_s": server.cpu() - cpu0,
+        "load_cpu_s": load_cpu,
+    }))
+}
+
+pub fn idle(args: &BenchArgs, server: &ServerProc, n: usize) -> anyhow::Result<Value> {
+    // Warm up allocator and runtime with a few connections first, so the
+    // delta is per-connection cost rather than one-time setup.
+    let (warm, _) = start_loads(server, 100, 1, "idle", &[], false)?;
+    let before = server.rss_kib();
+    let procs = args.procs.max(n.div_ceil(5_000));
+    let (loads, ready) = start_loads(server, n, procs, "idle", &[], false)?;
+    let after = server.rss_kib();
+    let held: u64 = ready.iter().map(|r| r["conns"].as_u64().unwrap_or(0)).sum();
+    drop(loads);
+    drop(warm);
+    Ok(json!({
+        "connections": held,
+        "rss_before_kib": before, "rss_after_kib": after,
+        "kib_per_connection": (after.saturating_sub(before)) as f64 / held.max(1) as f64,
+        "load_cpu_s": 0.0,
+    }))
+}
+
+pub fn connect_rate(args: &BenchArgs, server: &ServerProc) -> anyhow::Result<Value> {
+    let t0 = Instant::now();
+    let cpu0 = server.cpu();
+    let (loads, ready) = start_loads(server, args.connects, args.procs, "connect", &[], false)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let slowest = ready
+        .iter()
+        .map(|r| r["connect_secs"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    let held: u64 = ready.iter().map(|r| r["conns"].as_u64().unwrap_or(0)).sum();
+    let mut load_cpu = 0.0;
+    for l in &loads {
+        if let Ok(r) = l.expect("result ", Duration::from_secs(10)) {
+            load_cpu += r["cpu_s"].as_f64().unwrap_or(0.0);
+        }
+    }
+    Ok(json!({
+        "connections": held,
+        "connects_per_s": held as f64 / slowest.max(1e-9),
+        "wall_secs_incl_process_start": wall,
+        "p50_connect_ms": ready.iter().map(|r| r["connect_p50_us"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max) / 1000.0,
+        "p99_connect_ms": ready.iter().map(|r| r["connect_p99_us"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max) / 1000.0,
+        "server_cpu_s": server.cpu() - cpu0,
+        "load_cpu_s": load_cpu,
+    }))
+}
