@@ -216,7 +216,12 @@ pub fn run() -> anyhow::Result<()> {
     carol.expect("connected as carol")?;
     carol.type_line("/join promo")?;
     carol.expect("* ok (chat-1)")?;
-    check("carol joins group promo", true, "")?;
+    let members = api_get(&addr, "/api/v1/groups/promo/members")?;
+    check(
+        "carol's join is acked and the API lists her in promo",
+        members["members"][0]["user"] == "carol",
+        &members,
+    )?;
     let out = output(&["push", "--user", "alice", "to both devices"])?;
     check(
         "a push to alice is delivered twice",
@@ -279,6 +284,23 @@ pub fn run() -> anyhow::Result<()> {
     check("the server exits 0", s.success(), s)?;
     eprintln!("e2e: all checks passed");
     Ok(())
+}
+
+/// `GET` on the server API (HTTP/1.1, one request per connection).
+fn api_get(addr: &str, path: &str) -> anyhow::Result<Value> {
+    use std::io::Read;
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(serde_json::from_str(body)?)
 }
 
 /// Sends invalid JSON on a raw connection; returns the error code and the
