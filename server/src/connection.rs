@@ -366,21 +366,30 @@ impl Handler {
     /// Writes `first` and whatever else is already queued, then flushes once:
     /// a burst of messages becomes a few large socket writes.
     async fn write_batch(&mut self, first: Frame) -> Result<(), End> {
-        let mut frames = 0u64;
-        let mut bytes = 0u64;
-        let mut next = Some(first);
-        while let Some(frame) = next {
+        self.feed_queued(Some(first), MAX_BATCH).await?;
+        self.flush().await
+    }
+
+    /// Feeds `first` and then up to `max` frames in all from the queue to
+    /// tungstenite (written at the next flush), counting them in the stats.
+    async fn feed_queued(&mut self, first: Option<Frame>, max: usize) -> Result<(), End> {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        let mut next = first.or_else(|| self.conn.try_recv());
+        let result = loop {
+            let Some(frame) = next else { break Ok(()) };
             frames += 1;
             bytes += frame.len() as u64;
-            self.feed_frame(frame).await?;
-            next = if frames < MAX_BATCH as u64 {
+            if let Err(end) = self.feed_frame(frame).await {
+                break Err(end);
+            }
+            next = if frames < max as u64 {
                 self.conn.try_recv()
             } else {
                 None
             };
-        }
+        };
         self.state.node.stats().frames_out(frames, bytes);
-        self.flush().await
+        result
     }
 
     async fn feed_frame(&mut self, frame: Frame) -> Result<(), End> {
@@ -421,46 +430,33 @@ impl Handler {
             Disconnect::SlowConsumer => self.heartbeat * 2,
             _ => CLOSE_TIMEOUT,
         };
-        let ws = &mut self.ws;
-        let conn = &mut self.conn;
-        let stats = self.state.node.stats();
-        let _ = tokio::time::timeout(limit, async {
-            if reason == Disconnect::Shutdown {
-                let (mut frames, mut bytes) = (0, 0);
-                while let Some(frame) = conn.try_recv() {
-                    frames += 1;
-                    bytes += frame.len() as u64;
-                    let Ok(text) = Utf8Bytes::try_from(frame.into_bytes()) else {
-                        continue;
-                    };
-                    if ws.feed(Message::Text(text)).await.is_err() {
-                        return;
-                    }
-                }
-                stats.frames_out(frames, bytes);
+        let _ = tokio::time::timeout(limit, self.close_handshake(reason)).await;
+    }
+
+    async fn close_handshake(&mut self, reason: Disconnect) {
+        if reason == Disconnect::Shutdown && self.feed_queued(None, usize::MAX).await.is_err() {
+            return;
+        }
+        let close = CloseFrame {
+            code: CloseCode::from(reason.code()),
+            reason: Utf8Bytes::from_static(reason.reason()),
+        };
+        if self.ws.send(Message::Close(Some(close))).await.is_err() {
+            return;
+        }
+        if reason == Disconnect::TooLarge {
+            // The rest of the oversized frame may still be arriving and
+            // cannot be parsed; read and discard raw bytes until the client
+            // hangs up, so our close frame is not lost to a reset.
+            drain_raw(self.ws.get_mut()).await;
+            return;
+        }
+        // Wait for the client's close reply, then drop the socket.
+        while let Some(Ok(msg)) = self.ws.next().await {
+            if msg.is_close() {
+                break;
             }
-            let close = CloseFrame {
-                code: CloseCode::from(reason.code()),
-                reason: Utf8Bytes::from_static(reason.reason()),
-            };
-            if ws.send(Message::Close(Some(close))).await.is_err() {
-                return;
-            }
-            if reason == Disconnect::TooLarge {
-                // The rest of the oversized frame may still be arriving and
-                // cannot be parsed; read and discard raw bytes until the
-                // client hangs up, so our close frame is not lost to a reset.
-                drain_raw(ws.get_mut()).await;
-                return;
-            }
-            // Wait for the client's close reply, then drop the socket.
-            while let Some(Ok(msg)) = ws.next().await {
-                if msg.is_close() {
-                    break;
-                }
-            }
-        })
-        .await;
+        }
     }
 }
 
