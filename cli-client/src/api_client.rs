@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use protocol::api::PushRequest;
 use protocol::{Body, ErrorBody, GroupId, UserId};
 use tokio::net::TcpStream;
 
@@ -30,7 +31,11 @@ pub async fn push(
         _ => return Err(Failure::usage("push needs --user, --group or --all")),
     };
     let key = common.api_key.as_deref();
-    let payload = format!(r#"{{"body":{}}}"#, Body::from_cli_arg(body).get());
+    let request_body = PushRequest {
+        body: Body::from_cli_arg(body),
+    };
+    let payload =
+        serde_json::to_string(&request_body).map_err(|e| Failure::usage(e.to_string()))?;
     let answer = request(&common.url, "POST", &path, key, Some(payload)).await?;
     println!("{answer}");
     Ok(())

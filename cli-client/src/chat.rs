@@ -146,28 +146,26 @@ fn command(line: &str, next_id: &mut u64) -> Command {
     if line.is_empty() {
         return Command::Nothing;
     }
-    if let Some(rest) = line.strip_prefix('@') {
-        let (to, text) = split(rest);
-        return match UserId::new(&to) {
-            Ok(_) if text.is_empty() => Command::Say("* usage: @user text".into()),
-            Ok(to) => Command::Send(ClientFrame::Send {
-                to,
-                body: Body::from_value(&serde_json::Value::String(text)),
-                id: id(),
-            }),
-            Err(e) => Command::Say(format!("* bad user id {to:?}: {e}")),
-        };
-    }
-    if let Some(rest) = line.strip_prefix('#') {
-        let (group, text) = split(rest);
-        return match GroupId::new(&group) {
-            Ok(_) if text.is_empty() => Command::Say("* usage: #group text".into()),
-            Ok(group) => Command::Send(ClientFrame::Publish {
+    // `@user text` sends, `#group text` publishes.
+    if let Some(sigil) = line.chars().next().filter(|c| matches!(c, '@' | '#')) {
+        let (name, text) = split(&line[1..]);
+        let kind = if sigil == '@' { "user" } else { "group" };
+        if text.is_empty() {
+            return Command::Say(format!("* usage: {sigil}{kind} text"));
+        }
+        let body = Body::from_value(&serde_json::Value::String(text));
+        let frame = if sigil == '@' {
+            UserId::new(&name).map(|to| ClientFrame::Send { to, body, id: id() })
+        } else {
+            GroupId::new(&name).map(|group| ClientFrame::Publish {
                 group,
-                body: Body::from_value(&serde_json::Value::String(text)),
+                body,
                 id: id(),
-            }),
-            Err(e) => Command::Say(format!("* bad group id {group:?}: {e}")),
+            })
+        };
+        return match frame {
+            Ok(frame) => Command::Send(frame),
+            Err(e) => Command::Say(format!("* bad {kind} id {name:?}: {e}")),
         };
     }
     let (cmd, arg) = split(line);

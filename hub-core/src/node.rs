@@ -245,10 +245,6 @@ impl Connection {
     pub fn close(&self, reason: Disconnect) -> bool {
         self.signal.close(reason)
     }
-
-    pub fn node(&self) -> &Node {
-        &self.node
-    }
 }
 
 impl Drop for Connection {

@@ -7,6 +7,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
+use protocol::api::HealthResponse;
 use protocol::{ErrorBody, ErrorCode};
 use serde::Serialize;
 
@@ -48,14 +49,17 @@ fn only_get(method: &Method, answer: impl FnOnce() -> HttpResponse) -> HttpRespo
 }
 
 fn health(state: &SharedState) -> HttpResponse {
-    if state.is_shutting_down() {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"status":"shutting_down"}),
-        )
+    let (status, word) = if state.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
     } else {
-        json(StatusCode::OK, &serde_json::json!({"status":"ok"}))
-    }
+        (StatusCode::OK, "ok")
+    };
+    json(
+        status,
+        &HealthResponse {
+            status: word.to_owned(),
+        },
+    )
 }
 
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
