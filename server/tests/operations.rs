@@ -167,3 +167,61 @@ async fn logs_show_connections_but_never_secrets() {
         assert!(!logs.contains(part));
     }
 }
+
+/// Starts the server under `sh` with a `ulimit` applied first; returns it
+/// once it is listening, with its stderr lines so far.
+fn start_with_ulimit(ulimit: &str) -> (std::process::Child, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\"")])
+        .arg(env!("CARGO_BIN_EXE_wshub-server"))
+        .args(["--listen", "127.0.0.1:0", "--secret", "s"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let stderr = child.stderr.take().unwrap();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let done = line.contains("listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    (child, lines)
+}
+
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_owned(), f[4].to_owned()) // soft, hard
+}
+
+#[test]
+fn raises_its_open_file_limit_and_warns_when_the_hard_limit_is_low() {
+    // A low soft limit under a higher hard one: raised to the hard limit.
+    let hard = open_file_limits(std::process::id()).1;
+    let (mut child, _) = start_with_ulimit("-Sn 256");
+    let (soft, child_hard) = open_file_limits(child.id());
+    assert_eq!(soft, child_hard);
+    assert_eq!(child_hard, hard);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A hard limit below what 19,000 connections need: a warning.
+    let (mut child, lines) = start_with_ulimit("-n 1024");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("open-file hard limit")),
+        "{lines:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
