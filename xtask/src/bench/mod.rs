@@ -5,6 +5,7 @@
 pub mod baseline;
 pub mod load;
 mod procs;
+mod receiver;
 mod report;
 mod scenarios;
 
@@ -69,6 +70,10 @@ pub struct BenchArgs {
     /// Load processes.
     #[arg(long, default_value_t = 4)]
     pub procs: usize,
+    /// Microseconds a load process sleeps when none of its sockets is ready
+    /// (it polls rather than waits; see xtask/src/bench/receiver.rs).
+    #[arg(long, default_value_t = 250)]
+    pub poll_us: u64,
     /// Servers to measure: wshub,minimal-hub,raw-limit (baselines only run
     /// the scenarios they take part in).
     #[arg(

@@ -229,12 +229,27 @@ pub fn start_loads(
     Ok((loads, ready))
 }
 
-pub fn collect(
-    loads: &mut [LoadProc],
-    limit: Duration,
-) -> anyhow::Result<(Histogram<u64>, u64, u64, f64)> {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-    let (mut received, mut last_ns, mut cpu) = (0, 0, 0.0);
+/// What the load processes of one run saw, merged.
+pub struct Collected {
+    /// Send to kernel receive time (see `receiver.rs`).
+    pub hist: Histogram<u64>,
+    /// Send to the time the load process read the frame.
+    pub read_hist: Histogram<u64>,
+    pub received: u64,
+    pub shared_stamp: u64,
+    pub last_ns: u64,
+    pub cpu_s: f64,
+}
+
+pub fn collect(loads: &mut [LoadProc], limit: Duration) -> anyhow::Result<Collected> {
+    let mut all = Collected {
+        hist: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+        read_hist: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+        received: 0,
+        shared_stamp: 0,
+        last_ns: 0,
+        cpu_s: 0.0,
+    };
     let deadline = Instant::now() + limit;
     for l in loads.iter_mut() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -245,14 +260,20 @@ pub fn collect(
                 l.expect("result ", Duration::from_secs(30))?
             }
         };
-        received += r["received"].as_u64().unwrap_or(0);
-        last_ns = last_ns.max(r["last_ns"].as_u64().unwrap_or(0));
-        cpu += r["cpu_s"].as_f64().unwrap_or(0.0);
-        for pair in r["hist_us"].as_array().into_iter().flatten() {
-            let v = pair[0].as_u64().unwrap_or(1).max(1);
-            let n = pair[1].as_u64().unwrap_or(0);
-            hist.record_n(v, n)?;
+        all.received += r["received"].as_u64().unwrap_or(0);
+        all.shared_stamp += r["shared_stamp"].as_u64().unwrap_or(0);
+        all.last_ns = all.last_ns.max(r["last_ns"].as_u64().unwrap_or(0));
+        all.cpu_s += r["cpu_s"].as_f64().unwrap_or(0.0);
+        for (key, hist) in [
+            ("hist_us", &mut all.hist),
+            ("read_hist_us", &mut all.read_hist),
+        ] {
+            for pair in r[key].as_array().into_iter().flatten() {
+                let v = pair[0].as_u64().unwrap_or(1).max(1);
+                let n = pair[1].as_u64().unwrap_or(0);
+                hist.record_n(v, n)?;
+            }
         }
     }
-    Ok((hist, received, last_ns, cpu))
+    Ok(all)
 }

@@ -89,6 +89,8 @@ pub fn fanout(args: &BenchArgs, server: &ServerProc, paced: bool) -> anyhow::Res
         pushes.to_string(),
         "--secs".to_owned(),
         "60".to_owned(),
+        "--poll-us".to_owned(),
+        args.poll_us.to_string(),
     ];
     let (mut loads, _) = start_loads(
         server,
@@ -116,17 +118,19 @@ pub fn fanout(args: &BenchArgs, server: &ServerProc, paced: bool) -> anyhow::Res
         pusher.push()?;
     }
     let push_secs = t0.elapsed().as_secs_f64();
-    let (hist, received, last_ns, load_cpu) = collect(&mut loads, Duration::from_secs(120))?;
-    let secs = (last_ns.saturating_sub(start)) as f64 / 1e9;
+    let got = collect(&mut loads, Duration::from_secs(120))?;
+    let secs = (got.last_ns.saturating_sub(start)) as f64 / 1e9;
     let expected = (pushes * args.subscribers) as u64;
     Ok(json!({
         "subscribers": args.subscribers, "pushes": pushes,
-        "deliveries": received, "expected": expected,
-        "deliveries_per_s": if secs > 0.0 { received as f64 / secs } else { 0.0 },
+        "deliveries": got.received, "expected": expected,
+        "deliveries_per_s": if secs > 0.0 { got.received as f64 / secs } else { 0.0 },
         "push_secs": push_secs,
-        "latency": percentiles(&hist),
+        "latency": percentiles(&got.hist),
+        "read_latency": percentiles(&got.read_hist),
+        "shared_stamp": got.shared_stamp,
         "server_cpu_s": server.cpu() - cpu0,
-        "load_cpu_s": load_cpu,
+        "load_cpu_s": got.cpu_s,
     }))
 }
 
@@ -136,6 +140,8 @@ pub fn direct(args: &BenchArgs, server: &ServerProc) -> anyhow::Result<Value> {
         args.direct_rate.to_string(),
         "--secs".to_owned(),
         args.direct_secs.to_string(),
+        "--poll-us".to_owned(),
+        args.poll_us.to_string(),
     ];
     let (mut loads, _) = start_loads(server, args.pairs * 2, args.procs, "direct", &extra, true)?;
     let cpu0 = server.cpu();
@@ -147,14 +153,16 @@ pub fn direct(args: &BenchArgs, server: &ServerProc) -> anyhow::Result<Value> {
     for l in loads.iter_mut() {
         l.say("stop");
     }
-    let (hist, received, _, load_cpu) = collect(&mut loads, Duration::from_secs(60))?;
+    let got = collect(&mut loads, Duration::from_secs(60))?;
     Ok(json!({
         "pairs": args.pairs, "rate_per_user": args.direct_rate, "secs": args.direct_secs,
-        "received": received,
+        "received": got.received,
         "expected": args.pairs as u64 * 2 * args.direct_rate * args.direct_secs,
-        "latency": percentiles(&hist),
+        "latency": percentiles(&got.hist),
+        "read_latency": percentiles(&got.read_hist),
+        "shared_stamp": got.shared_stamp,
         "server_cpu_s": server.cpu() - cpu0,
-        "load_cpu_s": load_cpu,
+        "load_cpu_s": got.cpu_s,
     }))
 }
 
