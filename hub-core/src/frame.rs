@@ -5,24 +5,21 @@
 //! queue gets a clone of the same `Bytes`: a reference-count increment, not a
 //! copy. The server hands those bytes to the socket writer unchanged.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use protocol::ServerFrame;
 
 /// UTF-8 JSON text of one server frame.
 ///
-/// One pointer wide: a queue slot is a `Frame`, and tokio's channel
-/// allocates its slots 32 at a time for every connection up front, so an
-/// 8-byte slot instead of `Bytes`' 32 saves 768 bytes per idle connection.
-/// Getting the `Bytes` out is a reference-count increment.
+/// A clone is one reference-count increment on the shared bytes, and
+/// `into_bytes` hands that same reference on: a delivery costs one
+/// increment and one decrement of the count, nothing more.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame(Arc<Bytes>);
+pub struct Frame(Bytes);
 
 impl Frame {
     /// Serialises a frame. The only place hub-core encodes JSON.
     pub fn encode(frame: &ServerFrame) -> Frame {
-        Frame(Arc::new(Bytes::from(frame.to_json())))
+        Frame(Bytes::from(frame.to_json()))
     }
 
     pub fn bytes(&self) -> &Bytes {
@@ -31,7 +28,7 @@ impl Frame {
 
     /// The shared bytes (not a copy of them).
     pub fn into_bytes(self) -> Bytes {
-        Bytes::clone(&self.0)
+        self.0
     }
 
     pub fn as_str(&self) -> &str {

@@ -205,11 +205,7 @@ impl Hub {
     /// Tells every connection of `user` to close. Returns how many.
     pub fn close_user(&self, user: &UserId, reason: Disconnect) -> usize {
         self.conns_of(user).map_or(0, |conns| {
-            conns
-                .lock()
-                .iter()
-                .filter(|c| c.signal.close(reason))
-                .count()
+            conns.lock().iter().filter(|c| c.close(reason)).count()
         })
     }
 
@@ -219,12 +215,7 @@ impl Hub {
         for shard in self.users.iter() {
             let shard = lock(shard);
             for e in shard.values() {
-                n += e
-                    .conns
-                    .lock()
-                    .iter()
-                    .filter(|c| c.signal.close(reason))
-                    .count();
+                n += e.conns.lock().iter().filter(|c| c.close(reason)).count();
             }
         }
         n

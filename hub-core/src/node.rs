@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::{Body, GroupId, Message, ServerFrame, UserId};
-use tokio::sync::mpsc;
 
 use crate::broker::{Broker, MemoryBroker, Origin, Publication, Target};
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
 use crate::hub::Hub;
-use crate::queue::{self, ConnId, ConnSignal};
+use crate::queue::{self, ConnId, ConnSignal, QueueReceiver};
 use crate::stats::StatsSnapshot;
 
 /// Settings of a node.
@@ -103,8 +102,9 @@ impl Node {
             self.inner.hub.join(g, &user);
         }
         let id = ConnId(self.inner.next_conn.fetch_add(1, Relaxed));
-        let (sender, rx, signal) = queue::channel(id, self.inner.config.queue_capacity);
+        let (sender, rx) = queue::channel(id, self.inner.config.queue_capacity);
         let groups = self.inner.hub.register(&user, sender);
+        let signal = rx.signal();
         let conn = Connection {
             id,
             user,
@@ -210,20 +210,20 @@ pub fn now_millis() -> u64 {
 pub struct Connection {
     pub id: ConnId,
     pub user: UserId,
-    rx: mpsc::Receiver<Frame>,
-    signal: Arc<ConnSignal>,
+    rx: QueueReceiver,
+    signal: ConnSignal,
     node: Node,
 }
 
 impl Connection {
     /// The next queued frame. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Frame> {
-        self.rx.recv().await
+    pub async fn recv(&mut self) -> Frame {
+        std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await
     }
 
     /// A queued frame if there is one, without waiting.
     pub fn try_recv(&mut self) -> Option<Frame> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv()
     }
 
     /// Resolves when something asked this connection to close.
@@ -233,7 +233,7 @@ impl Connection {
 
     /// The close signal on its own, so a task can wait on it while it also
     /// borrows the connection mutably to receive.
-    pub fn signal(&self) -> Arc<ConnSignal> {
+    pub fn signal(&self) -> ConnSignal {
         self.signal.clone()
     }
 

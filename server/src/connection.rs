@@ -61,7 +61,7 @@ pub struct Session {
 /// What woke the connection's loop.
 enum Event {
     Close(Disconnect),
-    Queued(Option<Frame>),
+    Queued(Frame),
     Received(Option<Result<Message, WsError>>),
     Heartbeat,
 }
@@ -188,8 +188,7 @@ impl Handler {
             };
             let step = match event {
                 Event::Close(reason) => Err(End::Close(reason)),
-                Event::Queued(Some(frame)) => self.write_batch(frame).await,
-                Event::Queued(None) => Err(End::Gone("queue closed")),
+                Event::Queued(frame) => self.write_batch(frame).await,
                 Event::Received(msg) => self.on_message(msg).await,
                 Event::Heartbeat => self.on_heartbeat().await,
             };
