@@ -2,14 +2,14 @@
 //! group (group → users), and delivery of encoded frames to their queues.
 //!
 //! Both maps are sharded behind std mutexes. The critical sections are short
-//! and never await (a push is a `try_send`), so a blocking mutex is cheaper
+//! and never await (a push never waits for room), so a blocking mutex is cheaper
 //! than an async one. A user's connections sit in one `Conns` shared by the
 //! user map and every group the user is in, so a group fan-out goes straight
 //! from member to queues, with no lookup or hashing per member.
 //!
 //! Lock order, which keeps concurrent join/leave/publish/disconnect free of
-//! deadlock: a group shard, then a user shard, then a user's `Conns`; never
-//! two locks of one kind at once.
+//! deadlock: a group shard, then a user shard, then a user's `Conns`, then
+//! one connection's queue (`queue.rs`); never two locks of one kind at once.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
