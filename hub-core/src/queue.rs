@@ -152,9 +152,19 @@ pub(crate) struct QueueReceiver {
     shared: Arc<Shared>,
 }
 
+/// A drained queue whose buffer has grown past this many slots gives it
+/// back: a burst should not leave every connection it reached holding
+/// room for the burst.
+const KEEP_SLOTS: usize = 64;
+
 impl QueueReceiver {
     pub(crate) fn try_recv(&mut self) -> Option<Frame> {
-        self.shared.frames().queue.pop_front()
+        let mut frames = self.shared.frames();
+        let frame = frames.queue.pop_front();
+        if frames.queue.is_empty() && frames.queue.capacity() > KEEP_SLOTS {
+            frames.queue = VecDeque::new();
+        }
+        frame
     }
 
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Frame> {
@@ -224,6 +234,17 @@ mod tests {
         assert!(rx.try_recv().is_some());
         assert!(rx.try_recv().is_some());
         assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_the_room_a_burst_took() {
+        let (tx, mut rx) = channel(ConnId(1), 1000);
+        for _ in 0..500 {
+            assert_eq!(tx.push(&frame("a")), Pushed::Queued);
+        }
+        assert!(rx.shared.frames().queue.capacity() >= 500);
+        while rx.try_recv().is_some() {}
+        assert!(rx.shared.frames().queue.capacity() <= KEEP_SLOTS);
     }
 
     #[test]
