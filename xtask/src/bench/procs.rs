@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
+use super::report::latency_histogram;
 use super::{load, maybe_pinned, API_KEY, NEXT_SOURCE, SECRET};
 use crate::cmd::{listening_addr, server_command, target_bin};
 
@@ -243,8 +244,8 @@ pub struct Collected {
 
 pub fn collect(loads: &mut [LoadProc], limit: Duration) -> anyhow::Result<Collected> {
     let mut all = Collected {
-        hist: Histogram::new_with_bounds(1, 120_000_000, 3)?,
-        read_hist: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+        hist: latency_histogram()?,
+        read_hist: latency_histogram()?,
         received: 0,
         shared_stamp: 0,
         last_ns: 0,

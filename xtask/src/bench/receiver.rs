@@ -27,6 +27,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 
 use super::load::{masked_text_frame, now_ns, LoadArgs};
+use super::report::latency_histogram;
 
 /// What one load process saw after "go".
 pub struct Outcome {
@@ -45,8 +46,8 @@ pub struct Outcome {
 impl Outcome {
     pub fn empty() -> anyhow::Result<Self> {
         Ok(Self {
-            hist: Histogram::new_with_bounds(1, 120_000_000, 3)?,
-            read_hist: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+            hist: latency_histogram()?,
+            read_hist: latency_histogram()?,
             received: 0,
             shared_stamp: 0,
             last_ns: 0,
@@ -81,7 +82,7 @@ pub fn run(
         epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
         conns.push(Conn {
             stream,
-            buf: Vec::with_capacity(4096),
+            buf: Vec::new(),
             outbox: Vec::new(),
             received: 0,
             open: true,

@@ -4,6 +4,12 @@
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+/// A latency histogram in microseconds, up to two minutes, 3 significant
+/// digits: the one shape every load process records and the run merges.
+pub fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
+}
+
 pub fn percentiles(h: &Histogram<u64>) -> Value {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     json!({"p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "samples": h.len()})
