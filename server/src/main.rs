@@ -1,16 +1,13 @@
 //! `wshub-server`: parses flags, sets up logs and the open-file limit, binds
 //! the listener and runs the server until SIGINT/SIGTERM (see `server.rs`).
 
-mod api;
 mod auth;
 mod config;
-mod connection;
 mod http;
 mod metrics;
-mod page;
 mod server;
 mod state;
-mod upgrade;
+mod ws;
 
 use std::process::ExitCode;
 

@@ -43,7 +43,9 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(crate::http::route(req, state).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(crate::http::router::route(req, state).await)
+                }
             });
             // A client gets 10 s to send its request head: sockets that
             // connect and say nothing must not hold descriptors forever.

@@ -32,7 +32,7 @@ impl State {
             queue_capacity: config.queue.get(),
         });
         let tokens = TokenVerifier::new(config.secret.as_deref());
-        let ws_config = crate::connection::websocket_config(config.max_frame.get());
+        let ws_config = crate::ws::connection::websocket_config(config.max_frame.get());
         let metrics = Metrics::new(node.clone());
         Arc::new(State {
             config,

@@ -5,9 +5,9 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::Response;
 
-use crate::http::HttpResponse;
+use super::response::HttpResponse;
 
-const CHAT_PAGE: &str = include_str!("../static/index.html");
+const CHAT_PAGE: &str = include_str!("../../static/index.html");
 
 pub fn chat_page() -> HttpResponse {
     let mut r = Response::new(Full::new(Bytes::from_static(CHAT_PAGE.as_bytes())));

@@ -11,9 +11,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use protocol::{ErrorCode, GroupId, UserId};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::connection::{self, Session};
 use crate::auth::{bearer, expiry_instant, TokenError};
-use crate::connection::{self, Session};
-use crate::http::{error, HttpResponse};
+use crate::http::response::{error, HttpResponse};
 use crate::state::SharedState;
 
 /// Who a successful upgrade belongs to.

@@ -18,8 +18,8 @@ use protocol::{Body, ErrorCode, GroupId, UserId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::response::{error, json, HttpResponse};
 use crate::auth::{api_key_matches, bearer};
-use crate::http::{error, json, HttpResponse};
 use crate::state::SharedState;
 
 /// One API route, with the ids it names already validated.
