@@ -1,45 +1,13 @@
 //! The seam fan-out crosses: a `Broker` carries each publication to every
 //! node of a cluster, this one included.
 //!
-//! Today there is one node and `MemoryBroker` hands the publication straight
-//! to the local hub. A Redis broker would publish the same encoded frame on a
-//! Redis channel and deliver to its local hub as well, while a subscriber task
-//! on every other node calls `Hub::deliver` for what arrives; nothing above
-//! this trait changes. (Membership would then live in Redis too; see the note
-//! on issue 2.)
+//! With one node, `MemoryBroker` hands the publication straight to the local
+//! hub. A broker for a cluster publishes the same encoded frame to the other
+//! nodes as well, and each of them hands what arrives to its own hub; nothing
+//! above this trait changes.
 
-use protocol::{GroupId, UserId};
-
-use crate::frame::Frame;
 use crate::hub::Hub;
-use crate::queue::ConnId;
-
-/// Where a publication goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Every connection of one user.
-    User(UserId),
-    /// Every connection of every member of a group.
-    Group(GroupId),
-    /// Every connection on every node.
-    All,
-}
-
-/// The connection a message came from: it gets an ack, not a copy, and the
-/// sender's other connections get copies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    pub user: UserId,
-    pub conn: ConnId,
-}
-
-/// One encoded message on its way to its recipients.
-#[derive(Debug, Clone)]
-pub struct Publication {
-    pub target: Target,
-    pub origin: Option<Origin>,
-    pub frame: Frame,
-}
+use crate::publication::Publication;
 
 pub trait Broker: Send + Sync + 'static {
     /// Carries `publication` to every node and returns how many connections

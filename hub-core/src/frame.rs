@@ -1,7 +1,7 @@
 //! An encoded server frame, shared by every queue it is pushed to.
 //!
 //! A message is serialised once, where it is routed (`Node::send`,
-//! `Node::publish`, `Node::push_*`, `Node::broadcast`), and each recipient's
+//! `Node::publish`, `Node::push`), and each recipient's
 //! queue gets a clone of the same `Bytes`: a reference-count increment, not a
 //! copy. The server hands those bytes to the socket writer unchanged.
 

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use foldhash::fast::RandomState;
 use protocol::{GroupId, UserId};
 
-use crate::broker::{Publication, Target};
 use crate::disconnect::Disconnect;
+use crate::publication::{Publication, Target};
 use crate::queue::{ConnId, Pushed, QueueSender};
 use crate::stats::Stats;
 
@@ -42,13 +42,21 @@ struct UserEntry {
     conns: Arc<Conns>,
     /// Sorted, because the welcome frame and the API list groups sorted.
     groups: BTreeSet<GroupId>,
+    /// Connections admitted under the per-user cap whose upgrade has not
+    /// registered yet: counted against the cap, so concurrent upgrades of
+    /// one user cannot all slip under it.
+    admitted: usize,
 }
 
 impl UserEntry {
     fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.conns.lock().is_empty()
+        self.groups.is_empty() && self.admitted == 0 && self.conns.lock().is_empty()
     }
 }
+
+/// A user is already in as many groups as the cap allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GroupCapReached;
 
 // foldhash: fast, and seeded per process so ids cannot be picked to collide.
 type UserShard = HashMap<UserId, UserEntry, RandomState>;
@@ -61,6 +69,13 @@ pub struct Hub {
     groups: Box<[Mutex<GroupShard>]>,
     hasher: RandomState,
     pub(crate) stats: Stats,
+}
+
+/// Closes a connection with `reason` unless it is closing already; either
+/// way it is on its way out.
+fn close_anyway(c: &QueueSender, reason: Disconnect) -> bool {
+    c.close(reason);
+    true
 }
 
 /// Locks a mutex, ignoring poisoning: the maps stay consistent at every
@@ -96,10 +111,40 @@ impl Hub {
         self.user_shard(user).get(user).map(|e| e.conns.clone())
     }
 
-    /// Adds a connection and returns the user's groups at that moment.
+    /// Reserves a place for one more connection of `user` if the user holds
+    /// fewer than `max` (connections and reservations). A reservation ends
+    /// in `register` or `release`.
+    pub(crate) fn admit(&self, user: &UserId, max: usize) -> bool {
+        let mut shard = self.user_shard(user);
+        let entry = shard.entry(user.clone()).or_default();
+        let held = entry.conns.lock().len() + entry.admitted;
+        if held >= max {
+            if entry.is_empty() {
+                shard.remove(user);
+            }
+            return false;
+        }
+        entry.admitted += 1;
+        true
+    }
+
+    /// Gives back a reservation of `admit` that never registered.
+    pub(crate) fn release(&self, user: &UserId) {
+        let mut shard = self.user_shard(user);
+        if let Some(entry) = shard.get_mut(user) {
+            entry.admitted = entry.admitted.saturating_sub(1);
+            if entry.is_empty() {
+                shard.remove(user);
+            }
+        }
+    }
+
+    /// Adds a connection, turning a reservation of `admit` into it, and
+    /// returns the user's groups at that moment.
     pub(crate) fn register(&self, user: &UserId, queue: QueueSender) -> Vec<GroupId> {
         let mut shard = self.user_shard(user);
         let entry = shard.entry(user.clone()).or_default();
+        entry.admitted = entry.admitted.saturating_sub(1);
         let mut conns = entry.conns.lock();
         if conns.is_empty() {
             self.stats.users.fetch_add(1, Relaxed);
@@ -109,34 +154,66 @@ impl Hub {
         entry.groups.iter().cloned().collect()
     }
 
-    /// Removes a connection. Its user's memberships stay.
+    /// Removes a connection (if a close has not removed it already). Its
+    /// user's memberships stay.
     pub(crate) fn unregister(&self, user: &UserId, conn: ConnId) {
         let mut shard = self.user_shard(user);
         let Some(entry) = shard.get_mut(user) else {
             return;
         };
-        {
-            let mut conns = entry.conns.lock();
-            let before = conns.len();
-            conns.retain(|c| c.id != conn);
-            if conns.len() < before {
-                self.stats.connections.fetch_sub(1, Relaxed);
-                if conns.is_empty() {
-                    self.stats.users.fetch_sub(1, Relaxed);
-                }
-            }
-        }
+        self.remove_where(&entry.conns, |c| c.id == conn);
         if entry.is_empty() {
             shard.remove(user);
         }
     }
 
-    /// Adds `user` to `group`. Idempotent; returns true when it was new.
-    pub fn join(&self, group: &GroupId, user: &UserId) -> bool {
+    /// Takes the connections `gone` picks out of `conns`, keeping the
+    /// gauges exact. A connection told to close leaves the registry here and
+    /// then, not when its task gets round to the close handshake: presence,
+    /// stats and `delivered` never count a connection that is on its way out.
+    fn remove_where(&self, conns: &Conns, gone: impl FnMut(&QueueSender) -> bool) -> usize {
+        let mut conns = conns.lock();
+        let removed = Self::take_where(&mut conns, gone);
+        self.count_removed(removed, conns.is_empty());
+        removed
+    }
+
+    fn take_where(
+        conns: &mut Vec<QueueSender>,
+        mut gone: impl FnMut(&QueueSender) -> bool,
+    ) -> usize {
+        let before = conns.len();
+        conns.retain(|c| !gone(c));
+        before - conns.len()
+    }
+
+    fn count_removed(&self, removed: usize, now_empty: bool) {
+        if removed > 0 {
+            self.stats.connections.fetch_sub(removed as i64, Relaxed);
+            if now_empty {
+                self.stats.users.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// Adds `user` to `group` unless that would put the user in more than
+    /// `max` groups. Idempotent; `Ok(true)` when it was new.
+    pub(crate) fn join(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        max: usize,
+    ) -> Result<bool, GroupCapReached> {
         let mut groups = self.group_shard(group);
         let conns = {
             let mut users = self.user_shard(user);
             let entry = users.entry(user.clone()).or_default();
+            if !entry.groups.contains(group) && entry.groups.len() >= max {
+                if entry.is_empty() {
+                    users.remove(user);
+                }
+                return Err(GroupCapReached);
+            }
             entry.groups.insert(group.clone());
             entry.conns.clone()
         };
@@ -147,7 +224,7 @@ impl Hub {
                 e.insert(Members::default())
             }
         };
-        members.insert(user.clone(), conns).is_none()
+        Ok(members.insert(user.clone(), conns).is_none())
     }
 
     /// Removes `user` from `group`. Idempotent; returns true when it was a member.
@@ -202,20 +279,22 @@ impl Hub {
         members
     }
 
-    /// Tells every connection of `user` to close. Returns how many.
+    /// Tells every connection of `user` to close and takes them out of the
+    /// registry. Returns how many.
     pub fn close_user(&self, user: &UserId, reason: Disconnect) -> usize {
         self.conns_of(user).map_or(0, |conns| {
-            conns.lock().iter().filter(|c| c.close(reason)).count()
+            self.remove_where(&conns, |c| close_anyway(c, reason))
         })
     }
 
-    /// Tells every connection on this node to close.
+    /// Tells every connection on this node to close and takes them out of
+    /// the registry.
     pub fn close_all(&self, reason: Disconnect) -> usize {
         let mut n = 0;
         for shard in self.users.iter() {
             let shard = lock(shard);
             for e in shard.values() {
-                n += e.conns.lock().iter().filter(|c| c.close(reason)).count();
+                n += self.remove_where(&e.conns, |c| close_anyway(c, reason));
             }
         }
         n
@@ -270,17 +349,26 @@ impl Hub {
 
     fn push_all(&self, conns: &Conns, p: &Publication, skip: Option<ConnId>) -> usize {
         let mut queued = 0;
-        for c in conns.lock().iter() {
+        let mut overflowed = false;
+        let mut conns = conns.lock();
+        for c in conns.iter() {
             if Some(c.id) == skip {
                 continue;
             }
             match c.push(&p.frame) {
                 Pushed::Queued => queued += 1,
                 Pushed::Overflowed => {
+                    overflowed = true;
                     self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
                 }
                 Pushed::Gone => {}
             }
+        }
+        // Rare, so the common fan-out pays nothing for it: a slow consumer
+        // leaves the registry at once (see `remove_where`).
+        if overflowed {
+            let removed = Self::take_where(&mut conns, QueueSender::is_closing);
+            self.count_removed(removed, conns.is_empty());
         }
         queued
     }

@@ -1,18 +1,25 @@
-//! `Node`: the hub's public face, what the server calls. It encodes each
-//! message once, routes it through the broker, and hands out `Connection`s.
+//! `Node`: the hub's public face and the server's only door into hub-core.
+//! It applies the rules (`rules.rs`), encodes each message once, routes it
+//! through the broker, answers presence questions and hands out
+//! `Connection`s.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use protocol::{Body, GroupId, Message, ServerFrame, UserId};
 
-use crate::broker::{Broker, MemoryBroker, Origin, Publication, Target};
+use crate::broker::{Broker, MemoryBroker};
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
 use crate::hub::Hub;
-use crate::queue::{self, ConnId, ConnSignal, QueueReceiver};
-use crate::stats::StatsSnapshot;
+use crate::publication::{Origin, Publication, Target};
+use crate::queue::{self, ConnId, QueueReceiver};
+use crate::rules::{Refusal, Rules};
+use crate::session::Session;
+use crate::stats::{Stats, StatsSnapshot};
 
 /// Settings of a node.
 #[derive(Debug, Clone)]
@@ -20,12 +27,22 @@ pub struct NodeConfig {
     /// Frames each connection's outbound queue holds before the connection
     /// is closed as a slow consumer. Default 1024 (`--queue`).
     pub queue_capacity: usize,
+    /// Connections one user may hold at once. Default 64
+    /// (`--max-user-connections`).
+    pub max_user_connections: NonZeroUsize,
+    /// Groups one user may belong to. Default 1024 (`--max-user-groups`).
+    pub max_user_groups: NonZeroUsize,
+    /// Who may join what. Default: only the token's groups.
+    pub rules: Rules,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 1024,
+            max_user_connections: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
+            max_user_groups: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            rules: Rules::default(),
         }
     }
 }
@@ -61,6 +78,33 @@ pub struct Delivery {
     pub delivered: usize,
 }
 
+/// What the API and the welcome frame say about one user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserPresence {
+    /// Open connections, not counting any that are closing.
+    pub connections: usize,
+    /// Groups the user belongs to, sorted.
+    pub groups: Vec<GroupId>,
+}
+
+/// A place for one connection of a user, taken under the per-user cap
+/// before the upgrade and spent by `Node::connect`. Dropping it unspent (the
+/// upgrade failed) gives the place back.
+#[derive(Debug)]
+pub struct Admission {
+    node: Node,
+    user: UserId,
+    spent: bool,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if !self.spent {
+            self.node.inner.hub.release(&self.user);
+        }
+    }
+}
+
 impl Node {
     pub fn new(config: NodeConfig) -> Self {
         Self::with_broker(config, Box::new(MemoryBroker))
@@ -82,11 +126,11 @@ impl Node {
         }
     }
 
-    pub fn hub(&self) -> &Hub {
-        &self.inner.hub
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
     }
 
-    pub fn stats(&self) -> &crate::stats::Stats {
+    pub fn stats(&self) -> &Stats {
         &self.inner.hub.stats
     }
 
@@ -94,23 +138,52 @@ impl Node {
         self.inner.hub.stats.snapshot()
     }
 
-    /// Registers a new connection of `user`, first joining `groups` (the
-    /// token's). Returns the connection and the user's groups, sorted, for
-    /// the welcome frame.
-    pub fn connect(&self, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
-        for g in groups {
-            self.inner.hub.join(g, &user);
+    /// Takes a place for one more connection of `user`, or refuses when the
+    /// user holds `max_user_connections` already.
+    pub fn admit(&self, user: &UserId) -> Result<Admission, Refusal> {
+        let max = self.inner.config.max_user_connections.get();
+        if !self.inner.hub.admit(user, max) {
+            return Err(Refusal::TooManyConnections { max });
+        }
+        Ok(Admission {
+            node: self.clone(),
+            user: user.clone(),
+            spent: false,
+        })
+    }
+
+    /// Whether a token may carry this many groups (`max_user_groups`).
+    pub fn check_token_groups(&self, groups: &[GroupId]) -> Result<(), Refusal> {
+        let max = self.inner.config.max_user_groups.get();
+        if groups.len() > max {
+            return Err(Refusal::TooManyGroups { max });
+        }
+        Ok(())
+    }
+
+    /// Registers the connection `admission` was taken for, first joining the
+    /// session's token groups (the backend granted those, so they are joined
+    /// even past the group cap). Returns the connection and the user's
+    /// groups, sorted, for the welcome frame.
+    pub fn connect(
+        &self,
+        mut admission: Admission,
+        session: &Session,
+    ) -> (Connection, Vec<GroupId>) {
+        admission.spent = true;
+        let user = session.user.clone();
+        for g in &session.token_groups {
+            let _ = self.inner.hub.join(g, &user, usize::MAX);
         }
         let id = ConnId(self.inner.next_conn.fetch_add(1, Relaxed));
         let (sender, rx) = queue::channel(id, self.inner.config.queue_capacity);
         let groups = self.inner.hub.register(&user, sender);
-        let signal = rx.signal();
         let conn = Connection {
             id,
             user,
             rx,
-            signal,
             node: self.clone(),
+            registered: true,
         };
         (conn, groups)
     }
@@ -125,8 +198,24 @@ impl Node {
         format!("{}-{n}", self.inner.id_prefix)
     }
 
-    pub fn join(&self, group: &GroupId, user: &UserId) -> bool {
-        self.inner.hub.join(group, user)
+    /// `join` from a connection: checked against the rules and the group cap.
+    pub fn join_as(&self, session: &Session, group: &GroupId) -> Result<bool, Refusal> {
+        let is_member = self.is_member(group, &session.user);
+        self.inner
+            .config
+            .rules
+            .may_join(session, group, is_member)?;
+        self.join(group, &session.user)
+    }
+
+    /// Adds `user` to `group` (the API's `PUT …/members/{user}`): checked
+    /// against the group cap only. `Ok(true)` when the membership is new.
+    pub fn join(&self, group: &GroupId, user: &UserId) -> Result<bool, Refusal> {
+        let max = self.inner.config.max_user_groups.get();
+        self.inner
+            .hub
+            .join(group, user, max)
+            .map_err(|_| Refusal::TooManyGroups { max })
     }
 
     pub fn leave(&self, group: &GroupId, user: &UserId) -> bool {
@@ -137,23 +226,36 @@ impl Node {
         self.inner.hub.is_member(group, user)
     }
 
+    /// Open connections and groups of `user`.
+    pub fn user_presence(&self, user: &UserId) -> UserPresence {
+        let (connections, groups) = self.inner.hub.user_info(user);
+        UserPresence {
+            connections,
+            groups,
+        }
+    }
+
+    /// Members of `group`, sorted, with their open connections.
+    pub fn group_members(&self, group: &GroupId) -> Vec<(UserId, usize)> {
+        self.inner.hub.group_members(group)
+    }
+
     /// `send` from a connection: to every connection of `to`, with copies to
     /// the sender's other connections.
     pub fn send(&self, from: &Connection, to: UserId, body: Body) -> Delivery {
-        let origin = Origin {
-            user: from.user.clone(),
-            conn: from.id,
-        };
-        self.route(Target::User(to), Some(origin), body)
+        self.route(Target::User(to), Some(from.origin()), body)
     }
 
-    /// `publish` from a connection. The caller checks membership.
-    pub fn publish(&self, from: &Connection, group: GroupId, body: Body) -> Delivery {
-        let origin = Origin {
-            user: from.user.clone(),
-            conn: from.id,
-        };
-        self.route(Target::Group(group), Some(origin), body)
+    /// `publish` from a connection: only a member may.
+    pub fn publish(
+        &self,
+        from: &Connection,
+        group: GroupId,
+        body: Body,
+    ) -> Result<Delivery, Refusal> {
+        let is_member = self.is_member(&group, &from.user);
+        self.inner.config.rules.may_publish(&group, is_member)?;
+        Ok(self.route(Target::Group(group), Some(from.origin()), body))
     }
 
     /// A push from the server API (no `from`).
@@ -211,14 +313,26 @@ pub struct Connection {
     pub id: ConnId,
     pub user: UserId,
     rx: QueueReceiver,
-    signal: ConnSignal,
     node: Node,
+    registered: bool,
 }
 
 impl Connection {
+    fn origin(&self) -> Origin {
+        Origin {
+            user: self.user.clone(),
+            conn: self.id,
+        }
+    }
+
     /// The next queued frame. Cancel-safe.
     pub async fn recv(&mut self) -> Frame {
         std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await
+    }
+
+    /// The next queued frame, for a task that polls several things at once.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Frame> {
+        self.rx.poll_recv(cx)
     }
 
     /// A queued frame if there is one, without waiting.
@@ -228,27 +342,35 @@ impl Connection {
 
     /// Resolves when something asked this connection to close.
     pub async fn closed(&self) -> Disconnect {
-        self.signal.closed().await
+        std::future::poll_fn(|cx| self.rx.poll_closed(cx)).await
     }
 
-    /// The close signal on its own, so a task can wait on it while it also
-    /// borrows the connection mutably to receive.
-    pub fn signal(&self) -> ConnSignal {
-        self.signal.clone()
+    /// Ready once something asked this connection to close. Polled by the
+    /// same task as `poll_recv`: the two share one waker slot.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        self.rx.poll_closed(cx)
     }
 
     pub fn close_reason(&self) -> Option<Disconnect> {
-        self.signal.reason()
+        self.rx.reason()
     }
 
     /// Asks this connection to close (first reason wins).
     pub fn close(&self, reason: Disconnect) -> bool {
-        self.signal.close(reason)
+        self.rx.close(reason)
+    }
+
+    /// Takes the connection out of presence and routing now, ahead of its
+    /// close handshake; frames already queued stay readable.
+    pub fn unregister(&mut self) {
+        if std::mem::take(&mut self.registered) {
+            self.node.inner.hub.unregister(&self.user, self.id);
+        }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.node.inner.hub.unregister(&self.user, self.id);
+        self.unregister();
     }
 }

@@ -23,7 +23,7 @@ use futures_util::task::AtomicWaker;
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
 
-/// Node-unique id of one connection.
+/// Id of one connection, unique within its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
@@ -59,39 +59,6 @@ impl Shared {
             self.waker.wake();
         }
         first
-    }
-}
-
-/// The close signal of one connection: set once, observed by its task.
-/// Cloning it is cheap; it shares the connection's queue state.
-#[derive(Debug, Clone)]
-pub struct ConnSignal(Arc<Shared>);
-
-impl ConnSignal {
-    /// Asks the connection to close. Returns true for the first call only.
-    pub fn close(&self, reason: Disconnect) -> bool {
-        self.0.close(reason)
-    }
-
-    pub fn reason(&self) -> Option<Disconnect> {
-        self.0.reason.get().copied()
-    }
-
-    /// Resolves once `close` has been called.
-    pub async fn closed(&self) -> Disconnect {
-        std::future::poll_fn(|cx| {
-            if let Some(reason) = self.reason() {
-                return Poll::Ready(reason);
-            }
-            self.0.waker.register(cx.waker());
-            // Checked again: a close between the first check and the
-            // registration would otherwise go unseen.
-            match self.reason() {
-                Some(reason) => Poll::Ready(reason),
-                None => Poll::Pending,
-            }
-        })
-        .await
     }
 }
 
@@ -144,6 +111,10 @@ impl QueueSender {
     pub(crate) fn close(&self, reason: Disconnect) -> bool {
         self.shared.close(reason)
     }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.shared.reason.get().is_some()
+    }
 }
 
 /// The receiving half, owned by the connection's task.
@@ -179,8 +150,28 @@ impl QueueReceiver {
         }
     }
 
-    pub(crate) fn signal(&self) -> ConnSignal {
-        ConnSignal(self.shared.clone())
+    /// Resolves once something asked the connection to close. Shares the
+    /// one waker slot with `poll_recv`: both are polled by the same task.
+    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        if let Some(reason) = self.reason() {
+            return Poll::Ready(reason);
+        }
+        self.shared.waker.register(cx.waker());
+        // Checked again: a close between the first check and the
+        // registration would otherwise go unseen.
+        match self.reason() {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
+        }
+    }
+
+    pub(crate) fn reason(&self) -> Option<Disconnect> {
+        self.shared.reason.get().copied()
+    }
+
+    /// Asks the connection to close. Returns true for the first call only.
+    pub(crate) fn close(&self, reason: Disconnect) -> bool {
+        self.shared.close(reason)
     }
 }
 
@@ -228,7 +219,7 @@ mod tests {
         assert_eq!(tx.push(&frame()), Pushed::Queued);
         assert_eq!(tx.push(&frame()), Pushed::Queued);
         assert_eq!(tx.push(&frame()), Pushed::Overflowed);
-        assert_eq!(rx.signal().reason(), Some(Disconnect::SlowConsumer));
+        assert_eq!(rx.reason(), Some(Disconnect::SlowConsumer));
         // Once closing, nothing more is queued.
         assert_eq!(tx.push(&frame()), Pushed::Gone);
         assert!(rx.try_recv().is_some());

@@ -5,13 +5,24 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use hub_core::{Node, NodeConfig, Target};
+use hub_core::{Connection, Node, NodeConfig, Session, Target};
 use protocol::{Body, GroupId, UserId};
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 2_000;
 const USERS: usize = 24;
 const GROUPS: usize = 6;
+
+/// Admits and registers one connection of `user`, joining `groups` as a
+/// token's groups would be.
+fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
+    let admission = node.admit(&user).unwrap();
+    let session = Session {
+        token_groups: groups.to_vec(),
+        ..Session::new(user)
+    };
+    node.connect(admission, &session)
+}
 
 fn user(i: usize) -> UserId {
     UserId::new(&format!("u{}", i % USERS)).unwrap()
@@ -23,7 +34,10 @@ fn group(i: usize) -> GroupId {
 
 #[test]
 fn concurrent_churn_ends_consistent_without_deadlock() {
-    let node = Node::new(NodeConfig { queue_capacity: 4 });
+    let node = Node::new(NodeConfig {
+        queue_capacity: 4,
+        ..NodeConfig::default()
+    });
     let (done_tx, done_rx) = mpsc::channel();
     let worker_node = node.clone();
     // The work runs on its own thread so a deadlock shows up as a timeout
@@ -36,9 +50,9 @@ fn concurrent_churn_ends_consistent_without_deadlock() {
                     let mut held = Vec::new();
                     for r in 0..ROUNDS {
                         let i = t * 7919 + r;
-                        let (conn, _) = node.connect(user(i), &[group(i + 1)]);
-                        node.join(&group(i), &user(i));
-                        node.publish(&conn, group(i + 2), Body::null());
+                        let (conn, _) = connect(&node, user(i), &[group(i + 1)]);
+                        node.join(&group(i), &user(i)).unwrap();
+                        let _ = node.publish(&conn, group(i + 2), Body::null());
                         node.send(&conn, user(i + 3), Body::null());
                         node.push(Target::Group(group(i + 4)), Body::null());
                         if r % 50 == 0 {
@@ -46,8 +60,8 @@ fn concurrent_churn_ends_consistent_without_deadlock() {
                             node.disconnect_user(&user(i + 5), hub_core::Disconnect::Kicked);
                         }
                         node.leave(&group(i + 3), &user(i));
-                        let _ = node.hub().group_members(&group(i));
-                        let _ = node.hub().user_info(&user(i + 1));
+                        let _ = node.group_members(&group(i));
+                        let _ = node.user_presence(&user(i + 1));
                         // Keep a few connections open across rounds.
                         held.push(conn);
                         if held.len() > 3 {
@@ -71,18 +85,19 @@ fn concurrent_churn_ends_consistent_without_deadlock() {
     // maps agree about who is in what.
     let mut non_empty = 0;
     for g in 0..GROUPS {
-        let members = node.hub().group_members(&group(g));
+        let members = node.group_members(&group(g));
         if !members.is_empty() {
             non_empty += 1;
         }
         for (u, conns) in members {
             assert_eq!(conns, 0);
-            assert!(node.hub().user_info(&u).1.contains(&group(g)));
+            assert!(node.user_presence(&u).groups.contains(&group(g)));
         }
     }
     assert_eq!(s.groups, non_empty);
     for u in 0..USERS {
-        let (conns, groups) = node.hub().user_info(&user(u));
+        let presence = node.user_presence(&user(u));
+        let (conns, groups) = (presence.connections, presence.groups);
         assert_eq!(conns, 0);
         for g in groups {
             assert!(node.is_member(&g, &user(u)));

@@ -2,9 +2,22 @@
 //! copies to a sender's other connections, membership across reconnects, the
 //! slow-consumer policy and shared encoded bytes.
 
-use hub_core::{Connection, Disconnect, Frame, Node, NodeConfig, Target};
-use protocol::{Body, GroupId, ServerFrame, UserId};
+use std::num::NonZeroUsize;
+
+use hub_core::{Connection, Disconnect, Frame, Node, NodeConfig, Rules, Session, Target};
+use protocol::{Body, ErrorCode, GroupId, ServerFrame, UserId};
 use serde_json::json;
+
+/// Admits and registers one connection of `user`, joining `groups` as a
+/// token's groups would be.
+fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
+    let admission = node.admit(&user).unwrap();
+    let session = Session {
+        token_groups: groups.to_vec(),
+        ..Session::new(user)
+    };
+    node.connect(admission, &session)
+}
 
 fn user(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -21,6 +34,7 @@ fn body(v: serde_json::Value) -> Body {
 fn node(queue: usize) -> Node {
     Node::new(NodeConfig {
         queue_capacity: queue,
+        ..NodeConfig::default()
     })
 }
 
@@ -46,13 +60,15 @@ fn bodies(frames: &[ServerFrame]) -> Vec<serde_json::Value> {
 #[test]
 fn a_user_with_three_connections_gets_each_message_once_per_connection() {
     let node = node(16);
-    let mut tabs: Vec<Connection> = (0..3).map(|_| node.connect(user("42"), &[]).0).collect();
-    let (sender, _) = node.connect(user("7"), &[group("g")]);
-    node.join(&group("g"), &user("42"));
+    let mut tabs: Vec<Connection> = (0..3).map(|_| connect(&node, user("42"), &[]).0).collect();
+    let (sender, _) = connect(&node, user("7"), &[group("g")]);
+    node.join(&group("g"), &user("42")).unwrap();
 
     let d = node.send(&sender, user("42"), body(json!("direct")));
     assert_eq!(d.delivered, 3);
-    let d = node.publish(&sender, group("g"), body(json!("group")));
+    let d = node
+        .publish(&sender, group("g"), body(json!("group")))
+        .unwrap();
     assert_eq!(d.delivered, 3);
     let d = node.push(Target::User(user("42")), body(json!("push")));
     assert_eq!(d.delivered, 3);
@@ -71,9 +87,9 @@ fn a_user_with_three_connections_gets_each_message_once_per_connection() {
 #[test]
 fn senders_other_connections_get_copies_and_are_not_counted() {
     let node = node(16);
-    let (phone, _) = node.connect(user("a"), &[]);
-    let (mut laptop, _) = node.connect(user("a"), &[]);
-    let (mut b, _) = node.connect(user("b"), &[]);
+    let (phone, _) = connect(&node, user("a"), &[]);
+    let (mut laptop, _) = connect(&node, user("a"), &[]);
+    let (mut b, _) = connect(&node, user("b"), &[]);
 
     let d = node.send(&phone, user("b"), body(json!(1)));
     assert_eq!(d.delivered, 1);
@@ -92,9 +108,9 @@ fn senders_other_connections_get_copies_and_are_not_counted() {
     assert_eq!(bodies(&drain(&mut laptop)), vec![json!(2)]);
 
     // Publish: other members counted, own other connections get copies.
-    node.join(&group("g"), &user("a"));
-    node.join(&group("g"), &user("b"));
-    let d = node.publish(&phone, group("g"), body(json!(3)));
+    node.join(&group("g"), &user("a")).unwrap();
+    node.join(&group("g"), &user("b")).unwrap();
+    let d = node.publish(&phone, group("g"), body(json!(3))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut laptop)), vec![json!(3)]);
     assert_eq!(bodies(&drain(&mut b)), vec![json!(3)]);
@@ -119,14 +135,14 @@ fn offline_and_unknown_targets_deliver_zero() {
 #[test]
 fn membership_survives_a_reconnect() {
     let node = node(4);
-    let (conn, groups) = node.connect(user("u"), &[group("from-token")]);
+    let (conn, groups) = connect(&node, user("u"), &[group("from-token")]);
     assert_eq!(groups, vec![group("from-token")]);
-    node.join(&group("later"), &user("u"));
+    node.join(&group("later"), &user("u")).unwrap();
     drop(conn);
     assert_eq!(node.stats_snapshot().connections, 0);
-    assert_eq!(node.hub().user_info(&user("u")).1.len(), 2);
+    assert_eq!(node.user_presence(&user("u")).groups.len(), 2);
 
-    let (mut again, groups) = node.connect(user("u"), &[]);
+    let (mut again, groups) = connect(&node, user("u"), &[]);
     assert_eq!(groups, vec![group("from-token"), group("later")]);
     let d = node.push(Target::Group(group("later")), body(json!("back")));
     assert_eq!(d.delivered, 1);
@@ -142,9 +158,9 @@ fn membership_survives_a_reconnect() {
 #[test]
 fn a_full_queue_closes_only_that_connection() {
     let node = node(8);
-    let (slow, _) = node.connect(user("slow"), &[group("g")]);
+    let (slow, _) = connect(&node, user("slow"), &[group("g")]);
     let mut fast: Vec<Connection> = (0..5)
-        .map(|i| node.connect(user(&format!("f{i}")), &[group("g")]).0)
+        .map(|i| connect(&node, user(&format!("f{i}")), &[group("g")]).0)
         .collect();
 
     let mut delivered = Vec::new();
@@ -163,6 +179,11 @@ fn a_full_queue_closes_only_that_connection() {
     assert_eq!(&delivered[..8], &[6; 8]);
     assert!(delivered[8..].iter().all(|d| *d == 5));
     assert_eq!(node.stats_snapshot().slow_consumer_closes, 1);
+    // Gone from presence and stats the moment it overflowed, although its
+    // task has not yet dropped it.
+    assert_eq!(node.user_presence(&user("slow")).connections, 0);
+    assert_eq!(node.group_members(&group("g")).len(), 6);
+    assert_eq!(node.stats_snapshot().connections, 5);
     for f in &fast {
         assert_eq!(f.close_reason(), None);
     }
@@ -171,17 +192,99 @@ fn a_full_queue_closes_only_that_connection() {
 #[tokio::test]
 async fn closing_wakes_the_connection_task() {
     let node = node(1);
-    let (conn, _) = node.connect(user("k"), &[]);
+    let (conn, _) = connect(&node, user("k"), &[]);
     let waiter = tokio::spawn(async move { conn.closed().await });
     assert_eq!(node.disconnect_user(&user("k"), Disconnect::Kicked), 1);
+    assert_eq!(node.user_presence(&user("k")).connections, 0);
     assert_eq!(waiter.await.unwrap(), Disconnect::Kicked);
+    assert_eq!(node.stats_snapshot().connections, 0);
+}
+
+fn capped(connections: usize, groups: usize) -> Node {
+    Node::new(NodeConfig {
+        max_user_connections: NonZeroUsize::new(connections).unwrap(),
+        max_user_groups: NonZeroUsize::new(groups).unwrap(),
+        ..NodeConfig::default()
+    })
+}
+
+#[test]
+fn a_user_holds_at_most_max_user_connections_counting_upgrades_in_flight() {
+    let node = capped(2, 8);
+    let first = node.admit(&user("u")).unwrap();
+    let (conn, _) = node.connect(first, &Session::new(user("u")));
+    // Admitted but not yet connected counts too.
+    let pending = node.admit(&user("u")).unwrap();
+    let refused = node.admit(&user("u")).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::RateLimited);
+    // Another user is not affected.
+    assert!(node.admit(&user("v")).is_ok());
+    // An upgrade that failed gives its place back; so does a closed one.
+    drop(pending);
+    let again = node.admit(&user("u")).unwrap();
+    drop(conn);
+    let (_c1, _) = node.connect(again, &Session::new(user("u")));
+    let (_c2, _) = node.connect(node.admit(&user("u")).unwrap(), &Session::new(user("u")));
+    assert!(node.admit(&user("u")).is_err());
+    assert_eq!(node.user_presence(&user("u")).connections, 2);
+}
+
+#[test]
+fn a_user_belongs_to_at_most_max_user_groups() {
+    let node = capped(4, 2);
+    let u = user("u");
+    assert_eq!(node.join(&group("a"), &u), Ok(true));
+    assert_eq!(node.join(&group("b"), &u), Ok(true));
+    let refused = node.join(&group("c"), &u).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::LimitExceeded);
+    // Joining a group one is in stays idempotent at the cap.
+    assert_eq!(node.join(&group("a"), &u), Ok(false));
+    assert!(!node.is_member(&group("c"), &u));
+    // A refused join by a user the hub did not know leaves nothing behind.
+    let tiny = capped(1, 1);
+    tiny.join(&group("a"), &user("w")).unwrap();
+    assert!(tiny.join(&group("b"), &user("w")).is_err());
+    tiny.leave(&group("a"), &user("w"));
+    assert_eq!(tiny.stats_snapshot().groups, 0);
+    // A token listing more groups than the cap is refused as a whole.
+    let too_many = [group("a"), group("b"), group("c")];
+    assert!(node.check_token_groups(&too_many).is_err());
+    assert!(node.check_token_groups(&too_many[..2]).is_ok());
+}
+
+#[test]
+fn joining_and_publishing_follow_the_rules() {
+    let node = Node::new(NodeConfig {
+        rules: Rules {
+            open: false,
+            public_groups: vec!["lobby".into()],
+        },
+        ..NodeConfig::default()
+    });
+    let session = Session {
+        token_groups: vec![group("team")],
+        ..Session::new(user("u"))
+    };
+    assert!(node.join_as(&session, &group("lobby-1")).is_ok());
+    assert_eq!(
+        node.join_as(&session, &group("secret")).unwrap_err().code(),
+        ErrorCode::Forbidden
+    );
+    let (conn, _) = node.connect(node.admit(&user("u")).unwrap(), &session);
+    assert!(node.publish(&conn, group("team"), body(json!(1))).is_ok());
+    assert_eq!(
+        node.publish(&conn, group("secret"), body(json!(1)))
+            .unwrap_err()
+            .code(),
+        ErrorCode::Forbidden
+    );
 }
 
 #[test]
 fn a_group_message_is_encoded_once_and_its_bytes_shared() {
     let node = node(4);
     let mut members: Vec<Connection> = (0..50)
-        .map(|i| node.connect(user(&format!("m{i}")), &[group("promo")]).0)
+        .map(|i| connect(&node, user(&format!("m{i}")), &[group("promo")]).0)
         .collect();
     node.push(
         Target::Group(group("promo")),

@@ -16,6 +16,7 @@ pub enum ErrorCode {
     RateLimited,
     SlowConsumer,
     Unavailable,
+    LimitExceeded,
     Internal,
 }
 
@@ -32,6 +33,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Internal => "internal",
         }
     }
@@ -46,6 +48,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited => 429,
+            ErrorCode::LimitExceeded => 409,
             ErrorCode::SlowConsumer | ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -98,6 +101,7 @@ mod tests {
             ErrorCode::RateLimited,
             ErrorCode::SlowConsumer,
             ErrorCode::Unavailable,
+            ErrorCode::LimitExceeded,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

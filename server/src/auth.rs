@@ -89,13 +89,15 @@ impl TokenVerifier {
 }
 
 /// When a token's `exp` (seconds since the epoch) falls, on this process's
-/// monotonic clock.
-pub fn expiry_instant(exp: u64) -> std::time::Instant {
-    let at = UNIX_EPOCH + std::time::Duration::from_secs(exp);
+/// monotonic clock; `None` when it is too far away for the clock to
+/// represent (the server then treats the token as never expiring, which the
+/// contract allows). Every step is checked: `exp` is the client's input.
+pub fn expiry_instant(exp: u64) -> Option<std::time::Instant> {
+    let at = UNIX_EPOCH.checked_add(std::time::Duration::from_secs(exp))?;
     let left = at
         .duration_since(SystemTime::now())
         .unwrap_or(std::time::Duration::ZERO);
-    std::time::Instant::now() + left
+    std::time::Instant::now().checked_add(left)
 }
 
 pub fn now_secs() -> u64 {
@@ -174,6 +176,19 @@ mod tests {
         for (token, expected) in cases {
             assert_eq!(v.verify(&token), Err(expected));
         }
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_clock_means_no_expiry_not_a_panic() {
+        let soon = expiry_instant(now_secs() + 60).unwrap();
+        assert!(soon > std::time::Instant::now());
+        for exp in [1u64 << 63, u64::MAX, (1u64 << 63) + 12345] {
+            assert_eq!(expiry_instant(exp), None, "exp {exp}");
+        }
+        // And such a token verifies (it is validly signed and not expired).
+        let v = TokenVerifier::new(Some("s3cret"));
+        let token = mint(json!({"sub":"42","exp":u64::MAX}), "s3cret");
+        assert_eq!(v.verify(&token).map(|c| c.exp), Ok(u64::MAX));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 
 use clap::Parser;
+use hub_core::{NodeConfig, Rules};
 
 /// wshub: a self-hosted real-time messaging hub. Backends push to users and
 /// groups over the server API; users chat over WebSockets.
@@ -92,6 +93,34 @@ pub struct Config {
     )]
     pub shutdown_grace: u64,
 
+    /// Most open WebSockets on this process; past it an upgrade is refused with 503.
+    /// 0: as many as open files allow.
+    #[arg(
+        long,
+        env = "WSHUB_MAX_CONNECTIONS",
+        default_value = "0",
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Most connections one user may hold at once; past it an upgrade is refused with 429.
+    #[arg(
+        long,
+        env = "WSHUB_MAX_USER_CONNECTIONS",
+        default_value = "64",
+        value_name = "N"
+    )]
+    pub max_user_connections: NonZeroUsize,
+
+    /// Most groups one user may belong to; a join past it is refused with limit_exceeded.
+    #[arg(
+        long,
+        env = "WSHUB_MAX_USER_GROUPS",
+        default_value = "1024",
+        value_name = "N"
+    )]
+    pub max_user_groups: NonZeroUsize,
+
     /// Development mode: `?userId=` without a token, any group, API without a key.
     /// Only on a loopback --listen address.
     #[arg(long, env = "WSHUB_INSECURE_DEV")]
@@ -129,11 +158,17 @@ impl Config {
         self.rate.get() * 2
     }
 
-    /// Whether `group` matches a `--public-group` prefix.
-    pub fn is_public_group(&self, group: &str) -> bool {
-        self.public_groups
-            .iter()
-            .any(|p| !p.is_empty() && group.starts_with(p.as_str()))
+    /// The hub-core settings these flags make.
+    pub fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            queue_capacity: self.queue.get(),
+            max_user_connections: self.max_user_connections,
+            max_user_groups: self.max_user_groups,
+            rules: Rules {
+                open: self.insecure_dev,
+                public_groups: self.public_groups.clone(),
+            },
+        }
     }
 }
 
@@ -159,6 +194,9 @@ mod tests {
         assert_eq!(c.heartbeat.get(), 25);
         assert_eq!(c.shutdown_grace, 5);
         assert!(!c.insecure_dev);
+        assert_eq!(c.max_connections, 0);
+        assert_eq!(c.max_user_connections.get(), 64);
+        assert_eq!(c.max_user_groups.get(), 1024);
     }
 
     #[test]
@@ -171,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn public_group_prefixes() {
+    fn public_group_prefixes_reach_the_rules() {
         let c = parse(&[
             "--secret",
             "s",
@@ -181,9 +219,19 @@ mod tests {
             "news.",
         ])
         .unwrap();
-        assert!(c.is_public_group("lobby"));
-        assert!(c.is_public_group("lobby-2"));
-        assert!(c.is_public_group("news.sport"));
-        assert!(!c.is_public_group("private"));
+        let rules = c.node_config().rules;
+        let g = |s: &str| protocol::GroupId::new(s).unwrap();
+        assert!(rules.is_public(&g("lobby")));
+        assert!(rules.is_public(&g("lobby-2")));
+        assert!(rules.is_public(&g("news.sport")));
+        assert!(!rules.is_public(&g("private")));
+        assert!(!rules.open);
+    }
+
+    #[test]
+    fn user_caps_are_at_least_one() {
+        assert!(parse(&["--secret", "s", "--max-user-connections", "0"]).is_err());
+        assert!(parse(&["--secret", "s", "--max-user-groups", "0"]).is_err());
+        assert!(parse(&["--secret", "s", "--max-connections", "0"]).is_ok());
     }
 }

@@ -15,7 +15,8 @@ use hub_core::Disconnect;
 
 use crate::state::SharedState;
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's head, and then its body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until the process ends. Each one is served by its
 /// own task; an HTTP connection that upgrades hands its socket to a tracked
@@ -51,7 +52,7 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState) {
             // connect and say nothing must not hold descriptors forever.
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(REQUEST_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();

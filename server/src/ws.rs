@@ -1,5 +1,10 @@
 //! The WebSocket side: the upgrade (every refusal happens there), and one
-//! connection's life after it.
+//! connection's life after it: the loop, what each client frame does, and
+//! the writer.
 
+pub mod config;
 pub mod connection;
+pub mod dispatch;
+pub mod ended;
 pub mod upgrade;
+pub mod writer;

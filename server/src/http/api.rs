@@ -8,7 +8,7 @@ use std::time::Instant;
 use http_body_util::{BodyExt, Limited};
 use hub_core::{Disconnect, Target};
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
+use hyper::header::{AUTHORIZATION, CONNECTION};
 use hyper::{Method, Request, StatusCode};
 use protocol::api::{
     GroupMembersResponse, KickResponse, MemberInfo, MembershipResponse, PushResponse,
@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 
 use super::response::{error, json, HttpResponse};
 use crate::auth::{api_key_matches, bearer};
+use crate::server::REQUEST_TIMEOUT;
 use crate::state::SharedState;
 
 /// One API route, with the ids it names already validated.
@@ -124,7 +125,9 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
         Route::Member(group, user) => {
             let joined = method == Method::PUT;
             if joined {
-                node.join(&group, &user);
+                if let Err(refusal) = node.join(&group, &user) {
+                    return error(refusal.code(), refusal.message());
+                }
             } else {
                 node.leave(&group, &user);
             }
@@ -139,7 +142,6 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
         }
         Route::Members(group) => {
             let members = node
-                .hub()
                 .group_members(&group)
                 .into_iter()
                 .map(|(user, connections)| MemberInfo { user, connections })
@@ -147,13 +149,13 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
             json(StatusCode::OK, &GroupMembersResponse { group, members })
         }
         Route::User(user) => {
-            let (connections, groups) = node.hub().user_info(&user);
+            let presence = node.user_presence(&user);
             json(
                 StatusCode::OK,
                 &UserResponse {
                     user,
-                    connections,
-                    groups,
+                    connections: presence.connections,
+                    groups: presence.groups,
                 },
             )
         }
@@ -183,12 +185,16 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
 
 async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> HttpResponse {
     let limit = state.config.max_frame.get();
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let body = Limited::new(req.into_body(), limit).collect();
+    // A body that trickles in must not hold the request open: the whole of
+    // it gets the same 10 s as the head (PROTOCOL.md §6).
+    let bytes = match tokio::time::timeout(REQUEST_TIMEOUT, body).await {
+        Err(_) => return request_timeout(),
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return error(ErrorCode::TooLarge, format!("body over {limit} bytes"))
         }
-        Err(_) => return error(ErrorCode::BadRequest, "could not read the request body"),
+        Ok(Err(_)) => return error(ErrorCode::BadRequest, "could not read the request body"),
     };
     // serde would read a JSON array into the struct by position.
     if !bytes.trim_ascii_start().starts_with(b"{") {
@@ -217,6 +223,22 @@ async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> Ht
             delivered: d.delivered,
         },
     )
+}
+
+/// 408, and the connection is not kept: the rest of a body that was too
+/// slow is not worth waiting for.
+fn request_timeout() -> HttpResponse {
+    let mut r = error(
+        ErrorCode::BadRequest,
+        format!(
+            "the request body did not arrive within {} s",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+    );
+    *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    r.headers_mut()
+        .insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    r
 }
 
 /// `protocol::api::PushRequest`, borrowed: `{"body": <any JSON>}`.

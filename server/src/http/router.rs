@@ -24,6 +24,7 @@ pub async fn route(req: Request<Incoming>, state: SharedState) -> HttpResponse {
     let method = req.method();
     match path {
         "/healthz" => only_get(method, || health(&state)),
+        "/readyz" => only_get(method, || ready(&state)),
         "/metrics" => only_get(method, || {
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(
@@ -50,6 +51,23 @@ fn health(state: &SharedState) -> HttpResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
     } else {
         (StatusCode::OK, "ok")
+    };
+    json(
+        status,
+        &HealthResponse {
+            status: word.to_owned(),
+        },
+    )
+}
+
+/// Readiness (PROTOCOL.md §7): whether a load balancer should send new
+/// clients here. Today only shutdown makes a process unready; the broker's
+/// state will join it in cluster mode.
+fn ready(state: &SharedState) -> HttpResponse {
+    let (status, word) = if state.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else {
+        (StatusCode::OK, "ready")
     };
     json(
         status,

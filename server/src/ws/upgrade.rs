@@ -1,28 +1,23 @@
 //! `GET /ws` (PROTOCOL.md §2): every refusal happens here, before the
 //! upgrade, as HTTP with a JSON error body, in the contract's order: not a
 //! WebSocket request or a bad id (400), then the token (401), then `userId`
-//! and Origin (403). On success the socket is handed to `connection::serve`.
+//! and Origin (403), then the connection caps (503, 429). On success the
+//! connection is admitted under the caps and its socket handed to
+//! `connection::serve`.
 
-use std::time::Instant;
-
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hub_core::Session;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use protocol::{ErrorCode, GroupId, UserId};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use protocol::{ErrorCode, UserId};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::connection::{self, Session};
+use super::connection;
 use crate::auth::{bearer, expiry_instant, TokenError};
 use crate::http::response::{error, HttpResponse};
 use crate::state::SharedState;
-
-/// Who a successful upgrade belongs to.
-struct Identity {
-    user: UserId,
-    token_groups: Vec<GroupId>,
-    /// `None` in dev mode without a token.
-    expires_at: Option<Instant>,
-}
 
 pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     if state.is_shutting_down() {
@@ -31,8 +26,11 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     if req.method() != Method::GET {
         return error(ErrorCode::MethodNotAllowed, "/ws takes GET");
     }
-    let Some(key) = websocket_key(req.headers()) else {
-        return error(ErrorCode::BadRequest, "not a WebSocket upgrade request");
+    let Some(key) = websocket_key(req.version(), req.headers()) else {
+        return error(
+            ErrorCode::BadRequest,
+            "not a WebSocket upgrade request (RFC 6455 §4.2.1)",
+        );
     };
 
     let mut token = None;
@@ -40,7 +38,9 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     if let Some(q) = req.uri().query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             match &*k {
-                "token" => token = Some(v.into_owned()),
+                // An empty `token=` counts as absent, so a header can still
+                // carry the token.
+                "token" if !v.is_empty() => token = Some(v.into_owned()),
                 "userId" => user_param = Some(v.into_owned()),
                 _ => {}
             }
@@ -60,15 +60,22 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
             .map(str::to_owned);
     }
 
-    let identity = match authenticate(state, token.as_deref(), claimed_user.as_ref()) {
-        Ok(id) => id,
+    let session = match authenticate(state, token.as_deref(), claimed_user.as_ref()) {
+        Ok(session) => session,
         Err(e) => {
             state.node.stats().auth_failure();
             return error(ErrorCode::Unauthorized, e.message());
         }
     };
+    if let Err(refusal) = state.node.check_token_groups(&session.token_groups) {
+        state.node.stats().auth_failure();
+        return error(
+            ErrorCode::Unauthorized,
+            format!("token lists too many groups: {}", refusal.message()),
+        );
+    }
     if let Some(claimed) = &claimed_user {
-        if claimed != &identity.user {
+        if claimed != &session.user {
             state.node.stats().auth_failure();
             return error(ErrorCode::Forbidden, "userId does not match the token");
         }
@@ -78,18 +85,37 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
         return error(ErrorCode::Forbidden, "origin not allowed");
     }
 
+    // The caps, last: both places are taken now and held by the connection
+    // task, so upgrades in flight count and the limits are exact.
+    let slot = match &state.connection_slots {
+        None => None,
+        Some(slots) => match slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                return error(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "this server holds its maximum of {} connections",
+                        state.config.max_connections
+                    ),
+                )
+            }
+        },
+    };
+    let admission = match state.node.admit(&session.user) {
+        Ok(a) => a,
+        Err(refusal) => return error(refusal.code(), refusal.message()),
+    };
+
     let state = state.clone();
     let on_upgrade = hyper::upgrade::on(req);
     // Tracked, so shutdown waits for this connection to drain and close.
     state.connections.clone().spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let session = Session {
-                    user: identity.user,
-                    token_groups: identity.token_groups,
-                    expires_at: identity.expires_at,
-                };
-                connection::serve(upgraded, session, state).await;
+                let (conn, groups) = state.node.connect(admission, &session);
+                connection::serve(upgraded, conn, groups, session, state).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
@@ -106,8 +132,13 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     res
 }
 
-/// The `Sec-WebSocket-Key` of a well-formed upgrade request (RFC 6455 §4.2.1).
-fn websocket_key(h: &HeaderMap) -> Option<String> {
+/// The `Sec-WebSocket-Key` of a well-formed opening handshake (RFC 6455
+/// §4.2.1): HTTP/1.1, `Upgrade: websocket`, `Connection: upgrade`, version
+/// 13, and a key that is the base64 of 16 bytes.
+fn websocket_key(version: Version, h: &HeaderMap) -> Option<String> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
     let has_token = |name: header::HeaderName, want: &str| {
         h.get_all(name).iter().any(|v| {
             v.to_str()
@@ -122,29 +153,26 @@ fn websocket_key(h: &HeaderMap) -> Option<String> {
         return None;
     }
     let key = h.get(header::SEC_WEBSOCKET_KEY)?.to_str().ok()?.trim();
-    (!key.is_empty()).then(|| key.to_owned())
+    let decoded = BASE64.decode(key).ok()?;
+    (decoded.len() == 16).then(|| key.to_owned())
 }
 
 fn authenticate(
     state: &SharedState,
     token: Option<&str>,
     claimed_user: Option<&UserId>,
-) -> Result<Identity, TokenError> {
+) -> Result<Session, TokenError> {
     match token {
         Some(token) => {
             let claims = state.tokens.verify(token)?;
-            Ok(Identity {
-                expires_at: Some(expiry_instant(claims.exp)),
+            Ok(Session {
+                expires_at: expiry_instant(claims.exp),
                 user: claims.sub,
                 token_groups: claims.groups,
             })
         }
         None => match (state.config.insecure_dev, claimed_user) {
-            (true, Some(user)) => Ok(Identity {
-                user: user.clone(),
-                token_groups: Vec::new(),
-                expires_at: None,
-            }),
+            (true, Some(user)) => Ok(Session::new(user.clone())),
             _ => Err(TokenError::Missing),
         },
     }
@@ -175,4 +203,45 @@ fn origin_allowed(state: &SharedState, h: &HeaderMap, with_token: bool) -> bool 
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_str(key).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn the_key_must_be_base64_of_sixteen_bytes_over_http_1_1() {
+        let good = "dGhlIHNhbXBsZSBub25jZQ==";
+        assert!(websocket_key(Version::HTTP_11, &headers(good)).is_some());
+        assert!(websocket_key(Version::HTTP_10, &headers(good)).is_none());
+        for bad in [
+            "x",
+            "not base64 at all!!",
+            "dGhlIHNhbXBsZQ==",
+            "dGhlIHNhbXBsZSBub25jZSEh",
+        ] {
+            assert!(
+                websocket_key(Version::HTTP_11, &headers(bad)).is_none(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -1,0 +1,31 @@
+//! How tungstenite is set up for every connection: buffer sizes chosen for
+//! many small, mostly idle connections.
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+
+/// One accepted WebSocket, straight on the TCP stream (hyper's upgrade is
+/// unwrapped, so no boxed IO sits under every read and write).
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Initial read buffer per connection. Chat frames are small and an idle
+/// connection should cost little (tungstenite's default is 128 KiB, eagerly
+/// allocated and zero-filled): 2 KiB holds a typical frame in one read, and
+/// tungstenite grows the buffer on demand for a larger one, up to
+/// `--max-frame`.
+const READ_BUFFER: usize = 2 * 1024;
+/// Bytes of frames tungstenite gathers before it writes to the socket. It
+/// is also the most the writer hands tungstenite beyond what the socket has
+/// taken: past it tungstenite reports the sink as not ready, and the rest
+/// waits in the connection's bounded queue (see `writer.rs`).
+const WRITE_BUFFER: usize = 16 * 1024;
+
+pub fn websocket_config(max_frame: usize) -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.read_buffer_size = READ_BUFFER;
+    c.write_buffer_size = WRITE_BUFFER;
+    c.max_frame_size = Some(max_frame);
+    c.max_message_size = Some(max_frame);
+    c
+}

@@ -1,0 +1,179 @@
+//! What one client frame does (PROTOCOL.md §3): a pure function from the
+//! frame, the connection and its session to node calls and the reply. No
+//! socket in sight, so every answer is unit-tested here; the rules it
+//! applies live in hub-core (`rules.rs`).
+
+use hub_core::{Connection, Node, Refusal, Session};
+use protocol::{ClientFrame, CorrelationId, ServerFrame};
+
+/// Carries out one client frame; returns the reply, if any.
+pub fn dispatch(
+    node: &Node,
+    conn: &Connection,
+    session: &Session,
+    frame: ClientFrame,
+) -> Option<ServerFrame> {
+    match frame {
+        ClientFrame::Send { to, body, id } => {
+            let d = node.send(conn, to, body);
+            id.map(|id| ack(id, Some(d.delivered)))
+        }
+        ClientFrame::Publish { group, body, id } => match node.publish(conn, group, body) {
+            Ok(d) => id.map(|id| ack(id, Some(d.delivered))),
+            Err(refusal) => Some(refused(id, &refusal)),
+        },
+        ClientFrame::Join { group, id } => match node.join_as(session, &group) {
+            Ok(_) => id.map(|id| ack(id, None)),
+            Err(refusal) => Some(refused(id, &refusal)),
+        },
+        ClientFrame::Leave { group, id } => {
+            node.leave(&group, &session.user);
+            id.map(|id| ack(id, None))
+        }
+        ClientFrame::Ping { id } => Some(ServerFrame::Pong { id }),
+    }
+}
+
+fn ack(id: CorrelationId, delivered: Option<usize>) -> ServerFrame {
+    ServerFrame::Ack { id, delivered }
+}
+
+fn refused(id: Option<CorrelationId>, refusal: &Refusal) -> ServerFrame {
+    ServerFrame::error(id, refusal.code(), refusal.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+    use hub_core::{NodeConfig, Rules};
+    use protocol::{ErrorCode, GroupId, UserId};
+
+    fn node() -> Node {
+        Node::new(NodeConfig {
+            max_user_groups: NonZeroUsize::new(3).unwrap(),
+            rules: Rules {
+                open: false,
+                public_groups: vec!["pub.".into()],
+            },
+            ..NodeConfig::default()
+        })
+    }
+
+    fn session(user: &str, groups: &[&str]) -> Session {
+        Session {
+            token_groups: groups.iter().map(|g| GroupId::new(g).unwrap()).collect(),
+            ..Session::new(UserId::new(user).unwrap())
+        }
+    }
+
+    fn connect(node: &Node, s: &Session) -> Connection {
+        node.connect(node.admit(&s.user).unwrap(), s).0
+    }
+
+    fn run(node: &Node, conn: &Connection, s: &Session, text: &str) -> Option<serde_json::Value> {
+        let frame = ClientFrame::parse(text).unwrap();
+        dispatch(node, conn, s, frame).map(|r| serde_json::from_str(&r.to_json()).unwrap())
+    }
+
+    #[test]
+    fn sends_and_publishes_are_acked_with_what_was_delivered() {
+        let node = node();
+        let (a, b) = (session("a", &["team"]), session("b", &["team"]));
+        let ca = connect(&node, &a);
+        let _b1 = connect(&node, &b);
+        let _b2 = connect(&node, &b);
+        let r = run(
+            &node,
+            &ca,
+            &a,
+            r#"{"type":"send","to":"b","body":1,"id":"s"}"#,
+        )
+        .unwrap();
+        assert_eq!(r, serde_json::json!({"type":"ack","id":"s","delivered":2}));
+        let r = run(
+            &node,
+            &ca,
+            &a,
+            r#"{"type":"publish","group":"team","body":1,"id":7}"#,
+        );
+        assert_eq!(r.unwrap()["delivered"], 2);
+        // Without an id there is nothing to answer.
+        assert_eq!(run(&node, &ca, &a, r#"{"userId":2,"msg":"hi"}"#), None);
+    }
+
+    #[test]
+    fn refusals_carry_the_contract_code_and_the_frame_id() {
+        let node = node();
+        let a = session("a", &["team"]);
+        let ca = connect(&node, &a);
+        let r = run(
+            &node,
+            &ca,
+            &a,
+            r#"{"type":"publish","group":"other","body":1,"id":"p"}"#,
+        );
+        let r = r.unwrap();
+        assert_eq!(
+            (r["code"].as_str(), r["id"].as_str()),
+            (Some("forbidden"), Some("p"))
+        );
+        let r = run(
+            &node,
+            &ca,
+            &a,
+            r#"{"type":"join","group":"secret","id":"j"}"#,
+        )
+        .unwrap();
+        assert_eq!(r["code"], ErrorCode::Forbidden.as_str());
+        // Refused without an id: still answered.
+        let r = run(&node, &ca, &a, r#"{"type":"join","group":"secret"}"#).unwrap();
+        assert_eq!(r["type"], "error");
+    }
+
+    #[test]
+    fn joins_follow_the_rules_and_the_group_cap() {
+        let node = node();
+        let a = session("a", &["team"]);
+        let ca = connect(&node, &a);
+        for g in ["pub.1", "pub.2"] {
+            let r = run(
+                &node,
+                &ca,
+                &a,
+                &format!(r#"{{"type":"join","group":"{g}","id":"j"}}"#),
+            );
+            assert_eq!(r.unwrap()["type"], "ack");
+        }
+        // team (from the token), pub.1, pub.2: the cap of 3 is reached.
+        let r = run(
+            &node,
+            &ca,
+            &a,
+            r#"{"type":"join","group":"pub.3","id":"j"}"#,
+        )
+        .unwrap();
+        assert_eq!(r["code"], "limit_exceeded");
+        // Leaving makes room; leaving twice is acked too.
+        for _ in 0..2 {
+            let r = run(
+                &node,
+                &ca,
+                &a,
+                r#"{"type":"leave","group":"pub.1","id":"l"}"#,
+            );
+            assert_eq!(r.unwrap()["type"], "ack");
+        }
+        let r = run(
+            &node,
+            &ca,
+            &a,
+            r#"{"type":"join","group":"pub.3","id":"j"}"#,
+        )
+        .unwrap();
+        assert_eq!(r["type"], "ack");
+        let r = run(&node, &ca, &a, r#"{"type":"ping","id":"x"}"#).unwrap();
+        assert_eq!(r, serde_json::json!({"type":"pong","id":"x"}));
+    }
+}

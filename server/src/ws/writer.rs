@@ -1,0 +1,226 @@
+//! The writing side of one connection: moves frames from its bounded queue
+//! (and the server's own replies) onto the socket, and closes it.
+//!
+//! Nothing here awaits a socket write inside the connection loop. The loop
+//! polls `poll_write` next to the close signal, the timer and the reader, so
+//! a socket that stops taking bytes never pins the task: the close signal
+//! (a slow consumer's overflow, a kick, shutdown) and the heartbeat deadline
+//! are always seen. The bytes in flight are bounded twice: tungstenite holds
+//! at most about its write buffer (16 KiB) beyond what the socket took, and
+//! everything else waits in the connection's queue, whose overflow closes
+//! the connection.
+
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hub_core::{Connection, Disconnect, Frame, Stats};
+use protocol::ServerFrame;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::config::Ws;
+use super::ended::Ended;
+
+/// Most queued frames handed to the socket in one turn of the loop before
+/// the reader and the timer get theirs: a group that never goes quiet must
+/// not starve pongs and heartbeats.
+const MAX_BATCH: usize = 256;
+
+#[derive(Debug, Default)]
+pub struct Writer {
+    /// tungstenite holds bytes the socket has not taken yet.
+    unflushed: bool,
+    /// tungstenite's buffer is full; until it drains nothing more is taken
+    /// from the queue, and nothing is read from the client (whose frames
+    /// would add replies).
+    blocked: bool,
+    /// Since when the socket has been holding back our bytes.
+    stalled_since: Option<Instant>,
+}
+
+impl Writer {
+    /// Hands one frame of our own (welcome, ack, error, pong) to tungstenite;
+    /// it reaches the socket at the next `poll_write`.
+    pub fn send_own(
+        &mut self,
+        ws: &mut Ws,
+        frame: &ServerFrame,
+        stats: &Stats,
+    ) -> Result<(), Ended> {
+        let text = frame.to_json();
+        stats.frames_out(1, text.len() as u64);
+        self.start_send(ws, Message::Text(Utf8Bytes::from(text)))
+    }
+
+    /// Hands a heartbeat ping to tungstenite.
+    pub fn send_ping(&mut self, ws: &mut Ws) -> Result<(), Ended> {
+        self.start_send(ws, Message::Ping(Default::default()))
+    }
+
+    fn start_send(&mut self, ws: &mut Ws, message: Message) -> Result<(), Ended> {
+        // tokio-tungstenite takes a frame even when its buffer is past the
+        // limit (it then reports not ready); the reader stops while blocked,
+        // so at most one reply lands beyond the limit.
+        ws.start_send_unpin(message)
+            .map_err(|_| Ended::SocketError)?;
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// Whether the reader should wait: the socket is not taking our bytes.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// How long the socket has been holding back our bytes.
+    pub fn stalled_for(&self, now: Instant) -> Duration {
+        self.stalled_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    /// Moves up to `MAX_BATCH` queued frames to tungstenite while it takes
+    /// them, then flushes. Registers for wake-ups on whatever it waits for
+    /// (queue or socket); when frames are left over with the socket still
+    /// willing, it asks to be polled again at once.
+    pub fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut Ws,
+        conn: &mut Connection,
+        stats: &Stats,
+    ) -> Result<(), Ended> {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        let mut more = false;
+        loop {
+            match ws.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => self.blocked = false,
+                Poll::Ready(Err(_)) => return Err(Ended::SocketError),
+                Poll::Pending => {
+                    self.blocked = true;
+                    break;
+                }
+            }
+            if frames as usize == MAX_BATCH {
+                more = true;
+                break;
+            }
+            let Poll::Ready(frame) = conn.poll_recv(cx) else {
+                break;
+            };
+            frames += 1;
+            bytes += frame.len() as u64;
+            self.start_send(ws, shared_text(frame))?;
+        }
+        if frames > 0 {
+            stats.frames_out(frames, bytes);
+        }
+        if self.unflushed {
+            match ws.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    self.blocked = false;
+                }
+                Poll::Ready(Err(_)) => return Err(Ended::SocketError),
+                Poll::Pending => {}
+            }
+        }
+        if self.unflushed || self.blocked {
+            self.stalled_since.get_or_insert_with(Instant::now);
+        } else {
+            self.stalled_since = None;
+        }
+        if more && !self.blocked {
+            cx.waker().wake_by_ref();
+        }
+        Ok(())
+    }
+}
+
+/// A queued frame as a WebSocket text frame over the same shared bytes.
+/// Built as a raw frame because tungstenite's text type would check the
+/// UTF-8 again for every recipient; hub-core encodes only from `String`s.
+fn shared_text(frame: Frame) -> Message {
+    Message::Frame(WsFrame::message(
+        frame.into_bytes(),
+        OpCode::Data(Data::Text),
+        true,
+    ))
+}
+
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Closes with `reason`'s code, bounded in time: on shutdown what was
+/// already queued is written first; a slow consumer gets up to two
+/// heartbeat intervals for its backlog and the close frame to get through
+/// (it already left the routing, so this costs no one else anything);
+/// other closes get `CLOSE_TIMEOUT`. When even the close frame cannot be
+/// written in that time the socket is dropped.
+pub async fn close(
+    ws: &mut Ws,
+    conn: &mut Connection,
+    reason: Disconnect,
+    heartbeat: Duration,
+    stats: &Stats,
+) {
+    let limit = match reason {
+        Disconnect::SlowConsumer => heartbeat * 2,
+        _ => CLOSE_TIMEOUT,
+    };
+    let _ = tokio::time::timeout(limit, close_handshake(ws, conn, reason, stats)).await;
+}
+
+/// Sends the close reply tungstenite queued when the client closed, bounded
+/// like every other write.
+pub async fn answer_close(ws: &mut Ws) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+}
+
+async fn close_handshake(ws: &mut Ws, conn: &mut Connection, reason: Disconnect, stats: &Stats) {
+    if reason == Disconnect::Shutdown {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        while let Some(frame) = conn.try_recv() {
+            frames += 1;
+            bytes += frame.len() as u64;
+            if ws.feed(shared_text(frame)).await.is_err() {
+                return;
+            }
+        }
+        stats.frames_out(frames, bytes);
+    }
+    let close = CloseFrame {
+        code: CloseCode::from(reason.code()),
+        reason: Utf8Bytes::from_static(reason.reason()),
+    };
+    if ws.send(Message::Close(Some(close))).await.is_err() {
+        return;
+    }
+    if reason == Disconnect::TooLarge {
+        // The rest of the oversized frame may still be arriving and cannot
+        // be parsed; read and discard raw bytes until the client hangs up,
+        // so our close frame is not lost to a reset.
+        drain_raw(ws.get_mut()).await;
+        return;
+    }
+    // Wait for the client's close reply, then drop the socket.
+    while let Some(Ok(msg)) = ws.next().await {
+        if msg.is_close() {
+            break;
+        }
+    }
+}
+
+async fn drain_raw(stream: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    // On the heap: a buffer here would sit in every connection's future.
+    let mut buf = vec![0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
