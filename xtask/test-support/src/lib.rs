@@ -1,0 +1,28 @@
+//! Dev-only helpers shared by the server's and the CLI's integration tests
+//! and by `cargo xtask e2e`: the real `wshub-server` binary on a free port
+//! with its log captured, connection tokens, a small WebSocket client and a
+//! minimal HTTP/1.1 client. Everything talks over real sockets; every wait is
+//! on a signal (a log line, a frame, a close, an exit) and [`LIMIT`] only
+//! bounds a broken run.
+//!
+//! Failures panic with what was expected and what came instead: these are
+//! test helpers, and a panic is how a test fails.
+
+use std::time::Duration;
+
+pub mod http;
+pub mod server;
+pub mod token;
+pub mod ws;
+
+pub use http::{http, request, Response};
+pub use server::{listening_addr, server_bin, Server, ServerBuilder};
+pub use token::{now, sign, token};
+pub use ws::{refused, Client, Ws};
+
+/// The secret `Server::start` gives the server and `token` signs with.
+pub const SECRET: &str = "test-secret-which-is-long-enough";
+/// The API key `Server::start` gives the server and `Server::api` sends.
+pub const API_KEY: &str = "test-api-key";
+/// Bound on any single wait; a healthy run never gets near it.
+pub const LIMIT: Duration = Duration::from_secs(20);
