@@ -23,11 +23,19 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// Which baseline a process serves (the module doc describes both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// The minimal hub.
+    Hub,
+    /// The raw limit.
+    Raw,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct BaselineArgs {
-    /// hub | raw
-    #[arg(long)]
-    pub kind: String,
+    #[arg(long, value_enum)]
+    pub kind: Kind,
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
 }
@@ -41,11 +49,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: BaselineArgs) -> anyhow::Result<()> {
-    let raw = match args.kind.as_str() {
-        "hub" => false,
-        "raw" => true,
-        other => anyhow::bail!("unknown baseline {other}"),
-    };
+    let raw = args.kind == Kind::Raw;
     let listener = TcpListener::bind(args.listen).await?;
     eprintln!("listening on {}", listener.local_addr()?);
     let (tx, _) = broadcast::channel::<Bytes>(4096);

@@ -3,43 +3,79 @@
 //! prints a table (JSON under `target/bench/`). See BENCHMARKS.md.
 
 pub mod baseline;
+mod lines;
 pub mod load;
+mod load_args;
 mod procs;
 mod receiver;
 mod report;
 mod scenarios;
+mod wire;
 
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use clap::ValueEnum;
 use serde_json::json;
 
 use crate::cmd::{cargo, root, run as run_cmd};
-use procs::{ServerProc, Target};
+use procs::{RunContext, ServerProc, Target};
 use report::{machine, print_table};
 use scenarios::{connect_rate, direct, fanout, idle};
 
 pub(crate) const SECRET: &str = "bench-secret-0123456789abcdef";
 pub(crate) const API_KEY: &str = "bench-api-key";
 
-/// Source addresses handed out so far in this run.
-pub(crate) static NEXT_SOURCE: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
+/// A choice as it is spelled on the command line, which is also how the
+/// report names it.
+pub(crate) fn spelling<T: ValueEnum>(choice: &T) -> String {
+    choice
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Fan-out: pushes to the group as fast as the API answers.
+    Burst,
+    /// Fan-out: pushes at `--paced-rate` for `--paced-secs`.
+    Paced,
+    /// Pairs of users messaging each other.
+    Direct,
+    /// How fast connections open.
+    Connect,
+    /// Server memory per idle connection.
+    Idle,
+}
+
+impl Scenario {
+    /// The servers this scenario compares. Only wshub has direct messages
+    /// and tokens to verify; the raw limit holds no per-connection state
+    /// worth comparing idle memory with.
+    fn targets(self) -> &'static [Target] {
+        match self {
+            Scenario::Burst | Scenario::Paced => &[Target::Wshub, Target::Hub, Target::Raw],
+            Scenario::Idle => &[Target::Wshub, Target::Hub],
+            Scenario::Direct | Scenario::Connect => &[Target::Wshub],
+        }
+    }
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Small sizes, in place of the size flags: the whole suite in under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run, comma-separated, in order: burst,paced,direct,connect,idle
-    /// (connect before idle: tearing down 19,000 sockets disturbs what follows).
+    /// Scenarios to run, comma-separated, in order (connect before idle by
+    /// default: tearing down 19,000 sockets disturbs what follows).
     #[arg(
         long,
+        value_enum,
         default_value = "burst,paced,direct,connect,idle",
         value_delimiter = ','
     )]
-    pub scenarios: Vec<String>,
+    pub scenarios: Vec<Scenario>,
     /// Subscribers in the fan-out group.
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: usize,
@@ -74,40 +110,19 @@ pub struct BenchArgs {
     /// (it polls rather than waits; see xtask/src/bench/receiver.rs).
     #[arg(long, default_value_t = 250)]
     pub poll_us: u64,
-    /// Servers to measure: wshub,minimal-hub,raw-limit (baselines only run
-    /// the scenarios they take part in).
+    /// Servers to measure, comma-separated (baselines only run the
+    /// scenarios they take part in).
     #[arg(
         long,
+        value_enum,
         default_value = "wshub,minimal-hub,raw-limit",
         value_delimiter = ','
     )]
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     /// Pin the server to CPU 0 and the load processes to CPU 1 (taskset),
     /// so neither preempts the other; halves the server's cores.
     #[arg(long)]
     pub pin: bool,
-}
-
-/// Set from `--pin` before any process starts.
-static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `cmd` run under `taskset -c cpu` when pinning is on.
-pub(crate) fn maybe_pinned(cmd: Command, cpu: &str) -> Command {
-    if !PIN.load(std::sync::atomic::Ordering::Relaxed) {
-        return cmd;
-    }
-    let mut pinned = Command::new("taskset");
-    pinned
-        .args(["-c", cpu])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => pinned.env(k, v),
-            None => pinned.env_remove(k),
-        };
-    }
-    pinned
 }
 
 impl BenchArgs {
@@ -127,53 +142,46 @@ impl BenchArgs {
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     args.apply_quick();
-    PIN.store(args.pin, std::sync::atomic::Ordering::Relaxed);
+    let mut ctx = RunContext::new(args.pin);
     let mut build = cargo();
     build.args(["build", "--release", "-p", "wshub-server", "-p", "xtask"]);
     run_cmd(build)?;
 
     let mut results = Vec::new();
     let mut load_cpu = 0.0;
-    for scenario in args.scenarios.clone() {
-        let targets: &[Target] = match scenario.as_str() {
-            "burst" | "paced" | "idle" => &[Target::Wshub, Target::Hub, Target::Raw],
-            "direct" | "connect" => &[Target::Wshub],
-            other => bail!("unknown scenario {other}"),
-        };
-        let sizes: Vec<usize> = if scenario == "idle" {
+    for &scenario in &args.scenarios {
+        let sizes: Vec<usize> = if scenario == Scenario::Idle {
             args.idle.clone()
         } else {
             vec![0]
         };
+        let name = spelling(&scenario);
         for size in sizes {
-            for target in targets {
-                if !args.targets.iter().any(|t| t == target.name()) {
+            for &target in scenario.targets() {
+                if !args.targets.contains(&target) {
                     continue;
                 }
-                if scenario == "idle" && *target == Target::Raw {
-                    continue; // the raw limit holds no per-connection state worth comparing
-                }
+                let target_name = spelling(&target);
                 eprintln!(
-                    "bench: {scenario} {} {}",
-                    target.name(),
+                    "bench: {name} {target_name} {}",
                     if size > 0 {
                         size.to_string()
                     } else {
                         String::new()
                     }
                 );
-                let server = ServerProc::start(*target)?;
-                let r = match scenario.as_str() {
-                    "burst" => fanout(&args, &server, false),
-                    "paced" => fanout(&args, &server, true),
-                    "direct" => direct(&args, &server),
-                    "idle" => idle(&args, &server, size),
-                    _ => connect_rate(&args, &server),
+                let server = ServerProc::start(&ctx, target)?;
+                let r = match scenario {
+                    Scenario::Burst => fanout(&mut ctx, &args, &server, false),
+                    Scenario::Paced => fanout(&mut ctx, &args, &server, true),
+                    Scenario::Direct => direct(&mut ctx, &args, &server),
+                    Scenario::Idle => idle(&mut ctx, &args, &server, size),
+                    Scenario::Connect => connect_rate(&mut ctx, &args, &server),
                 };
-                let mut r = r.with_context(|| format!("{scenario} against {}", target.name()))?;
+                let mut r = r.with_context(|| format!("{name} against {target_name}"))?;
                 load_cpu += r["load_cpu_s"].as_f64().unwrap_or(0.0);
-                r["scenario"] = json!(scenario);
-                r["target"] = json!(target.name());
+                r["scenario"] = json!(name);
+                r["target"] = json!(target_name);
                 eprintln!("  {r}");
                 results.push(r);
             }
@@ -195,4 +203,56 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("latest.json"), &text)?;
     eprintln!("wrote target/bench/latest.json");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    #[test]
+    fn defaults_run_every_scenario_against_every_target() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            args.scenarios,
+            [
+                Scenario::Burst,
+                Scenario::Paced,
+                Scenario::Direct,
+                Scenario::Connect,
+                Scenario::Idle
+            ]
+        );
+        assert_eq!(args.targets, [Target::Wshub, Target::Hub, Target::Raw]);
+    }
+
+    #[test]
+    fn a_mistyped_choice_is_refused_with_the_valid_ones() {
+        let err = parse(&["--scenarios", "burst,bursst"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let text = err.to_string();
+        assert!(text.contains("bursst"), "{text}");
+        assert!(text.contains("connect"), "{text}");
+        assert!(parse(&["--targets", "minimal"]).is_err());
+    }
+
+    #[test]
+    fn the_report_names_are_the_flag_spellings() {
+        let args = parse(&["--targets", "raw-limit,minimal-hub", "--scenarios", "idle"]).unwrap();
+        assert_eq!(args.targets, [Target::Raw, Target::Hub]);
+        let names: Vec<String> = args.targets.iter().map(spelling).collect();
+        assert_eq!(names, ["raw-limit", "minimal-hub"]);
+        assert_eq!(spelling(&Scenario::Connect), "connect");
+    }
 }

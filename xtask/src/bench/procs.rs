@@ -2,33 +2,96 @@
 //! baseline) and the load processes, each spoken to over stdin/stdout.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use serde_json::Value;
 
+use super::baseline::Kind;
+use super::lines::{Line, LoadResult, Order, Ready};
+use super::load_args::{LoadArgs, Mode, Tuning};
 use super::report::latency_histogram;
-use super::{load, maybe_pinned, API_KEY, NEXT_SOURCE, SECRET};
+use super::{load, spelling, API_KEY, SECRET};
 use crate::cmd::{listening_addr, server_command, target_bin};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A server the bench measures; the command-line spelling of each is also
+/// its name in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
     Wshub,
+    #[value(name = "minimal-hub")]
     Hub,
+    #[value(name = "raw-limit")]
     Raw,
 }
 
 impl Target {
-    pub fn name(self) -> &'static str {
+    /// The baseline process that plays this target; none for wshub.
+    fn baseline(self) -> Option<Kind> {
         match self {
-            Target::Wshub => "wshub",
-            Target::Hub => "minimal-hub",
-            Target::Raw => "raw-limit",
+            Target::Wshub => None,
+            Target::Hub => Some(Kind::Hub),
+            Target::Raw => Some(Kind::Raw),
         }
+    }
+}
+
+/// What every process started in one bench run has to agree on, handed to
+/// whatever starts one.
+pub struct RunContext {
+    /// Server on CPU 0, load processes on CPU 1 (`--pin`).
+    pin: bool,
+    /// Source addresses handed out so far in this run.
+    sources_used: usize,
+    /// Where this run starts counting in 127/8, taken from the process id,
+    /// so a run right after another does not start on the addresses whose
+    /// ports the last one may still hold.
+    source_base: usize,
+}
+
+impl RunContext {
+    pub fn new(pin: bool) -> Self {
+        Self {
+            pin,
+            sources_used: 0,
+            source_base: (std::process::id() as usize % 200) * 1_000,
+        }
+    }
+
+    /// A source address no other load process of this run has had, so no
+    /// address runs out of ephemeral ports or finds them held in TIME_WAIT
+    /// by an earlier scenario.
+    fn next_source(&mut self) -> IpAddr {
+        let n = self.source_base + self.sources_used;
+        self.sources_used += 1;
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            (1 + n / 62_500) as u8,
+            (1 + (n / 250) % 250) as u8,
+            (1 + n % 250) as u8,
+        ))
+    }
+
+    /// `cmd` run under `taskset -c cpu` when pinning is on.
+    fn pinned(&self, cmd: Command, cpu: &str) -> Command {
+        if !self.pin {
+            return cmd;
+        }
+        let mut pinned = Command::new("taskset");
+        pinned
+            .args(["-c", cpu])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => pinned.env(k, v),
+                None => pinned.env_remove(k),
+            };
+        }
+        pinned
     }
 }
 
@@ -39,26 +102,22 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
-    pub fn start(target: Target) -> anyhow::Result<Self> {
-        let cmd = match target {
-            Target::Wshub => {
+    pub fn start(ctx: &RunContext, target: Target) -> anyhow::Result<Self> {
+        let cmd = match target.baseline() {
+            None => {
                 // At the default log level, as it would run: one line per
                 // connection open and close is part of what it costs.
                 let mut c = server_command("release", SECRET, API_KEY);
                 c.env("RUST_LOG", "info");
                 c
             }
-            Target::Hub | Target::Raw => {
+            Some(kind) => {
                 let mut c = Command::new(target_bin("release", "xtask"));
-                c.args([
-                    "baseline",
-                    "--kind",
-                    if target == Target::Hub { "hub" } else { "raw" },
-                ]);
+                c.args(["baseline", "--kind", &spelling(&kind)]);
                 c
             }
         };
-        let mut cmd = maybe_pinned(cmd, "0");
+        let mut cmd = ctx.pinned(cmd, "0");
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let stderr = child.stderr.take().context("stderr")?;
         let (tx, rx) = mpsc::channel();
@@ -116,41 +175,26 @@ pub struct LoadProc {
 }
 
 impl LoadProc {
-    pub fn start(
+    fn start(
+        ctx: &mut RunContext,
         server: &ServerProc,
         index: usize,
         conns: usize,
-        mode: &str,
-        extra: &[String],
+        mode: Mode,
+        tuning: Tuning,
     ) -> anyhow::Result<Self> {
+        let args = LoadArgs {
+            server: server.addr,
+            source: ctx.next_source(),
+            conns,
+            mode,
+            secret: (server.target == Target::Wshub).then(|| SECRET.to_owned()),
+            prefix: format!("p{index}u"),
+            tuning,
+        };
         let mut c = Command::new(target_bin("release", "xtask"));
-        // Each process of the whole run gets a source address of its own,
-        // so no address runs out of ephemeral ports or finds them held in
-        // TIME_WAIT by an earlier scenario.
-        // Runs start at a different place (by process id) in 127/8.
-        let n = NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + (std::process::id() as usize % 200) * 1_000;
-        let _ = index;
-        let source = format!(
-            "127.{}.{}.{}",
-            1 + n / 62_500,
-            1 + (n / 250) % 250,
-            1 + n % 250
-        );
-        c.args([
-            "load",
-            "--server",
-            &server.addr.to_string(),
-            "--source",
-            &source,
-        ])
-        .args(["--conns", &conns.to_string(), "--mode", mode])
-        .args(["--prefix", &format!("p{index}u")])
-        .args(extra);
-        if server.target == Target::Wshub {
-            c.args(["--secret", SECRET]);
-        }
-        let mut c = maybe_pinned(c, "1");
+        c.arg("load").args(args.to_args());
+        let mut c = ctx.pinned(c, "1");
         let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("stdout")?;
@@ -167,23 +211,26 @@ impl LoadProc {
         })
     }
 
-    pub fn expect(&self, prefix: &str, limit: Duration) -> anyhow::Result<Value> {
+    /// The next `L` line the process prints within `limit`.
+    pub fn expect<L: Line>(&self, limit: Duration) -> anyhow::Result<L> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
                 .lines
                 .recv_timeout(left)
-                .with_context(|| format!("no `{prefix}` from load process"))?;
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return Ok(serde_json::from_str(rest.trim())?);
+                .with_context(|| format!("no `{}` from load process", L::TAG))?;
+            if let Some(parsed) = L::parse(&line) {
+                return parsed.with_context(|| format!("load process said: {line}"));
             }
         }
     }
 
-    pub fn say(&mut self, line: &str) {
+    pub fn say(&mut self, order: Order) {
         if let Some(stdin) = self.stdin.as_mut() {
-            let _ = writeln!(stdin, "{line}");
+            // A process that has exited reads nothing; its missing result
+            // is what reports the failure.
+            let _ = writeln!(stdin, "{}", order.word());
             let _ = stdin.flush();
         }
     }
@@ -197,14 +244,18 @@ impl Drop for LoadProc {
     }
 }
 
+/// `total` connections over `procs` load processes (an even number each
+/// when `even`, so no direct-message pair is split), returned once every
+/// process is ready, with what each said when it was.
 pub fn start_loads(
+    ctx: &mut RunContext,
     server: &ServerProc,
     total: usize,
     procs: usize,
-    mode: &str,
-    extra: &[String],
+    mode: Mode,
+    tuning: Tuning,
     even: bool,
-) -> anyhow::Result<(Vec<LoadProc>, Vec<Value>)> {
+) -> anyhow::Result<(Vec<LoadProc>, Vec<Ready>)> {
     let procs = procs.max(1);
     let mut per = total.div_ceil(procs);
     if even && per % 2 == 1 {
@@ -215,15 +266,19 @@ pub fn start_loads(
     let mut i = 0;
     while left > 0 {
         let n = per.min(left);
-        loads.push(LoadProc::start(server, i, n, mode, extra)?);
+        loads.push(LoadProc::start(ctx, server, i, n, mode, tuning)?);
         left -= n;
         i += 1;
     }
     let mut ready = Vec::new();
     for l in &loads {
-        let r = l.expect("ready ", Duration::from_secs(300))?;
-        if r["failures"].as_u64().unwrap_or(0) > 0 {
-            bail!("load process could not open all connections: {r}");
+        let r: Ready = l.expect(Duration::from_secs(300))?;
+        if r.failures > 0 {
+            bail!(
+                "load process could not open all connections: {} of {} failed",
+                r.failures,
+                r.conns + r.failures
+            );
         }
         ready.push(r);
     }
@@ -254,27 +309,19 @@ pub fn collect(loads: &mut [LoadProc], limit: Duration) -> anyhow::Result<Collec
     let deadline = Instant::now() + limit;
     for l in loads.iter_mut() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let r = match l.expect("result ", left) {
+        let r: LoadResult = match l.expect(left) {
             Ok(r) => r,
             Err(_) => {
-                l.say("stop");
-                l.expect("result ", Duration::from_secs(30))?
+                l.say(Order::Stop);
+                l.expect(Duration::from_secs(30))?
             }
         };
-        all.received += r["received"].as_u64().unwrap_or(0);
-        all.shared_stamp += r["shared_stamp"].as_u64().unwrap_or(0);
-        all.last_ns = all.last_ns.max(r["last_ns"].as_u64().unwrap_or(0));
-        all.cpu_s += r["cpu_s"].as_f64().unwrap_or(0.0);
-        for (key, hist) in [
-            ("hist_us", &mut all.hist),
-            ("read_hist_us", &mut all.read_hist),
-        ] {
-            for pair in r[key].as_array().into_iter().flatten() {
-                let v = pair[0].as_u64().unwrap_or(1).max(1);
-                let n = pair[1].as_u64().unwrap_or(0);
-                hist.record_n(v, n)?;
-            }
-        }
+        all.received += r.received;
+        all.shared_stamp += r.shared_stamp;
+        all.last_ns = all.last_ns.max(r.last_ns);
+        all.cpu_s += r.cpu_s;
+        r.hist_us.add_to(&mut all.hist)?;
+        r.read_hist_us.add_to(&mut all.read_hist)?;
     }
     Ok(all)
 }

@@ -26,8 +26,10 @@ use hdrhistogram::Histogram;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 
-use super::load::{masked_text_frame, now_ns, LoadArgs};
+use super::lines::Order;
+use super::load_args::{LoadArgs, Mode};
 use super::report::latency_histogram;
+use super::wire::{masked_text_frame, now_ns};
 
 /// What one load process saw after "go".
 pub struct Outcome {
@@ -71,7 +73,7 @@ pub fn run(
     args: &LoadArgs,
     streams: Vec<TcpStream>,
     users: &[String],
-    commands: &Receiver<String>,
+    commands: &Receiver<Order>,
 ) -> anyhow::Result<Outcome> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
     let mut conns = Vec::with_capacity(streams.len());
@@ -90,16 +92,15 @@ pub fn run(
     }
     let mut out = Outcome::empty()?;
     let mut open = conns.len();
-    let mut sender = (args.mode == "direct").then(|| DirectSender::new(args, conns.len()));
+    let mut sender = (args.mode == Mode::Direct).then(|| DirectSender::new(args, conns.len()));
     let mut events = vec![EpollEvent::empty(); 1024];
     let mut chunk = vec![0u8; 64 * 1024];
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-    let idle_sleep = Duration::from_micros(args.poll_us.max(1));
+    let idle_sleep = Duration::from_micros(args.tuning.poll_us.max(1));
     loop {
         match commands.try_recv() {
-            Ok(l) if l.trim() == "stop" => break,
-            Err(TryRecvError::Disconnected) => break,
-            _ => {}
+            Ok(Order::Stop) | Err(TryRecvError::Disconnected) => break,
+            Ok(Order::Go) | Err(TryRecvError::Empty) => {}
         }
         if let Some(s) = sender.as_mut() {
             s.send_due(&mut conns, users);
@@ -133,7 +134,7 @@ pub fn run(
                 Err(e) if e.kind() == ErrorKind::Interrupted => false,
                 Err(_) => true,
             };
-            let satisfied = args.expect > 0 && c.received >= args.expect;
+            let satisfied = args.tuning.expect > 0 && c.received >= args.tuning.expect;
             if finished || satisfied {
                 c.open = false;
                 open -= 1;
@@ -267,8 +268,8 @@ impl DirectSender {
     fn new(args: &LoadArgs, conns: usize) -> Self {
         Self {
             start: Instant::now(),
-            secs: args.secs as f64,
-            per_sec: args.rate as f64 * conns as f64,
+            secs: args.tuning.secs as f64,
+            per_sec: args.tuning.rate as f64 * conns as f64,
             sent: 0,
             pad: "x".repeat(60),
         }

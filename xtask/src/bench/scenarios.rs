@@ -1,22 +1,19 @@
-//! The five scenarios of issue 5: fan-out burst and paced, direct
+//! The five scenarios the bench measures: fan-out burst and paced, direct
 //! messages, idle connections and connect rate. Each returns one JSON row.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::{json, Value};
 
-use super::procs::{collect, start_loads, ServerProc};
-use super::report::percentiles;
+use super::lines::{LoadResult, Order};
+use super::load_args::{Mode, Tuning};
+use super::procs::{collect, start_loads, RunContext, ServerProc};
+use super::report::{latency_histogram, percentiles};
+use super::wire::now_ns;
 use super::{BenchArgs, API_KEY};
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// A keep-alive HTTP/1.1 connection for API pushes.
 struct Pusher {
@@ -78,32 +75,36 @@ impl Pusher {
     }
 }
 
-pub fn fanout(args: &BenchArgs, server: &ServerProc, paced: bool) -> anyhow::Result<Value> {
+pub fn fanout(
+    ctx: &mut RunContext,
+    args: &BenchArgs,
+    server: &ServerProc,
+    paced: bool,
+) -> anyhow::Result<Value> {
     let pushes = if paced {
         (args.paced_rate * args.paced_secs) as usize
     } else {
         args.pushes
     };
-    let extra = vec![
-        "--expect".to_owned(),
-        pushes.to_string(),
-        "--secs".to_owned(),
-        "60".to_owned(),
-        "--poll-us".to_owned(),
-        args.poll_us.to_string(),
-    ];
+    let tuning = Tuning {
+        expect: pushes as u64,
+        secs: 60,
+        poll_us: args.poll_us,
+        ..Tuning::default()
+    };
     let (mut loads, _) = start_loads(
+        ctx,
         server,
         args.subscribers,
         args.procs,
-        "subscribe",
-        &extra,
+        Mode::Subscribe,
+        tuning,
         false,
     )?;
     let mut pusher = Pusher::new(server.addr)?;
     let cpu0 = server.cpu();
     for l in loads.iter_mut() {
-        l.say("go");
+        l.say(Order::Go);
     }
     let start = now_ns();
     let t0 = Instant::now();
@@ -134,24 +135,34 @@ pub fn fanout(args: &BenchArgs, server: &ServerProc, paced: bool) -> anyhow::Res
     }))
 }
 
-pub fn direct(args: &BenchArgs, server: &ServerProc) -> anyhow::Result<Value> {
-    let extra = vec![
-        "--rate".to_owned(),
-        args.direct_rate.to_string(),
-        "--secs".to_owned(),
-        args.direct_secs.to_string(),
-        "--poll-us".to_owned(),
-        args.poll_us.to_string(),
-    ];
-    let (mut loads, _) = start_loads(server, args.pairs * 2, args.procs, "direct", &extra, true)?;
+pub fn direct(
+    ctx: &mut RunContext,
+    args: &BenchArgs,
+    server: &ServerProc,
+) -> anyhow::Result<Value> {
+    let tuning = Tuning {
+        rate: args.direct_rate,
+        secs: args.direct_secs,
+        poll_us: args.poll_us,
+        ..Tuning::default()
+    };
+    let (mut loads, _) = start_loads(
+        ctx,
+        server,
+        args.pairs * 2,
+        args.procs,
+        Mode::Direct,
+        tuning,
+        true,
+    )?;
     let cpu0 = server.cpu();
     for l in loads.iter_mut() {
-        l.say("go");
+        l.say(Order::Go);
     }
     // Let the run go for its length, plus a moment for the last messages.
     std::thread::sleep(Duration::from_secs(args.direct_secs) + Duration::from_millis(500));
     for l in loads.iter_mut() {
-        l.say("stop");
+        l.say(Order::Stop);
     }
     let got = collect(&mut loads, Duration::from_secs(60))?;
     Ok(json!({
@@ -166,15 +177,21 @@ pub fn direct(args: &BenchArgs, server: &ServerProc) -> anyhow::Result<Value> {
     }))
 }
 
-pub fn idle(args: &BenchArgs, server: &ServerProc, n: usize) -> anyhow::Result<Value> {
+pub fn idle(
+    ctx: &mut RunContext,
+    args: &BenchArgs,
+    server: &ServerProc,
+    n: usize,
+) -> anyhow::Result<Value> {
+    let tuning = Tuning::default();
     // Warm up allocator and runtime with a few connections first, so the
     // delta is per-connection cost rather than one-time setup.
-    let (warm, _) = start_loads(server, 100, 1, "idle", &[], false)?;
+    let (warm, _) = start_loads(ctx, server, 100, 1, Mode::Idle, tuning, false)?;
     let before = server.rss_kib();
     let procs = args.procs.max(n.div_ceil(5_000));
-    let (loads, ready) = start_loads(server, n, procs, "idle", &[], false)?;
+    let (loads, ready) = start_loads(ctx, server, n, procs, Mode::Idle, tuning, false)?;
     let after = server.rss_kib();
-    let held: u64 = ready.iter().map(|r| r["conns"].as_u64().unwrap_or(0)).sum();
+    let held: u64 = ready.iter().map(|r| r.conns).sum();
     drop(loads);
     drop(warm);
     Ok(json!({
@@ -185,28 +202,44 @@ pub fn idle(args: &BenchArgs, server: &ServerProc, n: usize) -> anyhow::Result<V
     }))
 }
 
-pub fn connect_rate(args: &BenchArgs, server: &ServerProc) -> anyhow::Result<Value> {
+pub fn connect_rate(
+    ctx: &mut RunContext,
+    args: &BenchArgs,
+    server: &ServerProc,
+) -> anyhow::Result<Value> {
     let t0 = Instant::now();
     let cpu0 = server.cpu();
-    let (loads, ready) = start_loads(server, args.connects, args.procs, "connect", &[], false)?;
+    let (loads, ready) = start_loads(
+        ctx,
+        server,
+        args.connects,
+        args.procs,
+        Mode::Connect,
+        Tuning::default(),
+        false,
+    )?;
     let wall = t0.elapsed().as_secs_f64();
-    let slowest = ready
-        .iter()
-        .map(|r| r["connect_secs"].as_f64().unwrap_or(0.0))
-        .fold(0.0, f64::max);
-    let held: u64 = ready.iter().map(|r| r["conns"].as_u64().unwrap_or(0)).sum();
+    let slowest = ready.iter().map(|r| r.connect_secs).fold(0.0, f64::max);
+    let held: u64 = ready.iter().map(|r| r.conns).sum();
+    // Percentiles over every handshake of every process: a per-process
+    // percentile says nothing about the whole run's.
+    let mut handshakes = latency_histogram()?;
+    for r in &ready {
+        r.connect_hist_us.add_to(&mut handshakes)?;
+    }
+    let ms = |q: f64| handshakes.value_at_quantile(q) as f64 / 1000.0;
     let mut load_cpu = 0.0;
     for l in &loads {
-        if let Ok(r) = l.expect("result ", Duration::from_secs(10)) {
-            load_cpu += r["cpu_s"].as_f64().unwrap_or(0.0);
+        if let Ok(r) = l.expect::<LoadResult>(Duration::from_secs(10)) {
+            load_cpu += r.cpu_s;
         }
     }
     Ok(json!({
         "connections": held,
         "connects_per_s": held as f64 / slowest.max(1e-9),
         "wall_secs_incl_process_start": wall,
-        "p50_connect_ms": ready.iter().map(|r| r["connect_p50_us"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max) / 1000.0,
-        "p99_connect_ms": ready.iter().map(|r| r["connect_p99_us"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max) / 1000.0,
+        "p50_connect_ms": ms(0.5),
+        "p99_connect_ms": ms(0.99),
         "server_cpu_s": server.cpu() - cpu0,
         "load_cpu_s": load_cpu,
     }))
