@@ -33,7 +33,8 @@ pub async fn route(req: Request<Incoming>, state: SharedState) -> HttpResponse {
             );
             r
         }),
-        "/" | "/index.html" => only_get(method, super::page::chat_page),
+        "/" | "/index.html" => only_get(method, || super::page::chat_page(req.headers())),
+        p if super::page::is_asset(p) => only_get(method, || super::page::asset(p)),
         _ => error(ErrorCode::NotFound, format!("no such path: {path}")),
     }
 }
