@@ -4,6 +4,10 @@
 // a card, and a forbidden action shows an error in words. Screenshots go to
 // target/browser/ for a person to look at.
 //
+// The page must also be clean: GET / carries a Content-Security-Policy and
+// nosniff, and any console error (a CSP violation is one), uncaught page
+// error, failed request or HTTP status >= 400 on any page fails the run.
+//
 // The script starts the server itself (so it can restart it and watch the
 // page reconnect). Environment (set by xtask): WSHUB_SERVER (binary),
 // WSHUB_SECRET, ALICE_TOKEN, BOB_TOKEN, API_KEY, SHOTS (directory),
@@ -48,11 +52,70 @@ const browser = await chromium.launch({
          "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 
-async function signIn(token, viewport) {
+// What went wrong on the pages, as "who: what". step() fails the run if a
+// step leaves anything here, so a problem is reported next to its step.
+const problems = [];
+// While the server is deliberately down, the pages' reconnect attempts fail
+// and Chromium logs each one as a console error; only those are expected.
+let serverDown = false;
+const RECONNECT_REFUSED = /^WebSocket connection to 'ws:\/\/[^'\/]+\/ws\?[^']*' failed/;
+
+function watch(page, who, sink = problems) {
+  const report = (what) => sink.push(who + ": " + what);
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    if (serverDown && RECONNECT_REFUSED.test(m.text())) return;
+    const at = m.location().url ? " (at " + m.location().url + ")" : "";
+    report("console error: " + m.text() + at);
+  });
+  page.on("pageerror", (e) => report("uncaught error: " + e.message));
+  page.on("crash", () => report("page crashed"));
+  page.on("requestfailed", (r) =>
+    report("request failed: " + r.method() + " " + r.url() + " " + (r.failure()?.errorText ?? "")));
+  page.on("response", (r) => {
+    if (r.status() >= 400) report("HTTP " + r.status() + " for " + r.request().method() + " " + r.url());
+  });
+}
+
+// The policy as a map from directive to its sources.
+function directives(policy) {
+  return Object.fromEntries(policy.split(";").map((d) => d.trim().split(/\s+/))
+    .filter((w) => w[0]).map(([name, ...sources]) => [name, sources]));
+}
+
+// GET / must say what the page may load (only this server's files and its
+// own WebSocket) and forbid type sniffing.
+function checkPageHeaders(res) {
+  assert.equal(res.status(), 200);
+  const headers = res.headers();
+  assert.equal(headers["x-content-type-options"], "nosniff");
+  const csp = headers["content-security-policy"];
+  assert.ok(csp, "GET / has a Content-Security-Policy header");
+  const d = directives(csp);
+  for (const name of ["default-src", "base-uri", "form-action", "frame-ancestors"]) {
+    assert.deepEqual(d[name], ["'none'"], name + " in " + csp);
+  }
+  for (const name of ["script-src", "style-src"]) {
+    assert.deepEqual(d[name], ["'self'"], name + " in " + csp);
+  }
+  assert.ok(d["connect-src"]?.includes("'self'"), "connect-src allows the page's own host: " + csp);
+  for (const sources of Object.values(d)) {
+    for (const s of sources) {
+      assert.ok(!["*", "'unsafe-inline'", "'unsafe-eval'", "data:", "blob:", "http:", "https:", "ws:", "wss:"].includes(s),
+        "the policy allows " + s + ": " + csp);
+    }
+  }
+}
+
+async function signIn(token, viewport, who) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.setDefaultTimeout(timeout);
-  await page.goto(base + "/");
+  watch(page, who);
+  checkPageHeaders(await page.goto(base + "/"));
+  // The stylesheet applied (body margin is 8px by default) and the script
+  // ran (the connect button works below): both are allowed by the policy.
+  assert.equal(await page.evaluate(() => getComputedStyle(document.body).marginTop), "0px");
   await page.fill("#token", token);
   await page.click("#connect");
   await page.waitForSelector("#state.connected");
@@ -65,11 +128,56 @@ async function send(page, to, text) {
   await page.click("#send");
 }
 
-function step(name) { console.log("  ok  " + name); }
+function step(name) {
+  if (problems.length) {
+    throw new Error("problems on the pages during \"" + name + "\":\n  " + problems.join("\n  "));
+  }
+  console.log("  ok  " + name);
+}
+
+// Polls `cond` until it holds or `ms` pass; for events that arrive after
+// the action that caused them.
+async function eventually(cond, ms = 5000) {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) {
+    if (cond()) return true;
+  }
+  return cond();
+}
 
 try {
-  const alice = await signIn(process.env.ALICE_TOKEN, { width: 1200, height: 800 });
-  const bob = await signIn(process.env.BOB_TOKEN, { width: 390, height: 844 }); // a phone
+  const icon = await fetch(base + "/favicon.ico");
+  assert.equal(icon.status, 200);
+  assert.equal(icon.headers.get("content-type"), "image/svg+xml");
+  assert.equal(icon.headers.get("x-content-type-options"), "nosniff");
+  assert.match(await icon.text(), /^<svg/);
+  step("GET /favicon.ico answers with the icon");
+
+  // The policy is enforced, not only sent: a script injected into the page
+  // is refused, and the refusal reaches the console, where watch() would
+  // catch any violation by the page itself.
+  {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const seen = [];
+    watch(page, "probe", seen);
+    checkPageHeaders(await page.goto(base + "/"));
+    const refused = await page.evaluate(() => new Promise((resolve) => {
+      document.addEventListener("securitypolicyviolation", (e) => resolve(e.effectiveDirective), { once: true });
+      const s = document.createElement("script");
+      s.textContent = "window.injected = true;";
+      document.body.appendChild(s);
+    }));
+    assert.equal(refused, "script-src-elem");
+    assert.equal(await page.evaluate(() => window.injected), undefined);
+    assert.ok(await eventually(() => seen.some((p) => /Content Security Policy/.test(p))),
+      "a CSP violation shows as a console error; saw: " + JSON.stringify(seen));
+    assert.equal(seen.length, 1, "only the injected script was refused: " + JSON.stringify(seen));
+    await context.close();
+  }
+  step("GET / has a tight CSP and nosniff, and an injected inline script is refused");
+
+  const alice = await signIn(process.env.ALICE_TOKEN, { width: 1200, height: 800 }, "alice");
+  const bob = await signIn(process.env.BOB_TOKEN, { width: 390, height: 844 }, "bob"); // a phone
   assert.match(await alice.textContent("#who"), /Signed in as alice/);
   assert.match(await alice.textContent("#groups"), /#promo/);
   step("both pages signed in; alice's welcome lists her token's group");
@@ -113,15 +221,23 @@ try {
   await bob.screenshot({ path: shots + "/bob-phone.png", fullPage: true });
 
   // The server restarts: the page says so, backs off, and reconnects.
+  serverDown = true;
   await stopServer(server.child);
   await alice.waitForSelector(".note >> text=the server is going away");
   await alice.waitForSelector("#state.reconnecting");
   await alice.screenshot({ path: shots + "/alice-reconnecting.png" });
   server = await startServer(server.addr);
   await alice.waitForSelector("#state.connected");
+  await bob.waitForSelector("#state.connected");
+  serverDown = false;
   await send(alice, "bob", "back after the restart");
   await bob.waitForSelector(".msg >> text=back after the restart");
   step("after a server restart both pages reconnect and chat again");
+
+  // A reload of a signed-in page is a page load like the first.
+  checkPageHeaders(await bob.reload());
+  assert.equal(await bob.textContent("#state"), "signed out");
+  step("a reload loads the page cleanly");
   step("screenshots saved to " + shots);
 } finally {
   await browser.close();
