@@ -1,14 +1,12 @@
 //! PROTOCOL.md §6–7 over real HTTP: the server API, health and metrics.
 
-mod common;
-
-use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use test_support::*;
 
 #[tokio::test]
 async fn the_api_is_404_without_a_key_configured() {
-    let s = Server::start_raw(&["--secret", SECRET]).await;
+    let s = Server::builder().secret(SECRET).start().await;
     let (status, body) = http(s.addr, "GET", "/api/v1/stats", Some("anything"), None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -206,9 +204,18 @@ async fn kick_closes_every_connection_with_1008() {
 async fn stats_answer_exactly_the_contract_fields() {
     let s = Server::start(&[]).await;
     let mut a = s.client("a", &["g"]).await;
-    let _b = s.client("b", &[]).await;
-    a.request(json!({"type":"send","to":"b","body":1,"id":"1"}))
+    let mut b = s.client("b", &[]).await;
+    let ack = a
+        .request(json!({"type":"send","to":"b","body":1,"id":"1"}))
         .await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["delivered"].as_u64()),
+        (Some("ack"), Some(1))
+    );
+    // Every frame the server wrote is now in a client's hands (the ack at a,
+    // the message at b), so each has been counted: the counts below are
+    // exact, not a race with b's writer.
+    assert_eq!(b.recv().await["body"], 1);
     let (status, res) = s.api("GET", "/api/v1/stats", None).await;
     assert_eq!(status, 200);
     // The protocol type refuses unknown fields and needs every field, as
@@ -228,7 +235,7 @@ async fn stats_answer_exactly_the_contract_fields() {
     );
     assert_eq!(res["frames_in"], 1);
     assert_eq!(res["messages_delivered"], 1);
-    // welcome x2 + ack + message
+    // Two welcomes, the ack and the message.
     assert_eq!(res["frames_out"], 4);
 }
 
@@ -291,7 +298,7 @@ async fn bad_requests_get_json_errors() {
         ("POST", "/healthz", None, 405, "method_not_allowed"),
     ];
     for (method, path, body, status, code) in cases {
-        let (got, res) = http(s.addr, method, path, Some(API_KEY), body.map(str::to_owned)).await;
+        let (got, res) = http(s.addr, method, path, Some(API_KEY), body).await;
         assert_eq!(got, status, "{method} {path}");
         assert_eq!(res["error"]["code"], code, "{method} {path}");
         assert!(res["error"]["message"].is_string());
@@ -317,12 +324,12 @@ fn series(text: &str, name: &str) -> f64 {
 }
 
 async fn metrics(s: &Server) -> String {
-    let (status, head, body) = http_raw(s.addr, "GET", "/metrics", None, None, &[]).await;
-    assert_eq!(status, 200);
-    assert!(head
-        .to_ascii_lowercase()
-        .contains("content-type: text/plain"));
-    String::from_utf8(body).unwrap()
+    let res = request(s.addr, "GET", "/metrics", None, None, &[]).await;
+    assert_eq!(res.status, 200);
+    assert!(res
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain")));
+    String::from_utf8(res.body).unwrap()
 }
 
 #[tokio::test]

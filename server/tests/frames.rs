@@ -1,11 +1,9 @@
 //! PROTOCOL.md §3–4 over real sockets: every client frame, its ack or
 //! error, and the messages recipients see.
 
-mod common;
-
-use common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
+use test_support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 fn strip_volatile(mut m: Value) -> Value {

@@ -1,12 +1,10 @@
 //! PROTOCOL.md §7–8: flags and their environment variables, refusals of bad
 //! configuration, and logs that never carry secrets.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
 use serde_json::json;
+use test_support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
@@ -83,26 +81,17 @@ fn help_lists_every_flag_and_its_variable() {
 
 #[tokio::test]
 async fn flags_come_from_the_environment_too() {
-    // Env-only configuration: heartbeat and public groups.
-    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_wshub-server"));
-    c.env("WSHUB_LISTEN", "127.0.0.1:0")
+    // Env-only configuration (no flags at all): address, secret, heartbeat
+    // and public groups.
+    let s = Server::builder()
+        .env("WSHUB_LISTEN", "127.0.0.1:0")
         .env("WSHUB_SECRET", SECRET)
         .env("WSHUB_HEARTBEAT", "7")
         .env("WSHUB_PUBLIC_GROUP", "pub-,news")
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = c.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let addr = loop {
-        let line = lines.next_line().await.unwrap().expect("server exited");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+        .start()
+        .await;
     let t = token("e", &[], 60);
-    let mut client = Client::connect(&format!("ws://{addr}/ws?token={t}")).await;
+    let mut client = Client::connect(&s.ws_url(&format!("token={t}"))).await;
     assert_eq!(client.welcome["heartbeat"], 7);
     for g in ["pub-1", "news"] {
         let ack = client
@@ -119,7 +108,12 @@ async fn flags_come_from_the_environment_too() {
 #[tokio::test]
 async fn logs_show_connections_but_never_secrets() {
     // Most verbose logging, to be sure nothing leaks at any level.
-    let mut s = Server::start_logging(&["--secret", SECRET, "--api-key", API_KEY], "trace").await;
+    let mut s = Server::builder()
+        .secret(SECRET)
+        .api_key(API_KEY)
+        .log_filter("trace")
+        .start()
+        .await;
     let t = token("logged", &[], 60);
     let mut q = Client::connect(&s.ws_url(&format!("token={t}"))).await;
     let mut req = s.ws_url("").into_client_request().unwrap();
@@ -168,29 +162,13 @@ async fn logs_show_connections_but_never_secrets() {
     }
 }
 
-/// Starts the server under `sh` with a `ulimit` applied first; returns it
-/// once it is listening, with its stderr lines so far.
-fn start_with_ulimit(ulimit: &str) -> (std::process::Child, Vec<String>) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new("sh")
-        .args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\"")])
-        .arg(env!("CARGO_BIN_EXE_wshub-server"))
-        .args(["--listen", "127.0.0.1:0", "--secret", "s"])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Vec::new();
-    let stderr = child.stderr.take().unwrap();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        let done = line.contains("listening on");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    (child, lines)
+/// Starts the server with a `ulimit` applied first; returns it once it is
+/// listening.
+fn start_with_ulimit(ulimit: &str) -> Server {
+    Server::builder()
+        .secret("s")
+        .shell_prefix(&format!("ulimit {ulimit}"))
+        .start_blocking()
 }
 
 fn open_file_limits(pid: u32) -> (String, String) {
@@ -207,21 +185,14 @@ fn open_file_limits(pid: u32) -> (String, String) {
 fn raises_its_open_file_limit_and_warns_when_the_hard_limit_is_low() {
     // A low soft limit under a higher hard one: raised to the hard limit.
     let hard = open_file_limits(std::process::id()).1;
-    let (mut child, _) = start_with_ulimit("-Sn 256");
-    let (soft, child_hard) = open_file_limits(child.id());
+    let s = start_with_ulimit("-Sn 256");
+    let (soft, child_hard) = open_file_limits(s.pid());
     assert_eq!(soft, child_hard);
     assert_eq!(child_hard, hard);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(s);
 
     // A hard limit below what 19,000 connections need: a warning.
-    let (mut child, lines) = start_with_ulimit("-n 1024");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("WARN") && l.contains("open-file hard limit")),
-        "{lines:?}"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let s = start_with_ulimit("-n 1024");
+    let line = s.blocking_wait_log("open-file hard limit");
+    assert!(line.contains("WARN"), "{line}");
 }

@@ -2,10 +2,8 @@
 //! framing after the upgrade. The offending socket is dropped; the server and
 //! everyone else carry on.
 
-mod common;
-
-use common::*;
 use serde_json::json;
+use test_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

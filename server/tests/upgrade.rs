@@ -1,10 +1,8 @@
 //! PROTOCOL.md §2: every refusal before the upgrade, in order, with its JSON
 //! body; the welcome frame; dev mode.
 
-mod common;
-
-use common::*;
 use serde_json::json;
+use test_support::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
@@ -184,7 +182,7 @@ async fn integer_sub_is_a_user_id() {
 
 #[tokio::test]
 async fn dev_mode_takes_a_user_id_without_token() {
-    let s = Server::start_raw(&["--insecure-dev"]).await;
+    let s = Server::builder().args(&["--insecure-dev"]).start().await;
     s.wait_log("INSECURE DEV MODE").await;
     let mut c = Client::connect(&s.ws_url("userId=dev1")).await;
     assert_eq!(c.welcome["user"], "dev1");

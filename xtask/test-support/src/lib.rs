@@ -10,10 +10,10 @@
 
 use std::time::Duration;
 
-pub mod http;
-pub mod server;
-pub mod token;
-pub mod ws;
+mod http;
+mod server;
+mod token;
+mod ws;
 
 pub use http::{http, request, Response};
 pub use server::{listening_addr, server_bin, Server, ServerBuilder};
