@@ -5,83 +5,23 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
-const SECRET: &str = "cli-test-secret-0123456789";
-const API_KEY: &str = "cli-test-key";
-const LIMIT: Duration = Duration::from_secs(20);
+use test_support::{Server, API_KEY, LIMIT, SECRET};
 
 fn cli_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_wshub-cli"))
 }
 
-/// The server binary next to ours; built on demand when this package's
-/// tests run alone.
-fn server_bin() -> PathBuf {
-    let bin = cli_bin().with_file_name("wshub-server");
-    if !bin.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "wshub-server"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    bin
-}
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(listen: &str) -> Server {
-        let mut child = Command::new(server_bin())
-            .args([
-                "--listen",
-                listen,
-                "--secret",
-                SECRET,
-                "--api-key",
-                API_KEY,
-                "--public-group",
-                "pub",
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(LIMIT).expect("server started");
-        Server { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A server with a secret, an API key and the public prefix `pub`, on
+/// `listen`. The binary is the one next to this test's own (see
+/// `test_support::server_bin`).
+fn start(listen: &str) -> Server {
+    Server::builder()
+        .secret(SECRET)
+        .api_key(API_KEY)
+        .args(&["--public-group", "pub"])
+        .listen(listen)
+        .start_blocking()
 }
 
 /// `wshub-cli` with no WSHUB_* variables from the test's environment.
@@ -97,7 +37,7 @@ fn cli_bare() -> Command {
 
 fn cli(server: &Server) -> Command {
     let mut c = cli_bare();
-    c.args(["--url", &server.url()]);
+    c.args(["--url", &server.ws_url("")]);
     c
 }
 
@@ -171,7 +111,7 @@ impl Drop for Listener {
 
 #[test]
 fn token_send_publish_listen_push() {
-    let s = Server::start("127.0.0.1:0");
+    let s = start("127.0.0.1:0");
     let bob = Listener::start(&s, &token(&s, "bob", &["--groups", "team"]));
     let alice = token(&s, "alice", &["--groups", "team,x", "--ttl", "10m"]);
 
@@ -259,7 +199,7 @@ fn token_send_publish_listen_push() {
 
 #[test]
 fn errors_a_user_can_act_on() {
-    let s = Server::start("127.0.0.1:0");
+    let s = start("127.0.0.1:0");
     let good = token(&s, "u", &[]);
 
     let (code, err) = failed(&run(cli_bare().args([
@@ -317,7 +257,7 @@ fn errors_a_user_can_act_on() {
 
     let (code, err) = failed(&run(cli_bare().args([
         "--url",
-        &format!("{}?userId=someone-else", s.url()),
+        &s.ws_url("userId=someone-else"),
         "--token",
         &good,
         "listen",
@@ -337,7 +277,7 @@ fn chat(server: &Server, user: &str) -> expectrl::Session {
     let mut cmd = Command::new(cli_bin());
     cmd.args([
         "--url",
-        &server.url(),
+        &server.ws_url(""),
         "--secret",
         SECRET,
         "--as",
@@ -351,7 +291,7 @@ fn chat(server: &Server, user: &str) -> expectrl::Session {
 
 #[test]
 fn chat_in_a_terminal() {
-    let s = Server::start("127.0.0.1:0");
+    let s = start("127.0.0.1:0");
     let bob = Listener::start(&s, &token(&s, "bob", &[]));
     let mut p = chat(&s, "alice");
     p.expect("connected as alice").unwrap();
@@ -404,14 +344,14 @@ fn chat_in_a_terminal() {
 
 #[test]
 fn chat_reconnects_when_the_server_comes_back() {
-    let mut s = Server::start("127.0.0.1:0");
-    let addr = s.addr.clone();
+    let mut s = start("127.0.0.1:0");
     let mut p = chat(&s, "dora");
     p.expect("connected as dora").unwrap();
-    s.stop();
+    assert!(s.blocking_stop().success());
     p.expect("disconnected").unwrap();
     p.expect("reconnecting in").unwrap();
-    let s2 = Server::start(&addr);
+    // The same address, where the client keeps trying.
+    let s2 = start(&s.addr.to_string());
     p.expect("connected as dora").unwrap();
     // And it works on the new server.
     let listener = Listener::start(&s2, &token(&s2, "eve", &[]));
