@@ -61,10 +61,8 @@ pub fn server_command(profile: &str, secret: &str, api_key: &str) -> Command {
     c
 }
 
-/// The address in a server's `listening on ADDR` log line.
+/// The address in a server's `listening on ADDR` log line (test-support's
+/// reading of it, which the tests and e2e use too).
 pub fn listening_addr(line: &str) -> Option<String> {
-    line.split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_owned)
+    test_support::listening_addr(line).map(|addr| addr.to_string())
 }

@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use test_support::Server;
 
-use crate::cmd::{cargo, listening_addr, run as run_cmd, server_command, target_bin};
+use crate::cmd::{cargo, run as run_cmd, target_bin};
 
 const SECRET: &str = "e2e-secret-4f1c2a9b7d3e";
 const API_KEY: &str = "e2e-api-key-8a7b6c";
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// A child process whose stdout (or stderr) arrives line by line.
+/// A `wshub-cli` process whose stdout arrives line by line.
 pub(crate) struct Proc {
     name: String,
     pub(crate) child: Child,
@@ -29,21 +30,14 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    pub(crate) fn spawn(name: &str, mut cmd: Command, read_stderr: bool) -> anyhow::Result<Proc> {
-        cmd.stdin(Stdio::piped());
-        if read_stderr {
-            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        } else {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        }
+    pub(crate) fn spawn(name: &str, mut cmd: Command) -> anyhow::Result<Proc> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().with_context(|| format!("start {name}"))?;
         let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
-        let out: Box<dyn std::io::Read + Send> = if read_stderr {
-            Box::new(child.stderr.take().context("stderr")?)
-        } else {
-            Box::new(child.stdout.take().context("stdout")?)
-        };
+        let out = child.stdout.take().context("stdout")?;
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
@@ -133,16 +127,21 @@ pub fn run() -> anyhow::Result<()> {
     build.args(["build", "-p", "wshub-server", "-p", "wshub-cli"]);
     run_cmd(build)?;
     let cli_bin = target_bin("debug", "wshub-cli");
+    // For the few steps that speak HTTP or WebSocket themselves.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
 
-    let mut server_cmd = server_command("debug", SECRET, API_KEY);
-    server_cmd
-        .args(["--public-group", "promo"])
-        .env("RUST_LOG", "info");
-    let mut server = Proc::spawn("server", server_cmd, true)?;
-    let line = server.expect("listening on ")?;
-    let addr = listening_addr(&line).context("address")?;
-    let url = format!("ws://{addr}/ws");
-    eprintln!("e2e: server on {addr}");
+    // The binary just built, whatever test executable is (or is not) next
+    // to this one.
+    let mut server = Server::builder()
+        .bin(target_bin("debug", "wshub-server"))
+        .secret(SECRET)
+        .api_key(API_KEY)
+        .args(&["--public-group", "promo"])
+        .start_blocking();
+    let url = server.ws_url("");
+    eprintln!("e2e: server on {}", server.addr);
 
     let cli = |args: &[&str]| {
         let mut c = Command::new(&cli_bin);
@@ -163,11 +162,11 @@ pub fn run() -> anyhow::Result<()> {
         &bob_token,
     )?;
 
-    let bob = Proc::spawn("bob", cli(&["--token", &bob_token, "listen"]), false)?;
+    let bob = Proc::spawn("bob", cli(&["--token", &bob_token, "listen"]))?;
     bob.expect("\"welcome\"")?;
-    let alice1 = Proc::spawn("alice-phone", cli(&["--as", "alice", "listen"]), false)?;
+    let alice1 = Proc::spawn("alice-phone", cli(&["--as", "alice", "listen"]))?;
     alice1.expect("\"welcome\"")?;
-    let alice2 = Proc::spawn("alice-laptop", cli(&["--as", "alice", "listen"]), false)?;
+    let alice2 = Proc::spawn("alice-laptop", cli(&["--as", "alice", "listen"]))?;
     alice2.expect("\"welcome\"")?;
 
     // Two users chat directly.
@@ -212,14 +211,14 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     // A third user joins a group (through the chat, typed lines).
-    let mut carol = Proc::spawn("carol", cli(&["--as", "carol", "chat"]), false)?;
+    let mut carol = Proc::spawn("carol", cli(&["--as", "carol", "chat"]))?;
     carol.expect("connected as carol")?;
     carol.type_line("/join promo")?;
     carol.expect("* ok (chat-1)")?;
-    let members = api_get(&addr, "/api/v1/groups/promo/members")?;
+    let (status, members) = rt.block_on(server.api("GET", "/api/v1/groups/promo/members", None));
     check(
         "carol's join is acked and the API lists her in promo",
-        members["members"][0]["user"] == "carol",
+        status == 200 && members["members"][0]["user"] == "carol",
         &members,
     )?;
     let out = output(&["push", "--user", "alice", "to both devices"])?;
@@ -253,7 +252,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
 
     // A bad frame gets its error, and the connection stays usable.
-    let (code, after) = bad_frame(&url)?;
+    let (code, after) = rt.block_on(bad_frame(&server));
     check("a bad frame gets bad_request", code == "bad_request", &code)?;
     check(
         "the connection stays open after it",
@@ -262,10 +261,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
 
     // SIGTERM: every client is closed with 1001 and every process ends.
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()?;
-    check("SIGTERM sent", status.success(), status)?;
+    server.terminate();
     let mut bob = bob;
     let mut alice1 = alice1;
     let mut alice2 = alice2;
@@ -280,61 +276,20 @@ pub fn run() -> anyhow::Result<()> {
     carol.expect("disconnected")?;
     carol.type_line("/quit")?;
     carol.wait()?;
-    let s = server.wait()?;
+    let s = server.blocking_wait_exit();
     check("the server exits 0", s.success(), s)?;
     eprintln!("e2e: all checks passed");
     Ok(())
 }
 
-/// `GET` on the server API (HTTP/1.1, one request per connection).
-fn api_get(addr: &str, path: &str) -> anyhow::Result<Value> {
-    use std::io::Read;
-    let mut tcp = std::net::TcpStream::connect(addr)?;
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    tcp.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP head")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(serde_json::from_str(body)?)
-}
-
-/// Sends invalid JSON on a raw connection; returns the error code and the
-/// type of the answer to a ping sent after it.
-fn bad_frame(url: &str) -> anyhow::Result<(String, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &json!({"sub":"mallory","exp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 60}),
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )?;
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}?token={token}")).await?;
-        // The welcome comes first.
-        loop {
-            if let Message::Text(_) = tokio::time::timeout(LIMIT, ws.next()).await?.context("closed")?? {
-                break;
-            }
-        }
-        ws.send(Message::text("{this is not json")).await?;
-        ws.send(Message::text(r#"{"type":"ping","id":"after"}"#)).await?;
-        let mut answers = Vec::new();
-        for _ in 0..2 {
-            match tokio::time::timeout(LIMIT, ws.next()).await?.context("closed")?? {
-                Message::Text(t) => answers.push(serde_json::from_str::<Value>(&t)?),
-                _ => continue,
-            }
-        }
-        let code = answers[0]["code"].as_str().unwrap_or("").to_owned();
-        let after = answers[1]["type"].as_str().unwrap_or("").to_owned();
-        Ok((code, after))
-    })
+/// Sends invalid JSON on a connection of its own; returns the error code
+/// and the type of the answer to a ping sent after it.
+async fn bad_frame(server: &Server) -> (String, String) {
+    let mut c = server.client("mallory", &[]).await;
+    c.send_text("{this is not json").await;
+    let error = c.recv().await;
+    let after = c.request(json!({"type":"ping","id":"after"})).await;
+    let code = error["code"].as_str().unwrap_or("").to_owned();
+    let after = after["type"].as_str().unwrap_or("").to_owned();
+    (code, after)
 }
