@@ -21,6 +21,16 @@ const READ_BUFFER: usize = 2 * 1024;
 /// waits in the connection's bounded queue (see `writer.rs`).
 const WRITE_BUFFER: usize = 16 * 1024;
 
+/// The kernel's send buffer for every WebSocket, instead of Linux's
+/// autotuning, which lets one socket buffer up to `tcp_wmem`'s maximum
+/// (4 MiB by default). A fixed, modest buffer keeps what waits for a slow
+/// client in its bounded queue, where the slow-consumer policy sees it,
+/// rather than in kernel memory that no policy bounds; it keeps a ping from
+/// queueing behind megabytes; and it makes the server behave the same on
+/// every host. 128 KiB (the kernel doubles it) still holds a burst of over
+/// a thousand chat frames per connection.
+pub const SEND_BUFFER: usize = 128 * 1024;
+
 pub fn websocket_config(max_frame: usize) -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.read_buffer_size = READ_BUFFER;

@@ -21,6 +21,7 @@ use hub_core::{Connection, Disconnect, RateDecision, RateLimiter, Session};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, ServerFrame};
+use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
@@ -28,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::config::Ws;
+use super::config::{Ws, SEND_BUFFER};
 use super::dispatch::dispatch;
 use super::ended::Ended;
 use super::writer::{self, Writer};
@@ -55,8 +56,12 @@ pub async fn serve(
     // go to tungstenite.
     let ws = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
+            let stream = parts.io.into_inner();
+            if let Err(e) = SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+                tracing::debug!(error = %e, "cannot size the send buffer");
+            }
             WebSocketStream::from_partially_read(
-                parts.io.into_inner(),
+                stream,
                 parts.read_buf.to_vec(),
                 Role::Server,
                 Some(state.ws_config),
@@ -103,7 +108,7 @@ pub async fn serve(
     match ended {
         Ended::Closed(reason) => {
             let stats = handler.state.node.stats();
-            writer::close(&mut handler.ws, &mut handler.conn, reason, heartbeat, stats).await;
+            writer::close(&mut handler.ws, &mut handler.conn, reason, stats).await;
         }
         Ended::ClientClosed => writer::answer_close(&mut handler.ws).await,
         _ => {}
@@ -174,7 +179,7 @@ impl Handler {
         {
             return Poll::Ready(Err(ended));
         }
-        if !self.writer.is_blocked() {
+        if self.writer.may_read() {
             if let Poll::Ready(msg) = self.ws.poll_next_unpin(cx) {
                 return Poll::Ready(Ok(Event::Received(msg)));
             }

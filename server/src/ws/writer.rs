@@ -35,10 +35,15 @@ pub struct Writer {
     /// tungstenite holds bytes the socket has not taken yet.
     unflushed: bool,
     /// tungstenite's buffer is full; until it drains nothing more is taken
-    /// from the queue, and nothing is read from the client (whose frames
-    /// would add replies).
+    /// from the queue.
     blocked: bool,
-    /// Since when the socket has been holding back our bytes.
+    /// A reply was handed over while blocked: until the buffer drains the
+    /// client is not read, since its next frame could add another. Reading
+    /// stops only then, so the pongs of a client that reads slowly under a
+    /// busy queue still get through.
+    replied_while_blocked: bool,
+    /// Since when the writer has been blocked without a break: the socket
+    /// did not take even tungstenite's one buffer in that time.
     stalled_since: Option<Instant>,
 }
 
@@ -51,6 +56,7 @@ impl Writer {
         frame: &ServerFrame,
         stats: &Stats,
     ) -> Result<(), Ended> {
+        self.replied_while_blocked |= self.blocked;
         let text = frame.to_json();
         stats.frames_out(1, text.len() as u64);
         self.start_send(ws, Message::Text(Utf8Bytes::from(text)))
@@ -63,20 +69,20 @@ impl Writer {
 
     fn start_send(&mut self, ws: &mut Ws, message: Message) -> Result<(), Ended> {
         // tokio-tungstenite takes a frame even when its buffer is past the
-        // limit (it then reports not ready); the reader stops while blocked,
-        // so at most one reply lands beyond the limit.
+        // limit (it then reports not ready); the reader stops after one
+        // reply while blocked, so at most one lands beyond the limit.
         ws.start_send_unpin(message)
             .map_err(|_| Ended::SocketError)?;
         self.unflushed = true;
         Ok(())
     }
 
-    /// Whether the reader should wait: the socket is not taking our bytes.
-    pub fn is_blocked(&self) -> bool {
-        self.blocked
+    /// Whether the client may be read now (see `replied_while_blocked`).
+    pub fn may_read(&self) -> bool {
+        !self.replied_while_blocked
     }
 
-    /// How long the socket has been holding back our bytes.
+    /// How long the writer has been blocked without a break.
     pub fn stalled_for(&self, now: Instant) -> Duration {
         self.stalled_since
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
@@ -97,10 +103,15 @@ impl Writer {
         let mut more = false;
         loop {
             match ws.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => self.blocked = false,
+                Poll::Ready(Ok(())) => {
+                    self.blocked = false;
+                    self.replied_while_blocked = false;
+                    self.stalled_since = None;
+                }
                 Poll::Ready(Err(_)) => return Err(Ended::SocketError),
                 Poll::Pending => {
                     self.blocked = true;
+                    self.stalled_since.get_or_insert_with(Instant::now);
                     break;
                 }
             }
@@ -123,15 +134,11 @@ impl Writer {
                 Poll::Ready(Ok(())) => {
                     self.unflushed = false;
                     self.blocked = false;
+                    self.replied_while_blocked = false;
                 }
                 Poll::Ready(Err(_)) => return Err(Ended::SocketError),
                 Poll::Pending => {}
             }
-        }
-        if self.unflushed || self.blocked {
-            self.stalled_since.get_or_insert_with(Instant::now);
-        } else {
-            self.stalled_since = None;
         }
         if more && !self.blocked {
             cx.waker().wake_by_ref();
@@ -152,26 +159,17 @@ fn shared_text(frame: Frame) -> Message {
 }
 
 /// How long a closing handshake may take before the socket is dropped.
+/// The same for every reason: a slow consumer is behind by definition, and
+/// holding its socket longer only delays what its client must do anyway
+/// (reconnect); it left the routing already, so until then it costs no one
+/// else anything.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Closes with `reason`'s code, bounded in time: on shutdown what was
-/// already queued is written first; a slow consumer gets up to two
-/// heartbeat intervals for its backlog and the close frame to get through
-/// (it already left the routing, so this costs no one else anything);
-/// other closes get `CLOSE_TIMEOUT`. When even the close frame cannot be
-/// written in that time the socket is dropped.
-pub async fn close(
-    ws: &mut Ws,
-    conn: &mut Connection,
-    reason: Disconnect,
-    heartbeat: Duration,
-    stats: &Stats,
-) {
-    let limit = match reason {
-        Disconnect::SlowConsumer => heartbeat * 2,
-        _ => CLOSE_TIMEOUT,
-    };
-    let _ = tokio::time::timeout(limit, close_handshake(ws, conn, reason, stats)).await;
+/// Closes with `reason`'s code, bounded by `CLOSE_TIMEOUT`: on shutdown
+/// what was already queued is written first. When even the close frame
+/// cannot be written in that time the socket is dropped.
+pub async fn close(ws: &mut Ws, conn: &mut Connection, reason: Disconnect, stats: &Stats) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close_handshake(ws, conn, reason, stats)).await;
 }
 
 /// Sends the close reply tungstenite queued when the client closed, bounded
