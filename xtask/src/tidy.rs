@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn readme_and_protocol_guide_document_every_server_flag() {
         let flags = server_flags();
-        // Eleven flags before issue 10, more since: a parse that finds fewer
+        // Eleven flags once, more since: a parse that finds fewer
         // has stopped understanding config.rs, and would check nothing.
         assert!(
             flags.len() > 10,

@@ -23,10 +23,12 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     if state.is_shutting_down() {
         return error(ErrorCode::Unavailable, "server is shutting down");
     }
-    if req.method() != Method::GET {
-        return error(ErrorCode::MethodNotAllowed, "/ws takes GET");
-    }
-    let Some(key) = websocket_key(req.version(), req.headers()) else {
+    // Anything but an HTTP/1.1 GET with the upgrade headers is not a
+    // WebSocket request: 400, the method included (RFC 6455 §4.2.1).
+    let key = (req.method() == Method::GET)
+        .then(|| websocket_key(req.version(), req.headers()))
+        .flatten();
+    let Some(key) = key else {
         return error(
             ErrorCode::BadRequest,
             "not a WebSocket upgrade request (RFC 6455 §4.2.1)",
