@@ -5,3 +5,9 @@ pub mod api;
 pub mod page;
 pub mod response;
 pub mod router;
+
+use std::time::Duration;
+
+/// How long a client has to send a request's head, and then its body
+/// (PROTOCOL.md §6).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

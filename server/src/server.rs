@@ -13,10 +13,8 @@ use tokio::net::TcpListener;
 
 use hub_core::Disconnect;
 
+use crate::http::REQUEST_TIMEOUT;
 use crate::state::SharedState;
-
-/// How long a client has to send a request's head, and then its body.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until the process ends. Each one is served by its
 /// own task; an HTTP connection that upgrades hands its socket to a tracked

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::response::{error, json, HttpResponse};
+use super::REQUEST_TIMEOUT;
 use crate::auth::{api_key_matches, bearer};
-use crate::server::REQUEST_TIMEOUT;
 use crate::state::SharedState;
 
 /// One API route, with the ids it names already validated.
