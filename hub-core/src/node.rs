@@ -341,13 +341,13 @@ impl Connection {
     }
 
     /// Resolves when something asked this connection to close.
-    pub async fn closed(&self) -> Disconnect {
+    pub async fn closed(&mut self) -> Disconnect {
         std::future::poll_fn(|cx| self.rx.poll_closed(cx)).await
     }
 
     /// Ready once something asked this connection to close. Polled by the
     /// same task as `poll_recv`: the two share one waker slot.
-    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
         self.rx.poll_closed(cx)
     }
 

@@ -139,28 +139,29 @@ impl QueueReceiver {
     }
 
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Frame> {
-        if let Some(frame) = self.try_recv() {
-            return Poll::Ready(frame);
-        }
-        self.shared.waker.register(cx.waker());
-        // Checked again after registering, so a push in between is seen.
-        match self.try_recv() {
-            Some(frame) => Poll::Ready(frame),
-            None => Poll::Pending,
-        }
+        self.check_then_register(cx, |rx| rx.try_recv())
     }
 
     /// Resolves once something asked the connection to close. Shares the
     /// one waker slot with `poll_recv`: both are polled by the same task.
-    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Disconnect> {
-        if let Some(reason) = self.reason() {
-            return Poll::Ready(reason);
+    pub(crate) fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        self.check_then_register(cx, |rx| rx.reason())
+    }
+
+    /// Looks, and when there is nothing registers the task's waker and
+    /// looks again: a push or close between the first look and the
+    /// registration would otherwise go unseen.
+    fn check_then_register<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut look: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Poll<T> {
+        if let Some(t) = look(self) {
+            return Poll::Ready(t);
         }
         self.shared.waker.register(cx.waker());
-        // Checked again: a close between the first check and the
-        // registration would otherwise go unseen.
-        match self.reason() {
-            Some(reason) => Poll::Ready(reason),
+        match look(self) {
+            Some(t) => Poll::Ready(t),
             None => Poll::Pending,
         }
     }

@@ -193,7 +193,10 @@ fn a_full_queue_closes_only_that_connection() {
 async fn closing_wakes_the_connection_task() {
     let node = node(1);
     let (conn, _) = connect(&node, user("k"), &[]);
-    let waiter = tokio::spawn(async move { conn.closed().await });
+    let waiter = tokio::spawn(async move {
+        let mut conn = conn;
+        conn.closed().await
+    });
     assert_eq!(node.disconnect_user(&user("k"), Disconnect::Kicked), 1);
     assert_eq!(node.user_presence(&user("k")).connections, 0);
     assert_eq!(waiter.await.unwrap(), Disconnect::Kicked);

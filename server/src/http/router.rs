@@ -48,30 +48,25 @@ fn only_get(method: &Method, answer: impl FnOnce() -> HttpResponse) -> HttpRespo
 }
 
 fn health(state: &SharedState) -> HttpResponse {
-    let (status, word) = if state.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-    } else {
-        (StatusCode::OK, "ok")
-    };
-    json(
-        status,
-        &HealthResponse {
-            status: word.to_owned(),
-        },
-    )
+    status(state, "ok", "shutting_down")
 }
 
 /// Readiness (PROTOCOL.md §7): whether a load balancer should send new
 /// clients here. Today only shutdown makes a process unready; the broker's
 /// state will join it in cluster mode.
 fn ready(state: &SharedState) -> HttpResponse {
-    let (status, word) = if state.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    status(state, "ready", "unavailable")
+}
+
+/// 200 with `up`, or 503 with `down` once shutdown has begun.
+fn status(state: &SharedState, up: &str, down: &str) -> HttpResponse {
+    let (code, word) = if state.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, down)
     } else {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, up)
     };
     json(
-        status,
+        code,
         &HealthResponse {
             status: word.to_owned(),
         },
