@@ -15,7 +15,7 @@ mod server;
 mod token;
 mod ws;
 
-pub use http::{http, request, Response};
+pub use http::{http, raw_request, request, Response};
 pub use server::{listening_addr, server_bin, Server, ServerBuilder};
 pub use token::{now, sign, token};
 pub use ws::{refused, Client, Ws};

@@ -5,6 +5,7 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -29,6 +30,24 @@ impl Client {
             .expect("no upgrade in time")
             .unwrap_or_else(|e| panic!("upgrade at {url}: {e}"));
         Client::after_upgrade(ws).await
+    }
+
+    /// Tries an upgrade that may be accepted or refused: the client (its
+    /// welcome read) or the refusal's HTTP status and JSON error body. A
+    /// dropped connection or any other failure fails the test, since the
+    /// contract answers every upgrade one way or the other.
+    pub async fn try_connect<R>(request: R) -> Result<Client, (u16, Value)>
+    where
+        R: IntoClientRequest + Unpin,
+    {
+        let attempt = tokio::time::timeout(LIMIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("no answer to the upgrade in time");
+        match attempt {
+            Ok((ws, _)) => Ok(Client::after_upgrade(ws).await),
+            Err(tungstenite::Error::Http(res)) => Err(http_refusal(&res)),
+            Err(e) => panic!("the upgrade got no answer: {e}"),
+        }
     }
 
     /// Wraps a socket upgraded some other way (own headers, own TCP
@@ -114,17 +133,20 @@ pub async fn refused(request: tungstenite::handshake::client::Request) -> (u16, 
         .expect("no answer to the upgrade in time");
     match attempt {
         Ok(_) => panic!("upgrade was accepted"),
-        Err(tungstenite::Error::Http(res)) => {
-            let status = res.status().as_u16();
-            let body = res.body().clone().unwrap_or_default();
-            let v = serde_json::from_slice(&body).unwrap_or_else(|_| {
-                panic!(
-                    "error body is not JSON: {:?}",
-                    String::from_utf8_lossy(&body)
-                )
-            });
-            (status, v)
-        }
+        Err(tungstenite::Error::Http(res)) => http_refusal(&res),
         Err(e) => panic!("unexpected error: {e}"),
     }
+}
+
+/// The status and JSON error body of a refused upgrade.
+fn http_refusal(res: &tungstenite::http::Response<Option<Vec<u8>>>) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let body = res.body().clone().unwrap_or_default();
+    let v = serde_json::from_slice(&body).unwrap_or_else(|_| {
+        panic!(
+            "{status} error body is not JSON: {:?}",
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (status, v)
 }
