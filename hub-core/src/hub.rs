@@ -58,6 +58,13 @@ impl UserEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct GroupCapReached;
 
+/// Why `Hub::admit` said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdmitRefused {
+    Connections,
+    Groups,
+}
+
 // foldhash: fast, and seeded per process so ids cannot be picked to collide.
 type UserShard = HashMap<UserId, UserEntry, RandomState>;
 type Members = HashMap<UserId, Arc<Conns>, RandomState>;
@@ -112,20 +119,39 @@ impl Hub {
     }
 
     /// Reserves a place for one more connection of `user` if the user holds
-    /// fewer than `max` (connections and reservations). A reservation ends
+    /// fewer than `max_conns` (connections and reservations), and if joining
+    /// `token_groups` keeps the user within `max_groups`. A reservation ends
     /// in `register` or `release`.
-    pub(crate) fn admit(&self, user: &UserId, max: usize) -> bool {
+    pub(crate) fn admit(
+        &self,
+        user: &UserId,
+        token_groups: &[GroupId],
+        max_conns: usize,
+        max_groups: usize,
+    ) -> Result<(), AdmitRefused> {
         let mut shard = self.user_shard(user);
         let entry = shard.entry(user.clone()).or_default();
         let held = entry.conns.lock().len() + entry.admitted;
-        if held >= max {
+        let new_groups = token_groups
+            .iter()
+            .filter(|g| !entry.groups.contains(*g))
+            .collect::<BTreeSet<_>>()
+            .len();
+        let refused = if held >= max_conns {
+            Some(AdmitRefused::Connections)
+        } else if entry.groups.len() + new_groups > max_groups {
+            Some(AdmitRefused::Groups)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
             if entry.is_empty() {
                 shard.remove(user);
             }
-            return false;
+            return Err(why);
         }
         entry.admitted += 1;
-        true
+        Ok(())
     }
 
     /// Gives back a reservation of `admit` that never registered.

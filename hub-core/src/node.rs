@@ -14,7 +14,7 @@ use protocol::{Body, GroupId, Message, ServerFrame, UserId};
 use crate::broker::{Broker, MemoryBroker};
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
-use crate::hub::Hub;
+use crate::hub::{AdmitRefused, Hub};
 use crate::publication::{Origin, Publication, Target};
 use crate::queue::{self, ConnId, QueueReceiver};
 use crate::rules::{Refusal, Rules};
@@ -138,18 +138,30 @@ impl Node {
         self.inner.hub.stats.snapshot()
     }
 
-    /// Takes a place for one more connection of `user`, or refuses when the
-    /// user holds `max_user_connections` already.
-    pub fn admit(&self, user: &UserId) -> Result<Admission, Refusal> {
-        let max = self.inner.config.max_user_connections.get();
-        if !self.inner.hub.admit(user, max) {
-            return Err(Refusal::TooManyConnections { max });
+    /// Takes a place for one more connection of the session's user, or
+    /// refuses when the user holds `max_user_connections` already, or when
+    /// the token's groups would put the user in more than
+    /// `max_user_groups`.
+    pub fn admit(&self, session: &Session) -> Result<Admission, Refusal> {
+        let config = &self.inner.config;
+        let (max_conns, max_groups) = (
+            config.max_user_connections.get(),
+            config.max_user_groups.get(),
+        );
+        let user = &session.user;
+        match self
+            .inner
+            .hub
+            .admit(user, &session.token_groups, max_conns, max_groups)
+        {
+            Ok(()) => Ok(Admission {
+                node: self.clone(),
+                user: user.clone(),
+                spent: false,
+            }),
+            Err(AdmitRefused::Connections) => Err(Refusal::TooManyConnections { max: max_conns }),
+            Err(AdmitRefused::Groups) => Err(Refusal::TooManyGroups { max: max_groups }),
         }
-        Ok(Admission {
-            node: self.clone(),
-            user: user.clone(),
-            spent: false,
-        })
     }
 
     /// Whether a token may carry this many groups (`max_user_groups`).
@@ -162,9 +174,9 @@ impl Node {
     }
 
     /// Registers the connection `admission` was taken for, first joining the
-    /// session's token groups (the backend granted those, so they are joined
-    /// even past the group cap). Returns the connection and the user's
-    /// groups, sorted, for the welcome frame.
+    /// session's token groups (`admit` checked that they fit under the group
+    /// cap). Returns the connection and the user's groups, sorted, for the
+    /// welcome frame.
     pub fn connect(
         &self,
         mut admission: Admission,
@@ -172,8 +184,11 @@ impl Node {
     ) -> (Connection, Vec<GroupId>) {
         admission.spent = true;
         let user = session.user.clone();
+        let max_groups = self.inner.config.max_user_groups.get();
         for g in &session.token_groups {
-            let _ = self.inner.hub.join(g, &user, usize::MAX);
+            // Only a join racing this connect can have taken the room
+            // `admit` saw; the group cap wins then.
+            let _ = self.inner.hub.join(g, &user, max_groups);
         }
         let id = ConnId(self.inner.next_conn.fetch_add(1, Relaxed));
         let (sender, rx) = queue::channel(id, self.inner.config.queue_capacity);

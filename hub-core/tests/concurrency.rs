@@ -16,11 +16,11 @@ const GROUPS: usize = 6;
 /// Admits and registers one connection of `user`, joining `groups` as a
 /// token's groups would be.
 fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
-    let admission = node.admit(&user).unwrap();
     let session = Session {
         token_groups: groups.to_vec(),
         ..Session::new(user)
     };
+    let admission = node.admit(&session).unwrap();
     node.connect(admission, &session)
 }
 

@@ -11,11 +11,11 @@ use serde_json::json;
 /// Admits and registers one connection of `user`, joining `groups` as a
 /// token's groups would be.
 fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
-    let admission = node.admit(&user).unwrap();
     let session = Session {
         token_groups: groups.to_vec(),
         ..Session::new(user)
     };
+    let admission = node.admit(&session).unwrap();
     node.connect(admission, &session)
 }
 
@@ -214,21 +214,24 @@ fn capped(connections: usize, groups: usize) -> Node {
 #[test]
 fn a_user_holds_at_most_max_user_connections_counting_upgrades_in_flight() {
     let node = capped(2, 8);
-    let first = node.admit(&user("u")).unwrap();
+    let first = node.admit(&Session::new(user("u"))).unwrap();
     let (conn, _) = node.connect(first, &Session::new(user("u")));
     // Admitted but not yet connected counts too.
-    let pending = node.admit(&user("u")).unwrap();
-    let refused = node.admit(&user("u")).unwrap_err();
+    let pending = node.admit(&Session::new(user("u"))).unwrap();
+    let refused = node.admit(&Session::new(user("u"))).unwrap_err();
     assert_eq!(refused.code(), ErrorCode::RateLimited);
     // Another user is not affected.
-    assert!(node.admit(&user("v")).is_ok());
+    assert!(node.admit(&Session::new(user("v"))).is_ok());
     // An upgrade that failed gives its place back; so does a closed one.
     drop(pending);
-    let again = node.admit(&user("u")).unwrap();
+    let again = node.admit(&Session::new(user("u"))).unwrap();
     drop(conn);
     let (_c1, _) = node.connect(again, &Session::new(user("u")));
-    let (_c2, _) = node.connect(node.admit(&user("u")).unwrap(), &Session::new(user("u")));
-    assert!(node.admit(&user("u")).is_err());
+    let (_c2, _) = node.connect(
+        node.admit(&Session::new(user("u"))).unwrap(),
+        &Session::new(user("u")),
+    );
+    assert!(node.admit(&Session::new(user("u"))).is_err());
     assert_eq!(node.user_presence(&user("u")).connections, 2);
 }
 
@@ -249,6 +252,17 @@ fn a_user_belongs_to_at_most_max_user_groups() {
     assert!(tiny.join(&group("b"), &user("w")).is_err());
     tiny.leave(&group("a"), &user("w"));
     assert_eq!(tiny.stats_snapshot().groups, 0);
+    // A token whose groups would put the user past the cap is refused at
+    // admission, before anything is joined.
+    let with = |groups: &[&str]| Session {
+        token_groups: groups.iter().map(|g| group(g)).collect(),
+        ..Session::new(u.clone())
+    };
+    let refused = node.admit(&with(&["a", "c", "d"])).unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::LimitExceeded);
+    assert!(!node.is_member(&group("c"), &u));
+    let (_conn, groups) = node.connect(node.admit(&with(&["a"])).unwrap(), &with(&["a"]));
+    assert_eq!(groups, vec![group("a"), group("b")]);
     // A token listing more groups than the cap is refused as a whole.
     let too_many = [group("a"), group("b"), group("c")];
     assert!(node.check_token_groups(&too_many).is_err());
@@ -273,7 +287,7 @@ fn joining_and_publishing_follow_the_rules() {
         node.join_as(&session, &group("secret")).unwrap_err().code(),
         ErrorCode::Forbidden
     );
-    let (conn, _) = node.connect(node.admit(&user("u")).unwrap(), &session);
+    let (conn, _) = node.connect(node.admit(&Session::new(user("u"))).unwrap(), &session);
     assert!(node.publish(&conn, group("team"), body(json!(1))).is_ok());
     assert_eq!(
         node.publish(&conn, group("secret"), body(json!(1)))

@@ -91,12 +91,13 @@ pub async fn shutdown_signal() {
 pub async fn run(listener: TcpListener, state: SharedState) {
     let accept = tokio::spawn(accept_loop(listener, state.clone()));
     shutdown_signal().await;
+    // First the flag (so /healthz and new upgrades answer 503 and a
+    // connection registering right now closes itself), then the log line
+    // (whoever reads it may rely on the flag), then the close signal to
+    // every registered connection.
+    state.shutdown.cancel();
     let open = state.node.stats_snapshot().connections;
     tracing::info!(connections = open, "shutting down");
-    // First the flag (so /healthz and new upgrades answer 503 and a
-    // connection registering right now closes itself), then the close
-    // signal to every registered connection.
-    state.shutdown.cancel();
     state.node.disconnect_all(Disconnect::Shutdown);
     state.connections.close();
     let grace = Duration::from_secs(state.config.shutdown_grace);

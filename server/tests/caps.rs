@@ -239,6 +239,34 @@ async fn a_token_listing_more_groups_than_the_cap_is_401() {
 }
 
 #[tokio::test]
+async fn token_groups_that_would_pass_the_cap_with_earlier_memberships_are_409() {
+    // A user belongs to at most --max-user-groups groups, however the
+    // memberships came: a token whose groups fit on their own but not on
+    // top of what the user already has is refused before the upgrade.
+    let s = Server::start(&["--max-user-groups", "3"]).await;
+    for g in ["a1", "a2"] {
+        let (status, body) = s
+            .api("PUT", &format!("/api/v1/groups/{g}/members/u"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let fits = token("u", &["a1", "t1"], 3600);
+    let too_many = token("u", &["t1", "t2"], 3600);
+    assert_eq!(
+        refusal(&s.ws_url(&format!("token={too_many}"))).await,
+        (409, "limit_exceeded".into())
+    );
+    let (_, user) = s.api("GET", "/api/v1/users/u", None).await;
+    assert_eq!(
+        user["groups"],
+        json!(["a1", "a2"]),
+        "a refused token joined groups"
+    );
+    let c = Client::connect(&s.ws_url(&format!("token={fits}"))).await;
+    assert_eq!(c.welcome["groups"], json!(["a1", "a2", "t1"]));
+}
+
+#[tokio::test]
 async fn one_user_joining_1100_public_groups_gets_1024() {
     // Issue 10's probe joined an unbounded number of public groups over one
     // connection. The rate limit is lifted so that only the group cap

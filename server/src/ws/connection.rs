@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, ServerFrame};
 use socket2::SockRef;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -42,13 +43,15 @@ enum Event {
     Tick,
 }
 
-/// Serves one upgraded connection until it ends. `connection` was admitted
-/// under the caps before the upgrade and is registered already.
+/// Serves one upgraded connection until it ends. `conn` was admitted under
+/// the caps before the upgrade and is registered already; `slot` is its
+/// place under `--max-connections`, given back as it leaves the registry.
 pub async fn serve(
     upgraded: Upgraded,
     conn: Connection,
     groups: Vec<protocol::GroupId>,
     session: Session,
+    slot: Option<OwnedSemaphorePermit>,
     state: SharedState,
 ) {
     // Unwrap hyper's boxed IO back to the TcpStream: one less indirection
@@ -105,6 +108,7 @@ pub async fn serve(
     // close handshake (bounded, below) is still under way, and so whoever
     // reads the log line may rely on the connection being gone.
     handler.conn.unregister();
+    drop(slot);
     match ended {
         Ended::Closed(reason) => {
             let stats = handler.state.node.stats();

@@ -69,7 +69,7 @@ mod tests {
     }
 
     fn connect(node: &Node, s: &Session) -> Connection {
-        node.connect(node.admit(&s.user).unwrap(), s).0
+        node.connect(node.admit(s).unwrap(), s).0
     }
 
     fn run(node: &Node, conn: &Connection, s: &Session, text: &str) -> Option<serde_json::Value> {

@@ -88,7 +88,9 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     }
 
     // The caps, last: both places are taken now and held by the connection
-    // task, so upgrades in flight count and the limits are exact.
+    // task, so upgrades in flight count and the limits are exact. The token's
+    // groups count too: joining them must keep the user within the group
+    // cap (409 `limit_exceeded` otherwise).
     let slot = match &state.connection_slots {
         None => None,
         Some(slots) => match slots.clone().try_acquire_owned() {
@@ -104,7 +106,7 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
             }
         },
     };
-    let admission = match state.node.admit(&session.user) {
+    let admission = match state.node.admit(&session) {
         Ok(a) => a,
         Err(refusal) => return error(refusal.code(), refusal.message()),
     };
@@ -113,11 +115,10 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     let on_upgrade = hyper::upgrade::on(req);
     // Tracked, so shutdown waits for this connection to drain and close.
     state.connections.clone().spawn(async move {
-        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (conn, groups) = state.node.connect(admission, &session);
-                connection::serve(upgraded, conn, groups, session, state).await;
+                connection::serve(upgraded, conn, groups, session, slot, state).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
