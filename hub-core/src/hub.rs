@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use foldhash::fast::RandomState;
 use protocol::{GroupId, UserId};
 
+use crate::backplane::Topic;
 use crate::disconnect::Disconnect;
 use crate::publication::{Publication, Target};
 use crate::queue::{ConnId, Pushed, QueueSender};
@@ -57,13 +58,6 @@ impl UserEntry {
 /// A user is already in as many groups as the cap allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct GroupCapReached;
-
-/// Why `Hub::admit` said no.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AdmitRefused {
-    Connections,
-    Groups,
-}
 
 // foldhash: fast, and seeded per process so ids cannot be picked to collide.
 type UserShard = HashMap<UserId, UserEntry, RandomState>;
@@ -119,39 +113,43 @@ impl Hub {
     }
 
     /// Reserves a place for one more connection of `user` if the user holds
-    /// fewer than `max_conns` (connections and reservations), and if joining
-    /// `token_groups` keeps the user within `max_groups`. A reservation ends
-    /// in `register` or `release`.
-    pub(crate) fn admit(
-        &self,
-        user: &UserId,
-        token_groups: &[GroupId],
-        max_conns: usize,
-        max_groups: usize,
-    ) -> Result<(), AdmitRefused> {
+    /// fewer than `max` connections and reservations on this node. A
+    /// reservation ends in `register` or `release`.
+    pub(crate) fn admit(&self, user: &UserId, max: usize) -> bool {
         let mut shard = self.user_shard(user);
         let entry = shard.entry(user.clone()).or_default();
         let held = entry.conns.lock().len() + entry.admitted;
-        let new_groups = token_groups
-            .iter()
-            .filter(|g| !entry.groups.contains(*g))
-            .collect::<BTreeSet<_>>()
-            .len();
-        let refused = if held >= max_conns {
-            Some(AdmitRefused::Connections)
-        } else if entry.groups.len() + new_groups > max_groups {
-            Some(AdmitRefused::Groups)
-        } else {
-            None
-        };
-        if let Some(why) = refused {
+        if held >= max {
             if entry.is_empty() {
                 shard.remove(user);
             }
-            return Err(why);
+            return false;
         }
         entry.admitted += 1;
-        Ok(())
+        true
+    }
+
+    /// Connections of `user` on this node, reservations included.
+    pub(crate) fn held_by(&self, user: &UserId) -> usize {
+        self.user_shard(user)
+            .get(user)
+            .map_or(0, |e| e.conns.lock().len() + e.admitted)
+    }
+
+    /// Forgets the memberships this node keeps for `user` when it only
+    /// keeps them on behalf of a shared store (a cluster) and the user has
+    /// no connection here any more.
+    pub(crate) fn forget_if_idle(&self, user: &UserId) {
+        let groups = {
+            let shard = self.user_shard(user);
+            match shard.get(user) {
+                Some(e) if e.admitted == 0 && e.conns.lock().is_empty() => e.groups.clone(),
+                _ => return,
+            }
+        };
+        for g in &groups {
+            self.leave(g, user);
+        }
     }
 
     /// Gives back a reservation of `admit` that never registered.
@@ -303,6 +301,25 @@ impl Hub {
         drop(groups);
         members.sort();
         members
+    }
+
+    /// What this node reads: every user with a connection here, and every
+    /// group one of them is in.
+    pub fn topics(&self) -> Vec<Topic> {
+        let mut groups = BTreeSet::new();
+        let mut topics = Vec::new();
+        for shard in self.users.iter() {
+            let shard = lock(shard);
+            for (user, e) in shard.iter() {
+                if e.conns.lock().is_empty() {
+                    continue;
+                }
+                topics.push(Topic::User(user.clone()));
+                groups.extend(e.groups.iter().cloned());
+            }
+        }
+        topics.extend(groups.into_iter().map(Topic::Group));
+        topics
     }
 
     /// Tells every connection of `user` to close and takes them out of the

@@ -4,10 +4,11 @@
 //! server drives it; its tests drive it alone.
 //!
 //! Cut after centrifuge: `Node` is the public API and the only door in,
-//! `Hub` the local maps, `Broker` the seam between nodes, `queue` the
-//! per-connection writer queue, `rules` the permissions and caps.
+//! `Hub` the local maps, `backplane` the seams between nodes (broker,
+//! membership, presence), `queue` the per-connection writer queue, `rules`
+//! the permissions and caps.
 
-pub mod broker;
+pub mod backplane;
 pub mod disconnect;
 pub mod frame;
 pub mod hub;
@@ -19,13 +20,18 @@ pub mod rules;
 pub mod session;
 pub mod stats;
 
-pub use broker::{Broker, MemoryBroker};
+pub use backplane::{
+    BoxFuture, Broker, Control, Inbound, Local, Membership, Presence, Topic, Unavailable,
+};
 pub use disconnect::Disconnect;
 pub use frame::Frame;
 pub use hub::Hub;
-pub use node::{now_millis, Admission, Connection, Delivery, Node, NodeConfig, UserPresence};
+pub use node::{
+    now_millis, Admission, Backplane, Connection, Delivery, Node, NodeConfig, NodeError,
+    UserPresence,
+};
 pub use publication::{Origin, Publication, Target};
-pub use queue::ConnId;
+pub use queue::{ConnId, NodeId};
 pub use rate_limit::{RateDecision, RateLimiter};
 pub use rules::{Refusal, Rules};
 pub use session::Session;

@@ -1,22 +1,25 @@
 //! `Node`: the hub's public face and the server's only door into hub-core.
 //! It applies the rules (`rules.rs`), encodes each message once, routes it
-//! through the broker, answers presence questions and hands out
-//! `Connection`s.
+//! through the broker, answers presence questions from the presence seam,
+//! and hands out `Connection`s. Its operations are async because in a
+//! cluster they reach a shared store (`backplane.rs`); on one process they
+//! complete at once.
 
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use protocol::{Body, GroupId, Message, ServerFrame, UserId};
+use protocol::{Body, ErrorCode, GroupId, Message, ServerFrame, UserId};
 
-use crate::broker::{Broker, MemoryBroker};
+use crate::backplane::{Broker, Local, Membership, Presence, Topic, Unavailable};
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
-use crate::hub::{AdmitRefused, Hub};
+use crate::hub::Hub;
 use crate::publication::{Origin, Publication, Target};
-use crate::queue::{self, ConnId, QueueReceiver};
+use crate::queue::{self, ConnId, NodeId, QueueReceiver};
 use crate::rules::{Refusal, Rules};
 use crate::session::Session;
 use crate::stats::{Stats, StatsSnapshot};
@@ -54,18 +57,27 @@ pub struct Node {
 }
 
 struct NodeInner {
-    hub: Hub,
-    broker: Box<dyn Broker>,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    membership: Arc<dyn Membership>,
+    presence: Arc<dyn Presence>,
     config: NodeConfig,
+    id: NodeId,
     next_conn: AtomicU64,
     next_message: AtomicU64,
-    /// Makes message and connection ids differ between server runs.
-    id_prefix: String,
+}
+
+/// The shared implementations of the seams, for a node of a cluster.
+pub struct Backplane {
+    pub broker: Arc<dyn Broker>,
+    pub membership: Arc<dyn Membership>,
+    pub presence: Arc<dyn Presence>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
+            .field("id", &self.inner.id)
             .field("config", &self.inner.config)
             .finish()
     }
@@ -87,13 +99,52 @@ pub struct UserPresence {
     pub groups: Vec<GroupId>,
 }
 
-/// A place for one connection of a user, taken under the per-user cap
-/// before the upgrade and spent by `Node::connect`. Dropping it unspent (the
-/// upgrade failed) gives the place back.
+/// Why a node could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeError {
+    /// The rules or a cap said no.
+    Refused(Refusal),
+    /// The shared state of the cluster cannot be reached.
+    Unavailable,
+}
+
+impl From<Refusal> for NodeError {
+    fn from(r: Refusal) -> Self {
+        NodeError::Refused(r)
+    }
+}
+
+impl From<Unavailable> for NodeError {
+    fn from(_: Unavailable) -> Self {
+        NodeError::Unavailable
+    }
+}
+
+impl NodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            NodeError::Refused(r) => r.code(),
+            NodeError::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            NodeError::Refused(r) => r.message(),
+            NodeError::Unavailable => Unavailable.to_string(),
+        }
+    }
+}
+
+/// A place for one connection of a user, taken under the caps before the
+/// upgrade and spent by `Node::connect`. It carries the user's groups as
+/// they were when it was taken, for the welcome frame. Dropping it unspent
+/// (the upgrade failed) gives the place back.
 #[derive(Debug)]
 pub struct Admission {
     node: Node,
     user: UserId,
+    groups: Vec<GroupId>,
     spent: bool,
 }
 
@@ -106,24 +157,55 @@ impl Drop for Admission {
 }
 
 impl Node {
+    /// A node of one process: everything in memory.
     pub fn new(config: NodeConfig) -> Self {
-        Self::with_broker(config, Box::new(MemoryBroker))
+        Self::build(config, NodeId(random_u64()), |hub| {
+            let local = Arc::new(Local(hub));
+            Backplane {
+                broker: local.clone(),
+                membership: local.clone(),
+                presence: local,
+            }
+        })
     }
 
-    pub fn with_broker(config: NodeConfig, broker: Box<dyn Broker>) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+    /// A node of a cluster: `backplane` makes the shared seams, given the
+    /// hub they deliver what arrives from other nodes to.
+    pub fn with_backplane(
+        config: NodeConfig,
+        id: NodeId,
+        backplane: impl FnOnce(Arc<Hub>) -> Backplane,
+    ) -> Self {
+        Self::build(config, id, backplane)
+    }
+
+    fn build(
+        config: NodeConfig,
+        id: NodeId,
+        backplane: impl FnOnce(Arc<Hub>) -> Backplane,
+    ) -> Self {
+        let hub = Arc::new(Hub::default());
+        let Backplane {
+            broker,
+            membership,
+            presence,
+        } = backplane(hub.clone());
         Self {
             inner: Arc::new(NodeInner {
-                hub: Hub::default(),
+                hub,
                 broker,
+                membership,
+                presence,
                 config,
+                id,
                 next_conn: AtomicU64::new(1),
                 next_message: AtomicU64::new(1),
-                id_prefix: format!("{:x}", nanos & 0xffff_ffff_ffff),
             }),
         }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -138,30 +220,26 @@ impl Node {
         self.inner.hub.stats.snapshot()
     }
 
-    /// Takes a place for one more connection of the session's user, or
-    /// refuses when the user holds `max_user_connections` already, or when
-    /// the token's groups would put the user in more than
-    /// `max_user_groups`.
-    pub fn admit(&self, session: &Session) -> Result<Admission, Refusal> {
-        let config = &self.inner.config;
-        let (max_conns, max_groups) = (
-            config.max_user_connections.get(),
-            config.max_user_groups.get(),
-        );
-        let user = &session.user;
-        match self
-            .inner
-            .hub
-            .admit(user, &session.token_groups, max_conns, max_groups)
-        {
-            Ok(()) => Ok(Admission {
-                node: self.clone(),
-                user: user.clone(),
-                spent: false,
-            }),
-            Err(AdmitRefused::Connections) => Err(Refusal::TooManyConnections { max: max_conns }),
-            Err(AdmitRefused::Groups) => Err(Refusal::TooManyGroups { max: max_groups }),
-        }
+    /// Whether the broker can serve now.
+    pub fn broker_up(&self) -> bool {
+        self.inner.broker.is_up()
+    }
+
+    /// Whether this node is part of a cluster (membership and presence
+    /// live in a shared store).
+    pub fn is_clustered(&self) -> bool {
+        self.inner.broker.is_shared()
+    }
+
+    /// The users with connections on this node and the groups they are in:
+    /// what a shared broker must be subscribed to.
+    pub fn local_topics(&self) -> Vec<Topic> {
+        self.inner.hub.topics()
+    }
+
+    /// The hub, for a shared broker to deliver to and for its tests.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
     }
 
     /// Whether a token may carry this many groups (`max_user_groups`).
@@ -173,26 +251,89 @@ impl Node {
         Ok(())
     }
 
-    /// Registers the connection `admission` was taken for, first joining the
-    /// session's token groups (`admit` checked that they fit under the group
-    /// cap). Returns the connection and the user's groups, sorted, for the
-    /// welcome frame.
-    pub fn connect(
+    /// Takes a place for one more connection of the session's user: joins
+    /// the token's groups and loads the user's groups for the welcome. It
+    /// refuses when the user holds `max_user_connections` on the whole hub,
+    /// or when the token's groups would put the user in more than
+    /// `max_user_groups`.
+    pub async fn admit(&self, session: &Session) -> Result<Admission, NodeError> {
+        let inner = &self.inner;
+        let max_conns = inner.config.max_user_connections.get();
+        let max_groups = inner.config.max_user_groups.get();
+        let user = &session.user;
+        let mut groups = inner.membership.groups_of(user).await?;
+        let new: BTreeSet<&GroupId> = session
+            .token_groups
+            .iter()
+            .filter(|g| !groups.contains(g))
+            .collect();
+        if groups.len() + new.len() > max_groups {
+            return Err(Refusal::TooManyGroups { max: max_groups }.into());
+        }
+        // Connections elsewhere in the cluster, then a place here under
+        // what is left: exact on one node, and across nodes once presence
+        // has caught up.
+        let everywhere = inner
+            .presence
+            .connections(std::slice::from_ref(user))
+            .await?;
+        let here = inner.hub.held_by(user);
+        let elsewhere = everywhere
+            .first()
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(here);
+        if !inner.hub.admit(user, max_conns.saturating_sub(elsewhere)) {
+            return Err(Refusal::TooManyConnections { max: max_conns }.into());
+        }
+        let mut admission = Admission {
+            node: self.clone(),
+            user: user.clone(),
+            groups: Vec::new(),
+            spent: false,
+        };
+        for g in new {
+            // Only a join racing this admission can have taken the room
+            // checked above; the group cap wins then.
+            if inner.membership.join(g, user, max_groups).await? == Some(true) {
+                groups.push(g.clone());
+            }
+        }
+        groups.sort();
+        let mut topics: Vec<Topic> = groups.iter().cloned().map(Topic::Group).collect();
+        topics.push(Topic::User(user.clone()));
+        inner.broker.subscribe(&topics).await?;
+        admission.groups = groups;
+        Ok(admission)
+    }
+
+    /// Registers the connection `admission` was taken for. Returns the
+    /// connection and the user's groups, sorted, for the welcome frame.
+    pub async fn connect(
         &self,
         mut admission: Admission,
         session: &Session,
     ) -> (Connection, Vec<GroupId>) {
         admission.spent = true;
+        let inner = &self.inner;
         let user = session.user.clone();
-        let max_groups = self.inner.config.max_user_groups.get();
-        for g in &session.token_groups {
-            // Only a join racing this connect can have taken the room
-            // `admit` saw; the group cap wins then.
-            let _ = self.inner.hub.join(g, &user, max_groups);
+        let groups = std::mem::take(&mut admission.groups);
+        if self.is_clustered() {
+            // The hub mirrors the memberships of users connected here, so
+            // fan-out to them stays local.
+            for g in &groups {
+                let _ = inner.hub.join(g, &user, usize::MAX);
+            }
         }
-        let id = ConnId(self.inner.next_conn.fetch_add(1, Relaxed));
-        let (sender, rx) = queue::channel(id, self.inner.config.queue_capacity);
-        let groups = self.inner.hub.register(&user, sender);
+        let id = ConnId {
+            node: inner.id,
+            n: inner.next_conn.fetch_add(1, Relaxed),
+        };
+        let (sender, rx) = queue::channel(id, inner.config.queue_capacity);
+        inner.hub.register(&user, sender);
+        // Best effort: a shared presence is also rewritten from the hub
+        // periodically, which repairs a change that did not get through.
+        let _ = inner.presence.changed(&user, 1).await;
         let conn = Connection {
             id,
             user,
@@ -205,80 +346,106 @@ impl Node {
 
     /// The opaque id of a connection as the welcome frame shows it.
     pub fn conn_label(&self, id: ConnId) -> String {
-        format!("{}-{}", self.inner.id_prefix, id.0)
+        id.to_string()
     }
 
     fn next_message_id(&self) -> String {
         let n = self.inner.next_message.fetch_add(1, Relaxed);
-        format!("{}-{n}", self.inner.id_prefix)
+        format!("{}-{n}", self.inner.id)
     }
 
     /// `join` from a connection: checked against the rules and the group cap.
-    pub fn join_as(&self, session: &Session, group: &GroupId) -> Result<bool, Refusal> {
-        let is_member = self.is_member(group, &session.user);
+    pub async fn join_as(&self, session: &Session, group: &GroupId) -> Result<bool, NodeError> {
+        let is_member = self
+            .inner
+            .membership
+            .is_member(group, &session.user)
+            .await?;
         self.inner
             .config
             .rules
             .may_join(session, group, is_member)?;
-        self.join(group, &session.user)
+        self.join(group, &session.user).await
     }
 
     /// Adds `user` to `group` (the API's `PUT …/members/{user}`): checked
     /// against the group cap only. `Ok(true)` when the membership is new.
-    pub fn join(&self, group: &GroupId, user: &UserId) -> Result<bool, Refusal> {
+    pub async fn join(&self, group: &GroupId, user: &UserId) -> Result<bool, NodeError> {
         let max = self.inner.config.max_user_groups.get();
-        self.inner
-            .hub
-            .join(group, user, max)
-            .map_err(|_| Refusal::TooManyGroups { max })
-    }
-
-    pub fn leave(&self, group: &GroupId, user: &UserId) -> bool {
-        self.inner.hub.leave(group, user)
-    }
-
-    pub fn is_member(&self, group: &GroupId, user: &UserId) -> bool {
-        self.inner.hub.is_member(group, user)
-    }
-
-    /// Open connections and groups of `user`.
-    pub fn user_presence(&self, user: &UserId) -> UserPresence {
-        let (connections, groups) = self.inner.hub.user_info(user);
-        UserPresence {
-            connections,
-            groups,
+        match self.inner.membership.join(group, user, max).await? {
+            Some(new) => Ok(new),
+            None => Err(Refusal::TooManyGroups { max }.into()),
         }
     }
 
+    pub async fn leave(&self, group: &GroupId, user: &UserId) -> Result<bool, NodeError> {
+        Ok(self.inner.membership.leave(group, user).await?)
+    }
+
+    pub async fn is_member(&self, group: &GroupId, user: &UserId) -> Result<bool, NodeError> {
+        Ok(self.inner.membership.is_member(group, user).await?)
+    }
+
+    /// Open connections and groups of `user`, on the whole hub.
+    pub async fn user_presence(&self, user: &UserId) -> Result<UserPresence, NodeError> {
+        let inner = &self.inner;
+        let connections = inner
+            .presence
+            .connections(std::slice::from_ref(user))
+            .await?;
+        let mut groups = inner.membership.groups_of(user).await?;
+        groups.sort();
+        Ok(UserPresence {
+            connections: connections.first().copied().unwrap_or(0),
+            groups,
+        })
+    }
+
     /// Members of `group`, sorted, with their open connections.
-    pub fn group_members(&self, group: &GroupId) -> Vec<(UserId, usize)> {
-        self.inner.hub.group_members(group)
+    pub async fn group_members(&self, group: &GroupId) -> Result<Vec<(UserId, usize)>, NodeError> {
+        let inner = &self.inner;
+        let mut members = inner.membership.members_of(group).await?;
+        members.sort();
+        let counts = inner.presence.connections(&members).await?;
+        Ok(members.into_iter().zip(counts).collect())
     }
 
     /// `send` from a connection: to every connection of `to`, with copies to
     /// the sender's other connections.
-    pub fn send(&self, from: &Connection, to: UserId, body: Body) -> Delivery {
+    pub async fn send(
+        &self,
+        from: &Connection,
+        to: UserId,
+        body: Body,
+    ) -> Result<Delivery, NodeError> {
         self.route(Target::User(to), Some(from.origin()), body)
+            .await
     }
 
     /// `publish` from a connection: only a member may.
-    pub fn publish(
+    pub async fn publish(
         &self,
         from: &Connection,
         group: GroupId,
         body: Body,
-    ) -> Result<Delivery, Refusal> {
-        let is_member = self.is_member(&group, &from.user);
+    ) -> Result<Delivery, NodeError> {
+        let is_member = self.inner.membership.is_member(&group, &from.user).await?;
         self.inner.config.rules.may_publish(&group, is_member)?;
-        Ok(self.route(Target::Group(group), Some(from.origin()), body))
+        self.route(Target::Group(group), Some(from.origin()), body)
+            .await
     }
 
     /// A push from the server API (no `from`).
-    pub fn push(&self, target: Target, body: Body) -> Delivery {
-        self.route(target, None, body)
+    pub async fn push(&self, target: Target, body: Body) -> Result<Delivery, NodeError> {
+        self.route(target, None, body).await
     }
 
-    fn route(&self, target: Target, origin: Option<Origin>, body: Body) -> Delivery {
+    async fn route(
+        &self,
+        target: Target,
+        origin: Option<Origin>,
+        body: Body,
+    ) -> Result<Delivery, NodeError> {
         let id = self.next_message_id();
         let (to, group) = match &target {
             Target::User(u) => (Some(u.clone()), None),
@@ -300,19 +467,30 @@ impl Node {
             origin,
             frame,
         };
-        let delivered = self.inner.broker.publish(&publication, &self.inner.hub);
-        Delivery { id, delivered }
+        let delivered = self.inner.broker.publish(&publication).await?;
+        Ok(Delivery { id, delivered })
     }
 
-    /// Closes every connection of `user` with `reason`; returns how many.
-    pub fn disconnect_user(&self, user: &UserId, reason: Disconnect) -> usize {
-        self.inner.hub.close_user(user, reason)
+    /// Closes every connection of `user`, on every node, with 1008
+    /// (kicked); returns how many.
+    pub async fn kick(&self, user: &UserId) -> Result<usize, NodeError> {
+        Ok(self.inner.broker.kick(user).await?)
     }
 
     /// Closes every connection of this node with `reason`.
     pub fn disconnect_all(&self, reason: Disconnect) -> usize {
         self.inner.hub.close_all(reason)
     }
+}
+
+/// A random 64-bit number from the standard library's randomly seeded
+/// hasher: enough to tell processes apart, with no extra dependency.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    RandomState::new().hash_one(nanos)
 }
 
 pub fn now_millis() -> u64 {
@@ -375,17 +553,33 @@ impl Connection {
         self.rx.close(reason)
     }
 
-    /// Takes the connection out of presence and routing now, ahead of its
+    /// Takes the connection out of routing and presence now, ahead of its
     /// close handshake; frames already queued stay readable.
-    pub fn unregister(&mut self) {
-        if std::mem::take(&mut self.registered) {
-            self.node.inner.hub.unregister(&self.user, self.id);
+    pub async fn unregister(&mut self) {
+        if self.unregister_here() {
+            let node = &self.node.inner;
+            let _ = node.presence.changed(&self.user, -1).await;
         }
+    }
+
+    /// The local half of `unregister`; true the first time.
+    fn unregister_here(&mut self) -> bool {
+        if !std::mem::take(&mut self.registered) {
+            return false;
+        }
+        let node = &self.node.inner;
+        node.hub.unregister(&self.user, self.id);
+        if node.broker.is_shared() {
+            node.hub.forget_if_idle(&self.user);
+        }
+        true
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.unregister();
+        // A shared presence not told here is repaired by its periodic
+        // rewrite from the hub.
+        self.unregister_here();
     }
 }

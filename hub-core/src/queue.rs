@@ -23,9 +23,30 @@ use futures_util::task::AtomicWaker;
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
 
-/// Id of one connection, unique within its node.
+/// Id of one node (server process): random at start, so ids made by
+/// different processes, or by one process before and after a restart, differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
+pub struct NodeId(pub u64);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Id of one connection, unique across a cluster: its node and a number
+/// the node counts up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub node: NodeId,
+    pub n: u64,
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.node, self.n)
+    }
+}
 
 /// What a connection's sender side and its task share.
 #[derive(Debug)]
@@ -216,7 +237,13 @@ mod tests {
 
     #[test]
     fn frames_come_out_in_order_and_a_full_queue_closes_the_connection() {
-        let (tx, mut rx) = channel(ConnId(1), 2);
+        let (tx, mut rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 1,
+            },
+            2,
+        );
         assert_eq!(tx.push(&frame()), Pushed::Queued);
         assert_eq!(tx.push(&frame()), Pushed::Queued);
         assert_eq!(tx.push(&frame()), Pushed::Overflowed);
@@ -230,7 +257,13 @@ mod tests {
 
     #[test]
     fn a_drained_queue_gives_back_the_room_a_burst_took() {
-        let (tx, mut rx) = channel(ConnId(1), 1000);
+        let (tx, mut rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 1,
+            },
+            1000,
+        );
         for _ in 0..500 {
             assert_eq!(tx.push(&frame()), Pushed::Queued);
         }
@@ -241,14 +274,26 @@ mod tests {
 
     #[test]
     fn a_push_after_the_receiver_is_gone_is_refused() {
-        let (tx, rx) = channel(ConnId(1), 4);
+        let (tx, rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 1,
+            },
+            4,
+        );
         drop(rx);
         assert_eq!(tx.push(&frame()), Pushed::Gone);
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken_by_a_push_from_another_thread() {
-        let (tx, mut rx) = channel(ConnId(1), 1000);
+        let (tx, mut rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 1,
+            },
+            1000,
+        );
         let pusher =
             std::thread::spawn(move || (0..1000).all(|_| tx.push(&frame()) == Pushed::Queued));
         // A lost wake-up leaves the receiver parked: that fails here as a

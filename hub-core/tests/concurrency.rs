@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hub_core::{Connection, Node, NodeConfig, Session, Target};
 use protocol::{Body, GroupId, UserId};
 
@@ -13,6 +14,12 @@ const ROUNDS: usize = 2_000;
 const USERS: usize = 24;
 const GROUPS: usize = 6;
 
+/// Runs a call of a one-process node, which completes at once.
+fn done<T>(call: impl std::future::Future<Output = T>) -> T {
+    call.now_or_never()
+        .expect("a one-process node answers at once")
+}
+
 /// Admits and registers one connection of `user`, joining `groups` as a
 /// token's groups would be.
 fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
@@ -20,8 +27,8 @@ fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<Gr
         token_groups: groups.to_vec(),
         ..Session::new(user)
     };
-    let admission = node.admit(&session).unwrap();
-    node.connect(admission, &session)
+    let admission = done(node.admit(&session)).unwrap();
+    done(node.connect(admission, &session))
 }
 
 fn user(i: usize) -> UserId {
@@ -51,17 +58,17 @@ fn concurrent_churn_ends_consistent_without_deadlock() {
                     for r in 0..ROUNDS {
                         let i = t * 7919 + r;
                         let (conn, _) = connect(&node, user(i), &[group(i + 1)]);
-                        node.join(&group(i), &user(i)).unwrap();
-                        let _ = node.publish(&conn, group(i + 2), Body::null());
-                        node.send(&conn, user(i + 3), Body::null());
-                        node.push(Target::Group(group(i + 4)), Body::null());
+                        done(node.join(&group(i), &user(i))).unwrap();
+                        let _ = done(node.publish(&conn, group(i + 2), Body::null()));
+                        done(node.send(&conn, user(i + 3), Body::null())).unwrap();
+                        done(node.push(Target::Group(group(i + 4)), Body::null())).unwrap();
                         if r % 50 == 0 {
-                            node.push(Target::All, Body::null());
-                            node.disconnect_user(&user(i + 5), hub_core::Disconnect::Kicked);
+                            done(node.push(Target::All, Body::null())).unwrap();
+                            done(node.kick(&user(i + 5))).unwrap();
                         }
-                        node.leave(&group(i + 3), &user(i));
-                        let _ = node.group_members(&group(i));
-                        let _ = node.user_presence(&user(i + 1));
+                        done(node.leave(&group(i + 3), &user(i))).unwrap();
+                        let _ = done(node.group_members(&group(i))).unwrap();
+                        let _ = done(node.user_presence(&user(i + 1))).unwrap();
                         // Keep a few connections open across rounds.
                         held.push(conn);
                         if held.len() > 3 {
@@ -85,29 +92,32 @@ fn concurrent_churn_ends_consistent_without_deadlock() {
     // maps agree about who is in what.
     let mut non_empty = 0;
     for g in 0..GROUPS {
-        let members = node.group_members(&group(g));
+        let members = done(node.group_members(&group(g))).unwrap();
         if !members.is_empty() {
             non_empty += 1;
         }
         for (u, conns) in members {
             assert_eq!(conns, 0);
-            assert!(node.user_presence(&u).groups.contains(&group(g)));
+            assert!(done(node.user_presence(&u))
+                .unwrap()
+                .groups
+                .contains(&group(g)));
         }
     }
     assert_eq!(s.groups, non_empty);
     for u in 0..USERS {
-        let presence = node.user_presence(&user(u));
+        let presence = done(node.user_presence(&user(u))).unwrap();
         let (conns, groups) = (presence.connections, presence.groups);
         assert_eq!(conns, 0);
         for g in groups {
-            assert!(node.is_member(&g, &user(u)));
+            assert!(done(node.is_member(&g, &user(u))).unwrap());
         }
     }
 
     // Leaving everything empties the hub.
     for u in 0..USERS {
         for g in 0..GROUPS {
-            node.leave(&group(g), &user(u));
+            done(node.leave(&group(g), &user(u))).unwrap();
         }
     }
     let s = node.stats_snapshot();

@@ -4,9 +4,16 @@
 
 use std::num::NonZeroUsize;
 
+use futures_util::FutureExt;
 use hub_core::{Connection, Disconnect, Frame, Node, NodeConfig, Rules, Session, Target};
 use protocol::{Body, ErrorCode, GroupId, ServerFrame, UserId};
 use serde_json::json;
+
+/// Runs a call of a one-process node, which completes at once.
+fn done<T>(call: impl std::future::Future<Output = T>) -> T {
+    call.now_or_never()
+        .expect("a one-process node answers at once")
+}
 
 /// Admits and registers one connection of `user`, joining `groups` as a
 /// token's groups would be.
@@ -15,8 +22,8 @@ fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<Gr
         token_groups: groups.to_vec(),
         ..Session::new(user)
     };
-    let admission = node.admit(&session).unwrap();
-    node.connect(admission, &session)
+    let admission = done(node.admit(&session)).unwrap();
+    done(node.connect(admission, &session))
 }
 
 fn user(s: &str) -> UserId {
@@ -62,17 +69,15 @@ fn a_user_with_three_connections_gets_each_message_once_per_connection() {
     let node = node(16);
     let mut tabs: Vec<Connection> = (0..3).map(|_| connect(&node, user("42"), &[]).0).collect();
     let (sender, _) = connect(&node, user("7"), &[group("g")]);
-    node.join(&group("g"), &user("42")).unwrap();
+    done(node.join(&group("g"), &user("42"))).unwrap();
 
-    let d = node.send(&sender, user("42"), body(json!("direct")));
+    let d = done(node.send(&sender, user("42"), body(json!("direct")))).unwrap();
     assert_eq!(d.delivered, 3);
-    let d = node
-        .publish(&sender, group("g"), body(json!("group")))
-        .unwrap();
+    let d = done(node.publish(&sender, group("g"), body(json!("group")))).unwrap();
     assert_eq!(d.delivered, 3);
-    let d = node.push(Target::User(user("42")), body(json!("push")));
+    let d = done(node.push(Target::User(user("42")), body(json!("push")))).unwrap();
     assert_eq!(d.delivered, 3);
-    let d = node.push(Target::All, body(json!("all")));
+    let d = done(node.push(Target::All, body(json!("all")))).unwrap();
     assert_eq!(d.delivered, 4);
 
     for tab in &mut tabs {
@@ -91,7 +96,7 @@ fn senders_other_connections_get_copies_and_are_not_counted() {
     let (mut laptop, _) = connect(&node, user("a"), &[]);
     let (mut b, _) = connect(&node, user("b"), &[]);
 
-    let d = node.send(&phone, user("b"), body(json!(1)));
+    let d = done(node.send(&phone, user("b"), body(json!(1)))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut b)), vec![json!(1)]);
     let copies = drain(&mut laptop);
@@ -103,14 +108,14 @@ fn senders_other_connections_get_copies_and_are_not_counted() {
     assert_eq!(m.to.as_ref().map(|u| u.as_str()), Some("b"));
 
     // To oneself: the other connections get it and are counted.
-    let d = node.send(&phone, user("a"), body(json!(2)));
+    let d = done(node.send(&phone, user("a"), body(json!(2)))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut laptop)), vec![json!(2)]);
 
     // Publish: other members counted, own other connections get copies.
-    node.join(&group("g"), &user("a")).unwrap();
-    node.join(&group("g"), &user("b")).unwrap();
-    let d = node.publish(&phone, group("g"), body(json!(3))).unwrap();
+    done(node.join(&group("g"), &user("a"))).unwrap();
+    done(node.join(&group("g"), &user("b"))).unwrap();
+    let d = done(node.publish(&phone, group("g"), body(json!(3)))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut laptop)), vec![json!(3)]);
     assert_eq!(bodies(&drain(&mut b)), vec![json!(3)]);
@@ -120,16 +125,23 @@ fn senders_other_connections_get_copies_and_are_not_counted() {
 fn offline_and_unknown_targets_deliver_zero() {
     let node = node(4);
     assert_eq!(
-        node.push(Target::User(user("nobody")), Body::null())
+        done(node.push(Target::User(user("nobody")), Body::null()))
+            .unwrap()
             .delivered,
         0
     );
     assert_eq!(
-        node.push(Target::Group(group("none")), Body::null())
+        done(node.push(Target::Group(group("none")), Body::null()))
+            .unwrap()
             .delivered,
         0
     );
-    assert_eq!(node.push(Target::All, Body::null()).delivered, 0);
+    assert_eq!(
+        done(node.push(Target::All, Body::null()))
+            .unwrap()
+            .delivered,
+        0
+    );
 }
 
 #[test]
@@ -137,19 +149,22 @@ fn membership_survives_a_reconnect() {
     let node = node(4);
     let (conn, groups) = connect(&node, user("u"), &[group("from-token")]);
     assert_eq!(groups, vec![group("from-token")]);
-    node.join(&group("later"), &user("u")).unwrap();
+    done(node.join(&group("later"), &user("u"))).unwrap();
     drop(conn);
     assert_eq!(node.stats_snapshot().connections, 0);
-    assert_eq!(node.user_presence(&user("u")).groups.len(), 2);
+    assert_eq!(
+        done(node.user_presence(&user("u"))).unwrap().groups.len(),
+        2
+    );
 
     let (mut again, groups) = connect(&node, user("u"), &[]);
     assert_eq!(groups, vec![group("from-token"), group("later")]);
-    let d = node.push(Target::Group(group("later")), body(json!("back")));
+    let d = done(node.push(Target::Group(group("later")), body(json!("back")))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut again)), vec![json!("back")]);
 
-    node.leave(&group("later"), &user("u"));
-    node.leave(&group("from-token"), &user("u"));
+    done(node.leave(&group("later"), &user("u"))).unwrap();
+    done(node.leave(&group("from-token"), &user("u"))).unwrap();
     drop(again);
     let s = node.stats_snapshot();
     assert_eq!((s.connections, s.users, s.groups), (0, 0, 0));
@@ -166,7 +181,8 @@ fn a_full_queue_closes_only_that_connection() {
     let mut delivered = Vec::new();
     for i in 0..20 {
         delivered.push(
-            node.push(Target::Group(group("g")), body(json!(i)))
+            done(node.push(Target::Group(group("g")), body(json!(i))))
+                .unwrap()
                 .delivered,
         );
         // Fast readers keep up.
@@ -181,8 +197,11 @@ fn a_full_queue_closes_only_that_connection() {
     assert_eq!(node.stats_snapshot().slow_consumer_closes, 1);
     // Gone from presence and stats the moment it overflowed, although its
     // task has not yet dropped it.
-    assert_eq!(node.user_presence(&user("slow")).connections, 0);
-    assert_eq!(node.group_members(&group("g")).len(), 6);
+    assert_eq!(
+        done(node.user_presence(&user("slow"))).unwrap().connections,
+        0
+    );
+    assert_eq!(done(node.group_members(&group("g"))).unwrap().len(), 6);
     assert_eq!(node.stats_snapshot().connections, 5);
     for f in &fast {
         assert_eq!(f.close_reason(), None);
@@ -197,8 +216,8 @@ async fn closing_wakes_the_connection_task() {
         let mut conn = conn;
         conn.closed().await
     });
-    assert_eq!(node.disconnect_user(&user("k"), Disconnect::Kicked), 1);
-    assert_eq!(node.user_presence(&user("k")).connections, 0);
+    assert_eq!(done(node.kick(&user("k"))).unwrap(), 1);
+    assert_eq!(done(node.user_presence(&user("k"))).unwrap().connections, 0);
     assert_eq!(waiter.await.unwrap(), Disconnect::Kicked);
     assert_eq!(node.stats_snapshot().connections, 0);
 }
@@ -214,43 +233,43 @@ fn capped(connections: usize, groups: usize) -> Node {
 #[test]
 fn a_user_holds_at_most_max_user_connections_counting_upgrades_in_flight() {
     let node = capped(2, 8);
-    let first = node.admit(&Session::new(user("u"))).unwrap();
-    let (conn, _) = node.connect(first, &Session::new(user("u")));
+    let first = done(node.admit(&Session::new(user("u")))).unwrap();
+    let (conn, _) = done(node.connect(first, &Session::new(user("u"))));
     // Admitted but not yet connected counts too.
-    let pending = node.admit(&Session::new(user("u"))).unwrap();
-    let refused = node.admit(&Session::new(user("u"))).unwrap_err();
+    let pending = done(node.admit(&Session::new(user("u")))).unwrap();
+    let refused = done(node.admit(&Session::new(user("u")))).unwrap_err();
     assert_eq!(refused.code(), ErrorCode::RateLimited);
     // Another user is not affected.
-    assert!(node.admit(&Session::new(user("v"))).is_ok());
+    assert!(done(node.admit(&Session::new(user("v")))).is_ok());
     // An upgrade that failed gives its place back; so does a closed one.
     drop(pending);
-    let again = node.admit(&Session::new(user("u"))).unwrap();
+    let again = done(node.admit(&Session::new(user("u")))).unwrap();
     drop(conn);
-    let (_c1, _) = node.connect(again, &Session::new(user("u")));
-    let (_c2, _) = node.connect(
-        node.admit(&Session::new(user("u"))).unwrap(),
+    let (_c1, _) = done(node.connect(again, &Session::new(user("u"))));
+    let (_c2, _) = done(node.connect(
+        done(node.admit(&Session::new(user("u")))).unwrap(),
         &Session::new(user("u")),
-    );
-    assert!(node.admit(&Session::new(user("u"))).is_err());
-    assert_eq!(node.user_presence(&user("u")).connections, 2);
+    ));
+    assert!(done(node.admit(&Session::new(user("u")))).is_err());
+    assert_eq!(done(node.user_presence(&user("u"))).unwrap().connections, 2);
 }
 
 #[test]
 fn a_user_belongs_to_at_most_max_user_groups() {
     let node = capped(4, 2);
     let u = user("u");
-    assert_eq!(node.join(&group("a"), &u), Ok(true));
-    assert_eq!(node.join(&group("b"), &u), Ok(true));
-    let refused = node.join(&group("c"), &u).unwrap_err();
+    assert_eq!(done(node.join(&group("a"), &u)), Ok(true));
+    assert_eq!(done(node.join(&group("b"), &u)), Ok(true));
+    let refused = done(node.join(&group("c"), &u)).unwrap_err();
     assert_eq!(refused.code(), ErrorCode::LimitExceeded);
     // Joining a group one is in stays idempotent at the cap.
-    assert_eq!(node.join(&group("a"), &u), Ok(false));
-    assert!(!node.is_member(&group("c"), &u));
+    assert_eq!(done(node.join(&group("a"), &u)), Ok(false));
+    assert!(!done(node.is_member(&group("c"), &u)).unwrap());
     // A refused join by a user the hub did not know leaves nothing behind.
     let tiny = capped(1, 1);
-    tiny.join(&group("a"), &user("w")).unwrap();
-    assert!(tiny.join(&group("b"), &user("w")).is_err());
-    tiny.leave(&group("a"), &user("w"));
+    done(tiny.join(&group("a"), &user("w"))).unwrap();
+    assert!(done(tiny.join(&group("b"), &user("w"))).is_err());
+    done(tiny.leave(&group("a"), &user("w"))).unwrap();
     assert_eq!(tiny.stats_snapshot().groups, 0);
     // A token whose groups would put the user past the cap is refused at
     // admission, before anything is joined.
@@ -258,10 +277,11 @@ fn a_user_belongs_to_at_most_max_user_groups() {
         token_groups: groups.iter().map(|g| group(g)).collect(),
         ..Session::new(u.clone())
     };
-    let refused = node.admit(&with(&["a", "c", "d"])).unwrap_err();
+    let refused = done(node.admit(&with(&["a", "c", "d"]))).unwrap_err();
     assert_eq!(refused.code(), ErrorCode::LimitExceeded);
-    assert!(!node.is_member(&group("c"), &u));
-    let (_conn, groups) = node.connect(node.admit(&with(&["a"])).unwrap(), &with(&["a"]));
+    assert!(!done(node.is_member(&group("c"), &u)).unwrap());
+    let (_conn, groups) =
+        done(node.connect(done(node.admit(&with(&["a"]))).unwrap(), &with(&["a"])));
     assert_eq!(groups, vec![group("a"), group("b")]);
     // A token listing more groups than the cap is refused as a whole.
     let too_many = [group("a"), group("b"), group("c")];
@@ -282,15 +302,17 @@ fn joining_and_publishing_follow_the_rules() {
         token_groups: vec![group("team")],
         ..Session::new(user("u"))
     };
-    assert!(node.join_as(&session, &group("lobby-1")).is_ok());
+    assert!(done(node.join_as(&session, &group("lobby-1"))).is_ok());
     assert_eq!(
-        node.join_as(&session, &group("secret")).unwrap_err().code(),
+        done(node.join_as(&session, &group("secret")))
+            .unwrap_err()
+            .code(),
         ErrorCode::Forbidden
     );
-    let (conn, _) = node.connect(node.admit(&Session::new(user("u"))).unwrap(), &session);
-    assert!(node.publish(&conn, group("team"), body(json!(1))).is_ok());
+    let (conn, _) = done(node.connect(done(node.admit(&session)).unwrap(), &session));
+    assert!(done(node.publish(&conn, group("team"), body(json!(1)))).is_ok());
     assert_eq!(
-        node.publish(&conn, group("secret"), body(json!(1)))
+        done(node.publish(&conn, group("secret"), body(json!(1))))
             .unwrap_err()
             .code(),
         ErrorCode::Forbidden
@@ -303,11 +325,12 @@ fn a_group_message_is_encoded_once_and_its_bytes_shared() {
     let mut members: Vec<Connection> = (0..50)
         .map(|i| connect(&node, user(&format!("m{i}")), &[group("promo")]).0)
         .collect();
-    node.push(
+    done(node.push(
         Target::Group(group("promo")),
         body(json!({"messageType":1,"title":"sale","content":"50% off"})),
-    );
-    node.push(Target::All, body(json!("all")));
+    ))
+    .unwrap();
+    done(node.push(Target::All, body(json!("all")))).unwrap();
     for round in 0..2 {
         let frames: Vec<Frame> = members.iter_mut().map(|m| m.try_recv().unwrap()).collect();
         let first = frames[0].bytes().as_ptr();

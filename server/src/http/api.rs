@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
-use hub_core::{Disconnect, Target};
+use hub_core::Target;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONNECTION};
 use hyper::{Method, Request, StatusCode};
@@ -124,12 +124,13 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
         Route::Broadcast => push(req, state, Target::All).await,
         Route::Member(group, user) => {
             let joined = method == Method::PUT;
-            if joined {
-                if let Err(refusal) = node.join(&group, &user) {
-                    return error(refusal.code(), refusal.message());
-                }
+            let done = if joined {
+                node.join(&group, &user).await
             } else {
-                node.leave(&group, &user);
+                node.leave(&group, &user).await
+            };
+            if let Err(e) = done {
+                return error(e.code(), e.message());
             }
             json(
                 StatusCode::OK,
@@ -141,15 +142,21 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
             )
         }
         Route::Members(group) => {
-            let members = node
-                .group_members(&group)
+            let members = match node.group_members(&group).await {
+                Ok(members) => members,
+                Err(e) => return error(e.code(), e.message()),
+            };
+            let members = members
                 .into_iter()
                 .map(|(user, connections)| MemberInfo { user, connections })
                 .collect();
             json(StatusCode::OK, &GroupMembersResponse { group, members })
         }
         Route::User(user) => {
-            let presence = node.user_presence(&user);
+            let presence = match node.user_presence(&user).await {
+                Ok(p) => p,
+                Err(e) => return error(e.code(), e.message()),
+            };
             json(
                 StatusCode::OK,
                 &UserResponse {
@@ -160,7 +167,10 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
             )
         }
         Route::Connections(user) => {
-            let closed = node.disconnect_user(&user, Disconnect::Kicked);
+            let closed = match node.kick(&user).await {
+                Ok(n) => n,
+                Err(e) => return error(e.code(), e.message()),
+            };
             json(StatusCode::OK, &KickResponse { closed })
         }
         Route::Stats => {
@@ -213,9 +223,11 @@ async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> Ht
             )
         }
     };
-    let d = state
-        .node
-        .push(target, Body::from_raw(request.body.to_owned()));
+    let body = Body::from_raw(request.body.to_owned());
+    let d = match state.node.push(target, body).await {
+        Ok(d) => d,
+        Err(e) => return error(e.code(), e.message()),
+    };
     json(
         StatusCode::OK,
         &PushResponse {

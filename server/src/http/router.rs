@@ -15,7 +15,7 @@ use crate::state::SharedState;
 pub async fn route(req: Request<Incoming>, state: SharedState) -> HttpResponse {
     let path = req.uri().path();
     if path == "/ws" {
-        return crate::ws::upgrade::handle(req, &state);
+        return crate::ws::upgrade::handle(req, &state).await;
     }
     if let Some(rest) = path.strip_prefix("/api/v1/") {
         let rest = rest.to_owned();

@@ -107,7 +107,7 @@ pub async fn serve(
     // Out of presence and stats first, so the numbers are exact while the
     // close handshake (bounded, below) is still under way, and so whoever
     // reads the log line may rely on the connection being gone.
-    handler.conn.unregister();
+    handler.conn.unregister().await;
     drop(slot);
     match ended {
         Ended::Closed(reason) => {
@@ -149,7 +149,7 @@ impl Handler {
             let event = std::future::poll_fn(|cx| self.poll_event(cx, timer.as_mut())).await;
             let step = match event {
                 Ok(Event::Close(reason)) => Err(Ended::Closed(reason)),
-                Ok(Event::Received(msg)) => self.on_message(msg),
+                Ok(Event::Received(msg)) => self.on_message(msg).await,
                 Ok(Event::Tick) => {
                     let step = self.on_tick(Instant::now());
                     timer.as_mut().reset(self.next_deadline().into());
@@ -217,7 +217,7 @@ impl Handler {
         self.writer.send_ping(&mut self.ws)
     }
 
-    fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), Ended> {
+    async fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), Ended> {
         let msg = match msg {
             None => return Err(Ended::ClientVanished),
             Some(Ok(msg)) => msg,
@@ -236,7 +236,7 @@ impl Handler {
         match msg {
             Message::Text(text) => {
                 stats.frame_in(text.len());
-                self.on_text(text.as_str())
+                self.on_text(text.as_str()).await
             }
             Message::Binary(data) => {
                 stats.frame_in(data.len());
@@ -282,12 +282,12 @@ impl Handler {
         }
     }
 
-    fn on_text(&mut self, text: &str) -> Result<(), Ended> {
+    async fn on_text(&mut self, text: &str) -> Result<(), Ended> {
         if !self.within_rate(Some(text))? {
             return Ok(());
         }
         let reply = match ClientFrame::parse(text) {
-            Ok(frame) => dispatch(&self.state.node, &self.conn, &self.session, frame),
+            Ok(frame) => dispatch(&self.state.node, &self.conn, &self.session, frame).await,
             Err(e) => Some(ServerFrame::error(e.id, e.code, e.message)),
         };
         match reply {

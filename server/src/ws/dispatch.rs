@@ -1,36 +1,39 @@
-//! What one client frame does (PROTOCOL.md §3): a pure function from the
-//! frame, the connection and its session to node calls and the reply. No
-//! socket in sight, so every answer is unit-tested here; the rules it
-//! applies live in hub-core (`rules.rs`).
+//! What one client frame does (PROTOCOL.md §3): a function from the frame,
+//! the connection and its session to node calls and the reply. No socket in
+//! sight, so every answer is unit-tested here; the rules it applies live in
+//! hub-core (`rules.rs`). It is async because in a cluster the node's calls
+//! reach the shared store; the connection's loop awaits it, so one client's
+//! frames take effect in the order they were sent.
 
-use hub_core::{Connection, Node, Refusal, Session};
+use hub_core::{Connection, Node, NodeError, Session};
 use protocol::{ClientFrame, CorrelationId, ServerFrame};
 
 /// Carries out one client frame; returns the reply, if any.
-pub fn dispatch(
+pub async fn dispatch(
     node: &Node,
     conn: &Connection,
     session: &Session,
     frame: ClientFrame,
 ) -> Option<ServerFrame> {
-    match frame {
+    let (id, done) = match frame {
         ClientFrame::Send { to, body, id } => {
-            let d = node.send(conn, to, body);
-            id.map(|id| ack(id, Some(d.delivered)))
+            let done = node.send(conn, to, body).await;
+            (id, done.map(|d| Some(d.delivered)))
         }
-        ClientFrame::Publish { group, body, id } => match node.publish(conn, group, body) {
-            Ok(d) => id.map(|id| ack(id, Some(d.delivered))),
-            Err(refusal) => Some(refused(id, &refusal)),
-        },
-        ClientFrame::Join { group, id } => match node.join_as(session, &group) {
-            Ok(_) => id.map(|id| ack(id, None)),
-            Err(refusal) => Some(refused(id, &refusal)),
-        },
+        ClientFrame::Publish { group, body, id } => {
+            let done = node.publish(conn, group, body).await;
+            (id, done.map(|d| Some(d.delivered)))
+        }
+        ClientFrame::Join { group, id } => (id, node.join_as(session, &group).await.map(|_| None)),
         ClientFrame::Leave { group, id } => {
-            node.leave(&group, &session.user);
-            id.map(|id| ack(id, None))
+            (id, node.leave(&group, &session.user).await.map(|_| None))
         }
-        ClientFrame::Ping { id } => Some(ServerFrame::Pong { id }),
+        ClientFrame::Ping { id } => return Some(ServerFrame::Pong { id }),
+    };
+    match done {
+        Ok(delivered) => id.map(|id| ack(id, delivered)),
+        // Answered with or without an id: a refusal never goes unseen.
+        Err(e) => Some(refused(id, &e)),
     }
 }
 
@@ -38,8 +41,8 @@ fn ack(id: CorrelationId, delivered: Option<usize>) -> ServerFrame {
     ServerFrame::Ack { id, delivered }
 }
 
-fn refused(id: Option<CorrelationId>, refusal: &Refusal) -> ServerFrame {
-    ServerFrame::error(id, refusal.code(), refusal.message())
+fn refused(id: Option<CorrelationId>, e: &NodeError) -> ServerFrame {
+    ServerFrame::error(id, e.code(), e.message())
 }
 
 #[cfg(test)]
@@ -68,13 +71,18 @@ mod tests {
         }
     }
 
+    /// Runs a call of a one-process node, which completes at once.
+    fn done<T>(call: impl std::future::Future<Output = T>) -> T {
+        futures_util::FutureExt::now_or_never(call).expect("a one-process node answers at once")
+    }
+
     fn connect(node: &Node, s: &Session) -> Connection {
-        node.connect(node.admit(s).unwrap(), s).0
+        done(node.connect(done(node.admit(s)).unwrap(), s)).0
     }
 
     fn run(node: &Node, conn: &Connection, s: &Session, text: &str) -> Option<serde_json::Value> {
         let frame = ClientFrame::parse(text).unwrap();
-        dispatch(node, conn, s, frame).map(|r| serde_json::from_str(&r.to_json()).unwrap())
+        done(dispatch(node, conn, s, frame)).map(|r| serde_json::from_str(&r.to_json()).unwrap())
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::auth::{bearer, expiry_instant, TokenError};
 use crate::http::response::{error, HttpResponse};
 use crate::state::SharedState;
 
-pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
+pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     if state.is_shutting_down() {
         return error(ErrorCode::Unavailable, "server is shutting down");
     }
@@ -106,9 +106,9 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
             }
         },
     };
-    let admission = match state.node.admit(&session) {
+    let admission = match state.node.admit(&session).await {
         Ok(a) => a,
-        Err(refusal) => return error(refusal.code(), refusal.message()),
+        Err(e) => return error(e.code(), e.message()),
     };
 
     let state = state.clone();
@@ -117,7 +117,7 @@ pub fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse {
     state.connections.clone().spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let (conn, groups) = state.node.connect(admission, &session);
+                let (conn, groups) = state.node.connect(admission, &session).await;
                 connection::serve(upgraded, conn, groups, session, slot, state).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
