@@ -1,9 +1,10 @@
 //! Dev-only helpers shared by the server's and the CLI's integration tests
 //! and by `cargo xtask e2e`: the real `wshub-server` binary on a free port
-//! with its log captured, connection tokens, a small WebSocket client and a
-//! minimal HTTP/1.1 client. Everything talks over real sockets; every wait is
-//! on a signal (a log line, a frame, a close, an exit) and [`LIMIT`] only
-//! bounds a broken run.
+//! with its log captured, connection tokens, a small WebSocket client, a
+//! minimal HTTP/1.1 client, and a private real `redis-server` for cluster
+//! mode ([`redis`]). Everything talks over real sockets; every wait is on a
+//! signal (a log line, a frame, a close, an exit) and [`LIMIT`] only bounds a
+//! broken run.
 //!
 //! Failures panic with what was expected and what came instead: these are
 //! test helpers, and a panic is how a test fails.
@@ -11,11 +12,13 @@
 use std::time::Duration;
 
 mod http;
+pub mod redis;
 mod server;
 mod token;
 mod ws;
 
 pub use http::{http, raw_request, request, Response};
+pub use redis::{RedisBuilder, RedisServer};
 pub use server::{listening_addr, server_bin, Server, ServerBuilder};
 pub use token::{now, sign, token};
 pub use ws::{refused, Client, Ws};

@@ -301,6 +301,20 @@ impl Server {
             .await
     }
 
+    /// Starts a cluster-mode server (PROTOCOL.md §11) on the Redis at
+    /// `redis_url` (e.g. [`RedisServer::url`](crate::RedisServer::url)),
+    /// with [`SECRET`] and [`API_KEY`] as every process of one hub must
+    /// share, plus `extra` flags. Call it once per process of the cluster.
+    pub async fn start_cluster(redis_url: &str, extra: &[&str]) -> Server {
+        Server::builder()
+            .secret(SECRET)
+            .api_key(API_KEY)
+            .args(&["--redis", redis_url])
+            .args(extra)
+            .start()
+            .await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
