@@ -93,6 +93,11 @@ pub trait Broker: Send + Sync + 'static {
         true
     }
 
+    /// How many times the broker came back after losing its store.
+    fn reconnects(&self) -> u64 {
+        0
+    }
+
     /// Whether membership and presence live outside this process, so the
     /// hub only mirrors them for its own connections.
     fn is_shared(&self) -> bool {

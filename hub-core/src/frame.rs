@@ -22,6 +22,14 @@ impl Frame {
         Frame(Bytes::from(frame.to_json()))
     }
 
+    /// A frame that arrived from another node, as the bytes it encoded
+    /// there; `None` when they are not UTF-8 (checked once per message, not
+    /// per recipient).
+    pub fn from_shared(bytes: Bytes) -> Option<Frame> {
+        std::str::from_utf8(&bytes).ok()?;
+        Some(Frame(bytes))
+    }
+
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }

@@ -303,6 +303,37 @@ impl Hub {
         members
     }
 
+    /// Forgets every membership this node mirrors: the shared store they
+    /// came from lost its data.
+    pub fn forget_all_groups(&self) {
+        let mut pairs = Vec::new();
+        for shard in self.users.iter() {
+            let shard = lock(shard);
+            for (user, e) in shard.iter() {
+                pairs.extend(e.groups.iter().map(|g| (g.clone(), user.clone())));
+            }
+        }
+        for (g, u) in pairs {
+            self.leave(&g, &u);
+        }
+    }
+
+    /// Connections per user on this node, for a shared presence to be
+    /// rewritten from.
+    pub fn connection_counts(&self) -> Vec<(UserId, usize)> {
+        let mut out = Vec::new();
+        for shard in self.users.iter() {
+            let shard = lock(shard);
+            for (user, e) in shard.iter() {
+                let n = e.conns.lock().len();
+                if n > 0 {
+                    out.push((user.clone(), n));
+                }
+            }
+        }
+        out
+    }
+
     /// What this node reads: every user with a connection here, and every
     /// group one of them is in.
     pub fn topics(&self) -> Vec<Topic> {
@@ -388,6 +419,20 @@ impl Hub {
             .messages_delivered
             .fetch_add((delivered + copies) as u64, Relaxed);
         delivered
+    }
+
+    /// Queues a publication's frame to the local connections of `user`
+    /// only, skipping the sending connection: a cluster carries a direct
+    /// message to the recipient's nodes and the sender's copies to the
+    /// sender's nodes separately, so a node holding both users queues each
+    /// part once.
+    pub fn deliver_to(&self, user: &UserId, p: &Publication) -> usize {
+        let origin_conn = p.origin.as_ref().map(|o| o.conn);
+        let n = self
+            .conns_of(user)
+            .map_or(0, |conns| self.push_all(&conns, p, origin_conn));
+        self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
+        n
     }
 
     fn push_all(&self, conns: &Conns, p: &Publication, skip: Option<ConnId>) -> usize {

@@ -225,6 +225,11 @@ impl Node {
         self.inner.broker.is_up()
     }
 
+    /// How many times the broker came back after an outage.
+    pub fn broker_reconnects(&self) -> u64 {
+        self.inner.broker.reconnects()
+    }
+
     /// Whether this node is part of a cluster (membership and presence
     /// live in a shared store).
     pub fn is_clustered(&self) -> bool {

@@ -71,6 +71,9 @@ pub struct StatsResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResponse {
     pub status: String,
+    /// Cluster mode only: `up` or `down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
 }
 
 #[cfg(test)]

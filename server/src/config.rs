@@ -121,6 +121,11 @@ pub struct Config {
     )]
     pub max_user_groups: NonZeroUsize,
 
+    /// Redis server of a cluster (redis://HOST:PORT/DB): many processes form one hub.
+    /// Without it: one process, everything in memory.
+    #[arg(long, env = "WSHUB_REDIS", value_name = "URL", hide_env_values = true)]
+    pub redis: Option<String>,
+
     /// Development mode: `?userId=` without a token, any group, API without a key.
     /// Only on a loopback --listen address.
     #[arg(long, env = "WSHUB_INSECURE_DEV")]

@@ -2,6 +2,7 @@
 //! the listener and runs the server until SIGINT/SIGTERM (see `server.rs`).
 
 mod auth;
+mod cluster;
 mod config;
 mod http;
 mod metrics;
@@ -87,7 +88,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
-    let state = State::new(config, CancellationToken::new());
+    let state = State::new(config, CancellationToken::new())?;
     server::run(listener, state).await;
     Ok(())
 }

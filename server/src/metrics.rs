@@ -111,6 +111,22 @@ impl Collector for HubCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
+        if self.node.is_clustered() {
+            let up = ConstGauge::new(i64::from(self.node.broker_up()));
+            up.encode(encoder.encode_descriptor(
+                "wshub_broker_up",
+                "1 while the cluster's broker (Redis) is reachable",
+                None,
+                up.metric_type(),
+            )?)?;
+            let reconnects = ConstCounter::new(self.node.broker_reconnects());
+            reconnects.encode(encoder.encode_descriptor(
+                "wshub_broker_reconnects",
+                "Times the broker came back after an outage",
+                None,
+                reconnects.metric_type(),
+            )?)?;
+        }
         Ok(())
     }
 }

@@ -107,6 +107,11 @@ pub async fn run(listener: TcpListener, state: SharedState) {
     {
         tracing::warn!("shutdown grace period over; dropping the remaining connections");
     }
+    // A graceful stop leaves the cluster's presence at once, not after
+    // the heartbeat's TTL.
+    if let Some(cluster) = &state.cluster {
+        let _ = cluster.node_down().await;
+    }
     accept.abort();
     tracing::info!("stopped");
 }

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use hub_core::Node;
+use hub_core::{Backplane, Node, NodeId};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
+use crate::cluster::backplane::RedisBackplane;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -28,17 +29,59 @@ pub struct State {
     /// `--max-connections`: one permit per open WebSocket, held by its task
     /// (so the count is exact, upgrades in flight included). `None`: no cap.
     pub connection_slots: Option<Arc<Semaphore>>,
+    /// Cluster mode's backplane (`--redis`); `None` on one process.
+    pub cluster: Option<Arc<RedisBackplane>>,
 }
 
 impl State {
-    pub fn new(config: Config, shutdown: CancellationToken) -> SharedState {
-        let node = Node::new(config.node_config());
+    /// Builds the shared state; in cluster mode also starts the
+    /// backplane's background tasks (they end with `shutdown`).
+    pub fn new(config: Config, shutdown: CancellationToken) -> anyhow::Result<SharedState> {
+        let (node, cluster) = match &config.redis {
+            None => (Node::new(config.node_config()), None),
+            Some(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| anyhow::anyhow!("bad --redis URL: {e}"))?;
+                let id = NodeId(random_node_id());
+                let mut made = None;
+                let mut failed = None;
+                let node = Node::with_backplane(config.node_config(), id, |hub| {
+                    let local = Arc::new(hub_core::Local(hub.clone()));
+                    match RedisBackplane::new(id, client, hub) {
+                        Ok(bp) => {
+                            let bp = Arc::new(bp);
+                            made = Some(bp.clone());
+                            Backplane {
+                                broker: bp.clone(),
+                                membership: bp.clone(),
+                                presence: bp,
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            Backplane {
+                                broker: local.clone(),
+                                membership: local.clone(),
+                                presence: local,
+                            }
+                        }
+                    }
+                });
+                if let Some(e) = failed {
+                    anyhow::bail!("cannot use --redis {url}: {e}");
+                }
+                if let Some(bp) = &made {
+                    crate::cluster::heartbeat::start(bp, &shutdown);
+                }
+                (node, made)
+            }
+        };
         let connection_slots =
             (config.max_connections > 0).then(|| Arc::new(Semaphore::new(config.max_connections)));
         let tokens = TokenVerifier::new(config.secret.as_deref());
         let ws_config = crate::ws::config::websocket_config(config.max_frame.get());
         let metrics = Metrics::new(node.clone());
-        Arc::new(State {
+        Ok(Arc::new(State {
             config,
             node,
             tokens,
@@ -47,10 +90,20 @@ impl State {
             connections: TaskTracker::new(),
             ws_config,
             connection_slots,
-        })
+            cluster,
+        }))
     }
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
     }
+}
+
+/// A node id that differs between processes and between runs of one.
+fn random_node_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one((
+        std::process::id(),
+        crate::cluster::backplane::local_now_ms(),
+    ))
 }

@@ -48,27 +48,41 @@ fn only_get(method: &Method, answer: impl FnOnce() -> HttpResponse) -> HttpRespo
 }
 
 fn health(state: &SharedState) -> HttpResponse {
-    status(state, "ok", "shutting_down")
+    let (code, word) = if state.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    // A broker outage alone never fails liveness: restarting the process
+    // would not bring Redis back.
+    let broker = state
+        .cluster
+        .as_ref()
+        .map(|_| if state.node.broker_up() { "up" } else { "down" }.to_owned());
+    json(
+        code,
+        &HealthResponse {
+            status: word.to_owned(),
+            broker,
+        },
+    )
 }
 
 /// Readiness (PROTOCOL.md §7): whether a load balancer should send new
-/// clients here. Today only shutdown makes a process unready; the broker's
-/// state will join it in cluster mode.
+/// clients here: not while shutting down, nor in cluster mode while the
+/// broker is unreachable.
 fn ready(state: &SharedState) -> HttpResponse {
-    status(state, "ready", "unavailable")
-}
-
-/// 200 with `up`, or 503 with `down` once shutdown has begun.
-fn status(state: &SharedState, up: &str, down: &str) -> HttpResponse {
-    let (code, word) = if state.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, down)
+    let ready = !state.is_shutting_down() && (state.cluster.is_none() || state.node.broker_up());
+    let (code, word) = if ready {
+        (StatusCode::OK, "ready")
     } else {
-        (StatusCode::OK, up)
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
     json(
         code,
         &HealthResponse {
             status: word.to_owned(),
+            broker: None,
         },
     )
 }

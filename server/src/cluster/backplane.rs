@@ -1,0 +1,481 @@
+//! `RedisBackplane`: hub-core's broker, membership and presence seams on
+//! one Redis server. Commands go through one `ConnectionManager` (it
+//! reconnects by itself) with short timeouts, so that while Redis is gone
+//! every operation answers `unavailable` within about a second instead of
+//! waiting; and while the backplane is down (`heartbeat.rs` decides) no
+//! command is even tried.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hub_core::{
+    BoxFuture, Broker, Hub, Membership, NodeId, Presence, Publication, Target, Topic, Unavailable,
+};
+use protocol::{GroupId, UserId};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{FromRedisValue, ScriptInvocation};
+use tokio::sync::oneshot;
+
+use super::scripts::Scripts;
+use super::wire::{self, Envelope, Names, Part};
+
+/// How long one command may take before it counts as an outage.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a join waits for the nodes holding the user's connections to
+/// subscribe to the group, so a push right after the join reaches them.
+const JOIN_ACK_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The pub/sub side's state, shared with `subscriber.rs`.
+#[derive(Default)]
+pub struct Subscriptions {
+    pub sink: Option<PubSubSink>,
+    pub subscribed: HashSet<String>,
+    /// Channels no local connection read at the last sweep: dropped at
+    /// the next one if still unread, so churn does not flap them.
+    pub idle: HashSet<String>,
+}
+
+/// A join waiting for nodes to subscribe: how many acks are still due,
+/// and who to tell when none are.
+type JoinWaiter = (usize, Option<oneshot::Sender<()>>);
+
+pub struct RedisBackplane {
+    pub node: NodeId,
+    pub names: Names,
+    pub client: redis::Client,
+    conn: ConnectionManager,
+    pub scripts: Scripts,
+    pub hub: Arc<Hub>,
+    /// The last heartbeat reached Redis (and the node's presence is synced).
+    pub heartbeat_ok: AtomicBool,
+    /// The pub/sub connection holds every channel this node needs.
+    pub pubsub_up: AtomicBool,
+    pub reconnects: AtomicU64,
+    /// Redis's clock minus ours, in ms, as of the last heartbeat.
+    pub clock_offset_ms: AtomicI64,
+    pub subs: Mutex<Subscriptions>,
+    acks: Mutex<HashMap<u64, JoinWaiter>>,
+    next_token: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn local_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl RedisBackplane {
+    /// Connects lazily: the server starts (and answers `/readyz` 503)
+    /// while Redis is not there yet.
+    pub fn new(node: NodeId, client: redis::Client, hub: Arc<Hub>) -> redis::RedisResult<Self> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            // The default retries for ~9 s; one retry keeps an outage's
+            // answers within the contract's seconds.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let db = client.get_connection_info().redis_settings().db();
+        Ok(RedisBackplane {
+            node,
+            names: Names::new(db),
+            client,
+            conn,
+            scripts: Scripts::default(),
+            hub,
+            heartbeat_ok: AtomicBool::new(false),
+            pubsub_up: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            clock_offset_ms: AtomicI64::new(0),
+            subs: Mutex::default(),
+            acks: Mutex::default(),
+            next_token: AtomicU64::new(1),
+        })
+    }
+
+    pub fn up(&self) -> bool {
+        self.heartbeat_ok.load(SeqCst) && self.pubsub_up.load(SeqCst)
+    }
+
+    fn check(&self) -> Result<(), Unavailable> {
+        if self.up() {
+            Ok(())
+        } else {
+            Err(Unavailable)
+        }
+    }
+
+    /// A deadline on Redis's clock for a command sent now.
+    fn deadline(&self) -> i64 {
+        local_now_ms() + self.clock_offset_ms.load(SeqCst) + COMMAND_TIMEOUT.as_millis() as i64
+    }
+
+    /// Runs a script invocation; any failure or timeout is `Unavailable`.
+    pub async fn run<T: FromRedisValue>(
+        &self,
+        inv: ScriptInvocation<'_>,
+    ) -> Result<T, Unavailable> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(COMMAND_TIMEOUT, inv.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "redis command failed");
+                Err(Unavailable)
+            }
+            Err(_) => Err(Unavailable),
+        }
+    }
+
+    /// Runs one plain command.
+    pub async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "redis command failed");
+                Err(Unavailable)
+            }
+            Err(_) => Err(Unavailable),
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        &self.names.keys
+    }
+
+    /// One heartbeat: marks this node live for `ttl`; returns the dataset
+    /// id and Redis's clock.
+    pub async fn heartbeat(
+        &self,
+        ttl: Duration,
+        run_candidate: &str,
+    ) -> Result<(String, i64), Unavailable> {
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.arg(self.prefix())
+            .arg(self.node.to_string())
+            .arg(ttl.as_millis() as u64)
+            .arg(run_candidate);
+        let (run, now): (String, String) = self.run(inv).await?;
+        Ok((run, now.parse().unwrap_or_else(|_| local_now_ms())))
+    }
+
+    /// Rewrites this node's presence from the connections it holds.
+    pub async fn sync_presence(&self) -> Result<(), Unavailable> {
+        let mut inv = self.scripts.node_sync.prepare_invoke();
+        inv.arg(self.prefix()).arg(self.node.to_string());
+        for (user, n) in self.hub.connection_counts() {
+            inv.arg(user.as_str()).arg(n);
+        }
+        let _: i64 = self.run(inv).await?;
+        Ok(())
+    }
+
+    /// Leaves the shared presence at once (a graceful stop).
+    pub async fn node_down(&self) -> Result<(), Unavailable> {
+        let mut inv = self.scripts.node_down.prepare_invoke();
+        inv.arg(self.prefix()).arg(self.node.to_string());
+        let _: i64 = self.run(inv).await?;
+        Ok(())
+    }
+
+    /// A node subscribed to a group after a join: one fewer to wait for.
+    pub fn join_acked(&self, token: u64) {
+        let mut acks = lock(&self.acks);
+        if let Some((left, done)) = acks.get_mut(&token) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                if let Some(done) = done.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Tells the node that waits on `token` that this one is subscribed.
+    pub async fn send_join_ack(&self, node: u64, token: u64) {
+        let payload = wire::encode(&Envelope::JoinAck { token }, None);
+        let channel = self.names.node_channel(NodeId(node));
+        let _: Result<i64, _> = self
+            .command(redis::cmd("PUBLISH").arg(channel).arg(payload))
+            .await;
+    }
+
+    async fn publish_to_user(&self, to: &UserId, p: &Publication) -> Result<i64, Unavailable> {
+        let origin_user = p.origin.as_ref().map(|o| o.user.clone());
+        let mut inv = self.scripts.push_user.prepare_invoke();
+        inv.arg(self.prefix())
+            .arg(self.deadline())
+            .arg(to.as_str())
+            .arg(origin_user.as_ref().map_or("", |u| u.as_str()))
+            .arg(if p.origin.is_some() { "1" } else { "0" })
+            .arg(self.names.user_channel(to))
+            .arg(wire::message(p, Part::Target));
+        match &origin_user {
+            Some(from) if from != to => {
+                inv.arg(self.names.user_channel(from))
+                    .arg(wire::message(p, Part::SenderCopies));
+            }
+            _ => {
+                inv.arg("").arg("");
+            }
+        }
+        self.run(inv).await
+    }
+
+    async fn publish_to_group(&self, group: &GroupId, p: &Publication) -> Result<i64, Unavailable> {
+        let origin_user = p.origin.as_ref().map(|o| o.user.clone());
+        let mut inv = self.scripts.push_group.prepare_invoke();
+        inv.arg(self.prefix())
+            .arg(self.deadline())
+            .arg(group.as_str())
+            .arg(origin_user.as_ref().map_or("", |u| u.as_str()))
+            .arg(self.names.group_channel(group))
+            .arg(wire::message(p, Part::Target));
+        self.run(inv).await
+    }
+
+    async fn broadcast(&self, p: &Publication) -> Result<i64, Unavailable> {
+        let mut inv = self.scripts.broadcast.prepare_invoke();
+        inv.arg(self.prefix())
+            .arg(self.deadline())
+            .arg(self.names.all_channel())
+            .arg(wire::message(p, Part::Target));
+        self.run(inv).await
+    }
+}
+
+/// A script's "too late, did nothing" (-1) is an outage too.
+fn counted(n: i64) -> Result<usize, Unavailable> {
+    usize::try_from(n).map_err(|_| Unavailable)
+}
+
+impl Broker for RedisBackplane {
+    fn publish<'a>(&'a self, p: &'a Publication) -> BoxFuture<'a, Result<usize, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let n = match &p.target {
+                Target::User(to) => self.publish_to_user(to, p).await?,
+                Target::Group(g) => self.publish_to_group(g, p).await?,
+                Target::All => self.broadcast(p).await?,
+            };
+            counted(n)
+        })
+    }
+
+    fn kick<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<usize, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let payload = wire::encode(&Envelope::Kick { user: user.clone() }, None);
+            let mut inv = self.scripts.kick.prepare_invoke();
+            inv.arg(self.prefix())
+                .arg(self.deadline())
+                .arg(user.as_str())
+                .arg(self.names.user_channel(user))
+                .arg(payload);
+            counted(self.run(inv).await?)
+        })
+    }
+
+    fn subscribe<'a>(&'a self, topics: &'a [Topic]) -> BoxFuture<'a, Result<(), Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let channels: Vec<String> =
+                topics.iter().map(|t| self.names.topic_channel(t)).collect();
+            super::subscriber::ensure(self, channels).await
+        })
+    }
+
+    fn is_up(&self) -> bool {
+        self.up()
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.reconnects.load(SeqCst)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+}
+
+impl Membership for RedisBackplane {
+    fn join<'a>(
+        &'a self,
+        group: &'a GroupId,
+        user: &'a UserId,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Option<bool>, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let token = self.next_token.fetch_add(1, SeqCst);
+            let (done, acked) = oneshot::channel();
+            // Registered before the script runs: an ack can come back
+            // before the script's answer does.
+            lock(&self.acks).insert(token, (usize::MAX, Some(done)));
+            let payload = wire::encode(
+                &Envelope::Joined {
+                    user: user.clone(),
+                    group: group.clone(),
+                    node: self.node.0,
+                    token,
+                },
+                None,
+            );
+            let mut inv = self.scripts.join.prepare_invoke();
+            inv.arg(self.prefix())
+                .arg(self.deadline())
+                .arg(user.as_str())
+                .arg(group.as_str())
+                .arg(max)
+                .arg(self.names.user_channel(user))
+                .arg(payload);
+            let answer: Result<(i64, i64), Unavailable> = self.run(inv).await;
+            let outcome = match answer {
+                Ok((1, receivers)) => {
+                    let waiting = {
+                        let mut acks = lock(&self.acks);
+                        match acks.get_mut(&token) {
+                            Some(entry) => {
+                                // Acks that already came in count.
+                                let early = usize::MAX - entry.0;
+                                entry.0 = (receivers.max(0) as usize).saturating_sub(early);
+                                entry.0 > 0
+                            }
+                            None => false,
+                        }
+                    };
+                    if waiting {
+                        // Best effort: a node that never acks (it just
+                        // died) must not hold the join for longer.
+                        let _ = tokio::time::timeout(JOIN_ACK_TIMEOUT, acked).await;
+                    }
+                    Ok(Some(true))
+                }
+                Ok((0, _)) => Ok(Some(false)),
+                Ok((-1, _)) => Ok(None),
+                Ok(_) | Err(_) => Err(Unavailable),
+            };
+            lock(&self.acks).remove(&token);
+            outcome
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        group: &'a GroupId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let payload = wire::encode(
+                &Envelope::Left {
+                    user: user.clone(),
+                    group: group.clone(),
+                },
+                None,
+            );
+            let mut inv = self.scripts.leave.prepare_invoke();
+            inv.arg(self.prefix())
+                .arg(self.deadline())
+                .arg(user.as_str())
+                .arg(group.as_str())
+                .arg(self.names.user_channel(user))
+                .arg(payload);
+            let was: i64 = self.run(inv).await?;
+            match was {
+                -1 => Err(Unavailable),
+                n => Ok(n == 1),
+            }
+        })
+    }
+
+    fn groups_of<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Vec<GroupId>, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let key = format!("{}user:{user}:groups", self.prefix());
+            let names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(key)).await?;
+            Ok(names.iter().filter_map(|g| GroupId::new(g).ok()).collect())
+        })
+    }
+
+    fn members_of<'a>(
+        &'a self,
+        group: &'a GroupId,
+    ) -> BoxFuture<'a, Result<Vec<UserId>, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let key = format!("{}group:{group}:members", self.prefix());
+            let names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(key)).await?;
+            Ok(names.iter().filter_map(|u| UserId::new(u).ok()).collect())
+        })
+    }
+
+    fn is_member<'a>(
+        &'a self,
+        group: &'a GroupId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<bool, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let key = format!("{}user:{user}:groups", self.prefix());
+            self.command(redis::cmd("SISMEMBER").arg(key).arg(group.as_str()))
+                .await
+        })
+    }
+}
+
+impl Presence for RedisBackplane {
+    fn connections<'a>(
+        &'a self,
+        users: &'a [UserId],
+    ) -> BoxFuture<'a, Result<Vec<usize>, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            if users.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut inv = self.scripts.connections.prepare_invoke();
+            inv.arg(self.prefix());
+            for u in users {
+                inv.arg(u.as_str());
+            }
+            let counts: Vec<i64> = self.run(inv).await?;
+            Ok(counts.into_iter().map(|c| c.max(0) as usize).collect())
+        })
+    }
+
+    fn changed<'a>(
+        &'a self,
+        user: &'a UserId,
+        delta: i64,
+    ) -> BoxFuture<'a, Result<(), Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let mut inv = self.scripts.presence.prepare_invoke();
+            inv.arg(self.prefix())
+                .arg(self.node.to_string())
+                .arg(user.as_str())
+                .arg(delta);
+            let _: i64 = self.run(inv).await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Presence and liveness of one process in the cluster: a heartbeat every
+//! second marks the node live for `NODE_TTL` (so a process that dies drops
+//! out of every count within that time), tells an outage from service,
+//! and notices a Redis that came back without its data (its dataset id is
+//! gone). Coming back is done in order: the pub/sub side resubscribes, the
+//! node's presence is rewritten from what it holds, and only then does the
+//! backplane answer again.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::backplane::{local_now_ms, RedisBackplane};
+
+const EVERY: Duration = Duration::from_secs(1);
+/// A node not heard from for this long is dead to the others.
+pub const NODE_TTL: Duration = Duration::from_secs(6);
+/// Presence is rewritten whole this often even when nothing went wrong,
+/// repairing any change that did not get through.
+const SYNC_EVERY: u32 = 10;
+
+pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
+    let candidate = format!("{}-{:x}", bp.node, local_now_ms());
+    let mut every = tokio::time::interval(EVERY);
+    let mut run_id: Option<String> = None;
+    let mut beats_since_sync = 0u32;
+    let mut ever_up = false;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let beat = bp.heartbeat(NODE_TTL, &candidate).await;
+        let was_ok = bp.heartbeat_ok.load(SeqCst);
+        let (run, redis_now) = match beat {
+            Ok(answer) => answer,
+            Err(_) => {
+                if was_ok {
+                    tracing::warn!(node = %bp.node, "broker down: Redis does not answer");
+                }
+                bp.heartbeat_ok.store(false, SeqCst);
+                continue;
+            }
+        };
+        bp.clock_offset_ms.store(redis_now - local_now_ms(), SeqCst);
+        if run_id.as_ref().is_some_and(|known| known != &run) {
+            // Redis lost its data: memberships that lived only there are
+            // gone, and this node's mirror of them must go too.
+            tracing::warn!(node = %bp.node, "Redis came back without its data");
+            bp.hub.forget_all_groups();
+            beats_since_sync = SYNC_EVERY;
+        }
+        run_id = Some(run);
+        beats_since_sync += 1;
+        if !was_ok || beats_since_sync >= SYNC_EVERY {
+            if bp.sync_presence().await.is_err() {
+                bp.heartbeat_ok.store(false, SeqCst);
+                continue;
+            }
+            beats_since_sync = 0;
+        }
+        if !was_ok && bp.pubsub_up.load(SeqCst) {
+            bp.heartbeat_ok.store(true, SeqCst);
+            if ever_up {
+                bp.reconnects.fetch_add(1, SeqCst);
+            }
+            ever_up = true;
+            tracing::info!(node = %bp.node, "broker up");
+        }
+    }
+}
+
+/// Starts the background tasks of a cluster node.
+pub fn start(bp: &Arc<RedisBackplane>, shutdown: &CancellationToken) {
+    tokio::spawn(super::subscriber::run(bp.clone(), shutdown.clone()));
+    tokio::spawn(super::subscriber::sweep(bp.clone(), shutdown.clone()));
+    tokio::spawn(run(bp.clone(), shutdown.clone()));
+}

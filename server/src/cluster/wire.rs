@@ -1,0 +1,231 @@
+//! Names in Redis, and what travels on a channel. The layout belongs to the
+//! server and may change between versions (PROTOCOL.md §11).
+//!
+//! Keys, all under `wshub:`:
+//! - `user:{u}:groups` (set), `group:{g}:members` (set): membership;
+//! - `user:{u}:conns` (hash node → count): presence of one user;
+//! - `node:{n}:users` (set): the users a node counts, to clean up after it;
+//! - `conns_by_node` (hash node → count): for a broadcast's `delivered`;
+//! - `nodes` (sorted set node → expiry, ms on Redis's clock): live nodes;
+//! - `run` (string): the dataset's id; when it is gone, Redis lost its data.
+//!
+//! Channels carry the database number, because pub/sub ignores it:
+//! `wshub:{db}:u:{user}`, `wshub:{db}:g:{group}`, `wshub:{db}:all`,
+//! `wshub:{db}:n:{node}`. A payload is one line of JSON (the envelope)
+//! followed by the encoded frame, so the frame's bytes are never parsed
+//! or encoded again on the way.
+
+use bytes::Bytes;
+use hub_core::{ConnId, Control, Frame, NodeId, Origin, Publication, Target, Topic};
+use protocol::{GroupId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Names for one Redis database.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub keys: String,
+    pub channels: String,
+}
+
+impl Names {
+    pub fn new(db: i64) -> Self {
+        Names {
+            keys: "wshub:".into(),
+            channels: format!("wshub:{db}:"),
+        }
+    }
+
+    pub fn user_channel(&self, user: &UserId) -> String {
+        format!("{}u:{user}", self.channels)
+    }
+
+    pub fn group_channel(&self, group: &GroupId) -> String {
+        format!("{}g:{group}", self.channels)
+    }
+
+    pub fn all_channel(&self) -> String {
+        format!("{}all", self.channels)
+    }
+
+    pub fn node_channel(&self, node: NodeId) -> String {
+        format!("{}n:{node}", self.channels)
+    }
+
+    pub fn topic_channel(&self, topic: &Topic) -> String {
+        match topic {
+            Topic::User(u) => self.user_channel(u),
+            Topic::Group(g) => self.group_channel(g),
+        }
+    }
+}
+
+/// The envelope in front of a frame, or a control message on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Envelope {
+    /// A message; `part` says which recipients this channel carries it to.
+    Message {
+        target: WireTarget,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<WireOrigin>,
+        part: Part,
+    },
+    Joined {
+        user: UserId,
+        group: GroupId,
+        /// The node waiting for acks, and what to ack.
+        node: u64,
+        token: u64,
+    },
+    Left {
+        user: UserId,
+        group: GroupId,
+    },
+    Kick {
+        user: UserId,
+    },
+    /// A node subscribed to a group after a `Joined`.
+    JoinAck {
+        token: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireTarget {
+    User(UserId),
+    Group(GroupId),
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireOrigin {
+    pub user: UserId,
+    pub node: u64,
+    pub conn: u64,
+}
+
+/// Which recipients of a message one channel carries it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// Everyone the target names (a group, everyone, or the user `to`).
+    Target,
+    /// The sender's other connections (a direct message's copies).
+    SenderCopies,
+}
+
+pub fn encode(envelope: &Envelope, frame: Option<&Frame>) -> Vec<u8> {
+    let mut out = serde_json::to_vec(envelope).unwrap_or_default();
+    out.push(b'\n');
+    if let Some(f) = frame {
+        out.extend_from_slice(f.bytes());
+    }
+    out
+}
+
+pub fn message(p: &Publication, part: Part) -> Vec<u8> {
+    let target = match &p.target {
+        Target::User(u) => WireTarget::User(u.clone()),
+        Target::Group(g) => WireTarget::Group(g.clone()),
+        Target::All => WireTarget::All,
+    };
+    let origin = p.origin.as_ref().map(|o| WireOrigin {
+        user: o.user.clone(),
+        node: o.conn.node.0,
+        conn: o.conn.n,
+    });
+    encode(
+        &Envelope::Message {
+            target,
+            origin,
+            part,
+        },
+        Some(&p.frame),
+    )
+}
+
+/// What arrived on a channel.
+#[derive(Debug)]
+pub enum Arrived {
+    Message(Publication, Part),
+    Control(Control, Option<(u64, u64)>),
+    JoinAck(u64),
+}
+
+/// Reads a payload; `None` for anything this version cannot read (logged
+/// by the caller), which never takes the subscriber down.
+pub fn decode(payload: Bytes) -> Option<Arrived> {
+    let newline = payload.iter().position(|b| *b == b'\n')?;
+    let envelope: Envelope = serde_json::from_slice(&payload[..newline]).ok()?;
+    Some(match envelope {
+        Envelope::Message {
+            target,
+            origin,
+            part,
+        } => {
+            let frame = Frame::from_shared(payload.slice(newline + 1..))?;
+            let target = match target {
+                WireTarget::User(u) => Target::User(u),
+                WireTarget::Group(g) => Target::Group(g),
+                WireTarget::All => Target::All,
+            };
+            let origin = origin.map(|o| Origin {
+                user: o.user,
+                conn: ConnId {
+                    node: NodeId(o.node),
+                    n: o.conn,
+                },
+            });
+            Arrived::Message(
+                Publication {
+                    target,
+                    origin,
+                    frame,
+                },
+                part,
+            )
+        }
+        Envelope::Joined {
+            user,
+            group,
+            node,
+            token,
+        } => Arrived::Control(Control::Joined { user, group }, Some((node, token))),
+        Envelope::Left { user, group } => Arrived::Control(Control::Left { user, group }, None),
+        Envelope::Kick { user } => Arrived::Control(Control::Kick { user }, None),
+        Envelope::JoinAck { token } => Arrived::JoinAck(token),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::ServerFrame;
+
+    #[test]
+    fn a_message_survives_the_wire_with_its_bytes_unchanged() {
+        let frame = Frame::encode(&ServerFrame::Pong { id: None });
+        let p = Publication {
+            target: Target::Group(GroupId::new("g").unwrap()),
+            origin: Some(Origin {
+                user: UserId::new("a").unwrap(),
+                conn: ConnId {
+                    node: NodeId(u64::MAX),
+                    n: 7,
+                },
+            }),
+            frame: frame.clone(),
+        };
+        let Some(Arrived::Message(back, Part::Target)) =
+            decode(Bytes::from(message(&p, Part::Target)))
+        else {
+            panic!("not read back");
+        };
+        assert_eq!(back.frame, frame);
+        assert_eq!(back.origin, p.origin);
+        assert_eq!(back.target, p.target);
+        assert!(decode(Bytes::from_static(b"no newline")).is_none());
+        assert!(decode(Bytes::from_static(b"{\"k\":\"unknown\"}\n")).is_none());
+    }
+}
