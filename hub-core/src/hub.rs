@@ -334,15 +334,15 @@ impl Hub {
         out
     }
 
-    /// What this node reads: every user with a connection here, and every
-    /// group one of them is in.
+    /// What this node reads: every user with a connection here (or one
+    /// admitted and on its way), and every group one of them is in.
     pub fn topics(&self) -> Vec<Topic> {
         let mut groups = BTreeSet::new();
         let mut topics = Vec::new();
         for shard in self.users.iter() {
             let shard = lock(shard);
             for (user, e) in shard.iter() {
-                if e.conns.lock().is_empty() {
+                if e.admitted == 0 && e.conns.lock().is_empty() {
                     continue;
                 }
                 topics.push(Topic::User(user.clone()));

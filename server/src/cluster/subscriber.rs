@@ -49,8 +49,12 @@ fn wanted(bp: &RedisBackplane) -> HashSet<String> {
 /// to yet, and returns once Redis confirmed it.
 pub async fn ensure(bp: &RedisBackplane, channels: Vec<String>) -> Result<(), Unavailable> {
     let (mut sink, missing) = {
-        let s = subs(bp);
+        let mut s = subs(bp);
         let sink = s.sink.clone().ok_or(Unavailable)?;
+        // Read again: a sweep must not drop them now.
+        for c in &channels {
+            s.idle.remove(c);
+        }
         let missing: Vec<String> = channels
             .into_iter()
             .filter(|c| !s.subscribed.contains(c))
@@ -63,10 +67,7 @@ pub async fn ensure(bp: &RedisBackplane, channels: Vec<String>) -> Result<(), Un
     match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&missing)).await {
         Ok(Ok(())) => {
             let mut s = subs(bp);
-            for c in missing {
-                s.idle.remove(&c);
-                s.subscribed.insert(c);
-            }
+            s.subscribed.extend(missing);
             Ok(())
         }
         _ => Err(Unavailable),
@@ -162,11 +163,11 @@ pub async fn sweep(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
             _ = every.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let wanted = wanted(&bp);
+        let reading = wanted(&bp);
         let (sink, stale) = {
             let mut s = subs(&bp);
             let Some(sink) = s.sink.clone() else { continue };
-            let unread: HashSet<String> = s.subscribed.difference(&wanted).cloned().collect();
+            let unread: HashSet<String> = s.subscribed.difference(&reading).cloned().collect();
             let stale: Vec<String> = unread.intersection(&s.idle).cloned().collect();
             s.idle = unread
                 .difference(&stale.iter().cloned().collect())
@@ -180,6 +181,16 @@ pub async fn sweep(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         if !stale.is_empty() {
             let mut sink = sink;
             let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&stale)).await;
+            // A connection that arrived while the unsubscribe was on its
+            // way may need one of them again: subscribe it back.
+            let now_wanted = wanted(&bp);
+            let again: Vec<String> = stale
+                .into_iter()
+                .filter(|c| now_wanted.contains(c))
+                .collect();
+            if !again.is_empty() {
+                let _ = ensure(&bp, again).await;
+            }
         }
     }
 }
