@@ -236,17 +236,6 @@ impl Node {
         self.inner.broker.is_shared()
     }
 
-    /// The users with connections on this node and the groups they are in:
-    /// what a shared broker must be subscribed to.
-    pub fn local_topics(&self) -> Vec<Topic> {
-        self.inner.hub.topics()
-    }
-
-    /// The hub, for a shared broker to deliver to and for its tests.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.inner.hub
-    }
-
     /// Whether a token may carry this many groups (`max_user_groups`).
     pub fn check_token_groups(&self, groups: &[GroupId]) -> Result<(), Refusal> {
         let max = self.inner.config.max_user_groups.get();

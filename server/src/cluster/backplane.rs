@@ -131,27 +131,24 @@ impl RedisBackplane {
         inv: ScriptInvocation<'_>,
     ) -> Result<T, Unavailable> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(COMMAND_TIMEOUT, inv.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "redis command failed");
-                Err(Unavailable)
-            }
-            Err(_) => Err(Unavailable),
-        }
+        timed(inv.invoke_async(&mut conn)).await
     }
 
-    /// Runs one plain command.
+    /// Runs one plain command, likewise.
     pub async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Unavailable> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "redis command failed");
-                Err(Unavailable)
-            }
-            Err(_) => Err(Unavailable),
-        }
+        timed(cmd.query_async(&mut conn)).await
+    }
+
+    /// The members of a set, as ids (a malformed one, which only another
+    /// writer could have put there, is skipped).
+    async fn ids<T>(
+        &self,
+        key: String,
+        id: impl Fn(&str) -> Option<T>,
+    ) -> Result<Vec<T>, Unavailable> {
+        let names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(key)).await?;
+        Ok(names.iter().filter_map(|n| id(n)).collect())
     }
 
     fn prefix(&self) -> &str {
@@ -256,6 +253,20 @@ impl RedisBackplane {
             .arg(self.names.all_channel())
             .arg(wire::message(p, Part::Target));
         self.run(inv).await
+    }
+}
+
+/// Bounds one Redis call by `COMMAND_TIMEOUT`; any failure is `Unavailable`.
+async fn timed<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Unavailable> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "redis command failed");
+            Err(Unavailable)
+        }
+        Err(_) => Err(Unavailable),
     }
 }
 
@@ -410,9 +421,8 @@ impl Membership for RedisBackplane {
     ) -> BoxFuture<'a, Result<Vec<GroupId>, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let key = format!("{}user:{user}:groups", self.prefix());
-            let names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(key)).await?;
-            Ok(names.iter().filter_map(|g| GroupId::new(g).ok()).collect())
+            let key = self.names.user_groups_key(user);
+            self.ids(key, |g| GroupId::new(g).ok()).await
         })
     }
 
@@ -422,9 +432,8 @@ impl Membership for RedisBackplane {
     ) -> BoxFuture<'a, Result<Vec<UserId>, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let key = format!("{}group:{group}:members", self.prefix());
-            let names: Vec<String> = self.command(redis::cmd("SMEMBERS").arg(key)).await?;
-            Ok(names.iter().filter_map(|u| UserId::new(u).ok()).collect())
+            let key = self.names.group_members_key(group);
+            self.ids(key, |u| UserId::new(u).ok()).await
         })
     }
 
@@ -435,7 +444,7 @@ impl Membership for RedisBackplane {
     ) -> BoxFuture<'a, Result<bool, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let key = format!("{}user:{user}:groups", self.prefix());
+            let key = self.names.user_groups_key(user);
             self.command(redis::cmd("SISMEMBER").arg(key).arg(group.as_str()))
                 .await
         })

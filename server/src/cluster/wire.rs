@@ -35,6 +35,14 @@ impl Names {
         }
     }
 
+    pub fn user_groups_key(&self, user: &UserId) -> String {
+        format!("{}user:{user}:groups", self.keys)
+    }
+
+    pub fn group_members_key(&self, group: &GroupId) -> String {
+        format!("{}group:{group}:members", self.keys)
+    }
+
     pub fn user_channel(&self, user: &UserId) -> String {
         format!("{}u:{user}", self.channels)
     }
