@@ -2,7 +2,8 @@
 //! subcommands instead of shell scripts (rust-analyzer's convention).
 //!
 //! - `ci`: format check, clippy, every test, the end-to-end run.
-//! - `e2e`: the whole system with real processes, checked step by step.
+//! - `e2e`: the whole system with real processes, checked step by step;
+//!   `e2e --cluster` the same on two servers sharing a private Redis.
 //! - `browser`: the chat page in headless Chromium.
 //! - `bench`: the benchmark suite against a release server over loopback.
 
@@ -27,7 +28,12 @@ enum Command {
     /// Everything CI checks: fmt, clippy, tests, e2e.
     Ci,
     /// Build, start a server and run a scripted scenario with wshub-cli.
-    E2e,
+    E2e {
+        /// Run it on a cluster instead: a private redis-server and two
+        /// wshub-server processes on it, clients on different processes.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Drive the chat page in headless Chromium (needs `chromium` and npm).
     Browser,
     /// Run the benchmark suite (see BENCHMARKS.md).
@@ -43,7 +49,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ci => ci::run(),
-        Command::E2e => e2e::run(),
+        Command::E2e { cluster } => e2e::run(cluster),
         Command::Browser => browser::run(),
         Command::Bench(args) => bench::run(args),
         Command::Load(args) => bench::load::run(args),
