@@ -303,6 +303,17 @@ impl Hub {
         members
     }
 
+    /// Makes the memberships this node mirrors for `user` exactly `groups`.
+    pub fn set_groups(&self, user: &UserId, groups: &[GroupId]) {
+        let current = self.user_info(user).1;
+        for g in current.iter().filter(|g| !groups.contains(g)) {
+            self.leave(g, user);
+        }
+        for g in groups.iter().filter(|g| !current.contains(g)) {
+            let _ = self.join(g, user, usize::MAX);
+        }
+    }
+
     /// Forgets every membership this node mirrors: the shared store they
     /// came from lost its data.
     pub fn forget_all_groups(&self) {

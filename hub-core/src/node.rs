@@ -255,6 +255,12 @@ impl Node {
         let max_conns = inner.config.max_user_connections.get();
         let max_groups = inner.config.max_user_groups.get();
         let user = &session.user;
+        // The user's channel first: a join or leave made elsewhere from now
+        // on is heard, so the groups read next cannot go stale unseen.
+        inner
+            .broker
+            .subscribe(std::slice::from_ref(&Topic::User(user.clone())))
+            .await?;
         let mut groups = inner.membership.groups_of(user).await?;
         let new: BTreeSet<&GroupId> = session
             .token_groups
@@ -294,8 +300,7 @@ impl Node {
             }
         }
         groups.sort();
-        let mut topics: Vec<Topic> = groups.iter().cloned().map(Topic::Group).collect();
-        topics.push(Topic::User(user.clone()));
+        let topics: Vec<Topic> = groups.iter().cloned().map(Topic::Group).collect();
         inner.broker.subscribe(&topics).await?;
         admission.groups = groups;
         Ok(admission)

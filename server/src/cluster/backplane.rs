@@ -52,6 +52,11 @@ pub struct RedisBackplane {
     pub heartbeat_ok: AtomicBool,
     /// The pub/sub connection holds every channel this node needs.
     pub pubsub_up: AtomicBool,
+    /// Counts the pub/sub connection's (re)subscriptions; the heartbeat
+    /// brings the node back to service only after it has resynced what
+    /// the pub/sub side may have missed since the last one it saw.
+    pub pubsub_generation: AtomicU64,
+    pub synced_generation: AtomicU64,
     pub reconnects: AtomicU64,
     /// Redis's clock minus ours, in ms, as of the last heartbeat.
     pub clock_offset_ms: AtomicI64,
@@ -100,6 +105,8 @@ impl RedisBackplane {
             hub,
             heartbeat_ok: AtomicBool::new(false),
             pubsub_up: AtomicBool::new(false),
+            pubsub_generation: AtomicU64::new(0),
+            synced_generation: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             clock_offset_ms: AtomicI64::new(0),
             subs: Mutex::default(),
@@ -109,7 +116,9 @@ impl RedisBackplane {
     }
 
     pub fn up(&self) -> bool {
-        self.heartbeat_ok.load(SeqCst) && self.pubsub_up.load(SeqCst)
+        self.heartbeat_ok.load(SeqCst)
+            && self.pubsub_up.load(SeqCst)
+            && self.synced_generation.load(SeqCst) == self.pubsub_generation.load(SeqCst)
     }
 
     fn check(&self) -> Result<(), Unavailable> {
@@ -179,6 +188,18 @@ impl RedisBackplane {
             inv.arg(user.as_str()).arg(n);
         }
         let _: i64 = self.run(inv).await?;
+        Ok(())
+    }
+
+    /// Reloads the memberships this node mirrors for its users from Redis:
+    /// joins and leaves announced while its pub/sub connection was down
+    /// were not heard.
+    pub async fn resync_memberships(&self) -> Result<(), Unavailable> {
+        for (user, _) in self.hub.connection_counts() {
+            let key = self.names.user_groups_key(&user);
+            let groups = self.ids(key, |g| GroupId::new(g).ok()).await?;
+            self.hub.set_groups(&user, &groups);
+        }
         Ok(())
     }
 

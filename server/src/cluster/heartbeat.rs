@@ -22,25 +22,27 @@ pub const NODE_TTL: Duration = Duration::from_secs(6);
 const SYNC_EVERY: u32 = 10;
 
 pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
-    let candidate = format!("{}-{:x}", bp.node, local_now_ms());
     let mut every = tokio::time::interval(EVERY);
     let mut run_id: Option<String> = None;
     let mut beats_since_sync = 0u32;
     let mut ever_up = false;
+    let mut beats = 0u64;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let beat = bp.heartbeat(NODE_TTL, &candidate).await;
-        let was_ok = bp.heartbeat_ok.load(SeqCst);
-        let (run, redis_now) = match beat {
+        // A fresh id each time: whoever finds the key gone writes a value
+        // no node has seen, so every node notices the loss.
+        beats += 1;
+        let candidate = format!("{}-{:x}-{beats}", bp.node, local_now_ms());
+        let was_up = bp.up();
+        let (run, redis_now) = match bp.heartbeat(NODE_TTL, &candidate).await {
             Ok(answer) => answer,
             Err(_) => {
-                if was_ok {
+                if bp.heartbeat_ok.swap(false, SeqCst) {
                     tracing::warn!(node = %bp.node, "broker down: Redis does not answer");
                 }
-                bp.heartbeat_ok.store(false, SeqCst);
                 continue;
             }
         };
@@ -54,15 +56,19 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         }
         run_id = Some(run);
         beats_since_sync += 1;
-        if !was_ok || beats_since_sync >= SYNC_EVERY {
-            if bp.sync_presence().await.is_err() {
+        let generation = bp.pubsub_generation.load(SeqCst);
+        let resubscribed = generation != bp.synced_generation.load(SeqCst);
+        let heartbeat_was_ok = bp.heartbeat_ok.load(SeqCst);
+        if !heartbeat_was_ok || resubscribed || beats_since_sync >= SYNC_EVERY {
+            if bp.sync_presence().await.is_err() || bp.resync_memberships().await.is_err() {
                 bp.heartbeat_ok.store(false, SeqCst);
                 continue;
             }
             beats_since_sync = 0;
+            bp.synced_generation.store(generation, SeqCst);
         }
-        if !was_ok && bp.pubsub_up.load(SeqCst) {
-            bp.heartbeat_ok.store(true, SeqCst);
+        bp.heartbeat_ok.store(true, SeqCst);
+        if !was_up && bp.up() {
             if ever_up {
                 bp.reconnects.fetch_add(1, SeqCst);
             }

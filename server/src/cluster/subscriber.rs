@@ -100,6 +100,7 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
             s.subscribed = channels.into_iter().collect();
             s.idle.clear();
         }
+        bp.pubsub_generation.fetch_add(1, SeqCst);
         bp.pubsub_up.store(true, SeqCst);
         tracing::debug!(node = %bp.node, "pub/sub connected and subscribed");
         loop {
