@@ -358,6 +358,16 @@ impl Server {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     }
 
+    /// SIGKILL, as a crash: no shutdown, nothing more written or sent.
+    /// Returns once the process is gone (reaped), so what a test checks next
+    /// happens without it.
+    pub async fn kill(&mut self) -> ExitStatus {
+        assert!(self.exited.is_none(), "the server has already exited");
+        // Not reaped yet (`exited` is unset), so the pid is still its own.
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+        self.wait_exit().await
+    }
+
     /// Waits for the process to exit; fails the test after [`LIMIT`].
     pub async fn wait_exit(&mut self) -> ExitStatus {
         let found = self.wait_for(|_| None::<()>).await;
