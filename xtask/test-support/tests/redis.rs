@@ -76,7 +76,7 @@ fn a_stopped_redis_keeps_its_data() {
     let mut redis = RedisServer::start_blocking();
     assert_eq!(
         redis.cli(&["CONFIG", "GET", "appendfsync"]),
-        "appendfsync\nalways"
+        "appendfsync\nno"
     );
     redis.cli(&["SET", "k", "v"]);
     assert!(redis.stop().success());
