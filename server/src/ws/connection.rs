@@ -287,7 +287,12 @@ impl Handler {
             return Ok(());
         }
         let reply = match ClientFrame::parse(text) {
-            Ok(frame) => dispatch(&self.state.node, &self.conn, &self.session, frame).await,
+            // Boxed: the future of a node call is large, and inline it would
+            // sit in every idle connection's task; a frame pays one
+            // allocation instead.
+            Ok(frame) => {
+                Box::pin(dispatch(&self.state.node, &self.conn, &self.session, frame)).await
+            }
             Err(e) => Some(ServerFrame::error(e.id, e.code, e.message)),
         };
         match reply {
