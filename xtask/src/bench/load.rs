@@ -52,8 +52,22 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         Err(_) => return Ok(()),
     }
     let cpu_at_go = cpu_seconds("self");
-    let outcome = receiver::run(&args, opened.streams, &users, &commands)?;
-    finish(&outcome, cpu_at_go)
+    // Direct partners: user k^1 of this process, or user k of the process
+    // named by `--partner-prefix` (on another server of a cluster).
+    let partners: Vec<String> = match &args.partner_prefix {
+        Some(prefix) => (0..args.conns).map(|k| format!("{prefix}{k}")).collect(),
+        None => (0..args.conns)
+            .map(|k| users.get(k ^ 1).cloned().unwrap_or_default())
+            .collect(),
+    };
+    let (outcome, streams) = receiver::run(&args, opened.streams, &partners, &commands)?;
+    finish(&outcome, cpu_at_go)?;
+    if args.tuning.hold && !outcome.stopped {
+        // Until "stop" or a closed stdin.
+        let _ = commands.recv();
+    }
+    drop(streams);
+    Ok(())
 }
 
 /// CPU seconds (user + system) process `pid` has used; `"self"` is this one.
@@ -127,8 +141,9 @@ async fn connect(args: &LoadArgs, user: &str, groups: &[&str]) -> anyhow::Result
 /// k and its partner is user k^1.
 async fn open_all(args: &LoadArgs, users: &[String]) -> anyhow::Result<Opened> {
     let started = Instant::now();
+    let subscribe = [args.group.as_str()];
     let groups: &[&str] = if args.mode == Mode::Subscribe {
-        &["bench"]
+        &subscribe
     } else {
         &[]
     };

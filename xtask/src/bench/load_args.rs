@@ -9,7 +9,7 @@ use super::spelling;
 /// What a load process does with its connections once they are open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Join the `bench` group and count the pushes that arrive.
+    /// Join the group (`--group`) and count the pushes that arrive.
     Subscribe,
     /// Hold the connections and nothing else, so the server's memory per
     /// connection can be read.
@@ -37,6 +37,14 @@ pub struct LoadArgs {
     /// User id prefix, unique per process.
     #[arg(long)]
     pub prefix: String,
+    /// subscribe: the group the connections join (named in their tokens).
+    #[arg(long, default_value = "bench")]
+    pub group: String,
+    /// direct: user k's partner is `<partner-prefix>k`, a user of another
+    /// load process (on another server of a cluster); without it the
+    /// partner is user k^1 of this process.
+    #[arg(long)]
+    pub partner_prefix: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -57,6 +65,10 @@ pub struct Tuning {
     /// Microseconds the run loop sleeps when no socket is ready.
     #[arg(long, default_value_t = 250)]
     pub poll_us: u64,
+    /// Keep the connections open after the result until "stop" (or stdin
+    /// closes), so none closes while the driver still measures.
+    #[arg(long)]
+    pub hold: bool,
 }
 
 /// The same values as the flags' defaults (a test holds them together),
@@ -68,6 +80,7 @@ impl Default for Tuning {
             rate: 10,
             secs: 5,
             poll_us: 250,
+            hold: false,
         }
     }
 }
@@ -86,9 +99,14 @@ impl LoadArgs {
             spelling(&self.mode),
             "--prefix".into(),
             self.prefix.clone(),
+            "--group".into(),
+            self.group.clone(),
         ];
         if let Some(secret) = &self.secret {
             a.extend(["--secret".into(), secret.clone()]);
+        }
+        if let Some(partners) = &self.partner_prefix {
+            a.extend(["--partner-prefix".into(), partners.clone()]);
         }
         let t = &self.tuning;
         a.extend([
@@ -101,6 +119,9 @@ impl LoadArgs {
             "--poll-us".into(),
             t.poll_us.to_string(),
         ]);
+        if t.hold {
+            a.push("--hold".into());
+        }
         a
     }
 }
@@ -124,11 +145,11 @@ mod tests {
 
     #[test]
     fn rendered_arguments_parse_back_to_the_same_value() {
-        for (mode, secret) in [
-            (Mode::Subscribe, Some("s3cret".to_owned())),
-            (Mode::Direct, None),
-            (Mode::Connect, None),
-            (Mode::Idle, Some("x".to_owned())),
+        for (mode, secret, partner_prefix) in [
+            (Mode::Subscribe, Some("s3cret".to_owned()), None),
+            (Mode::Direct, None, Some("p4u".to_owned())),
+            (Mode::Connect, None, None),
+            (Mode::Idle, Some("x".to_owned()), None),
         ] {
             let args = LoadArgs {
                 server: "127.0.0.1:4000".parse().unwrap(),
@@ -137,11 +158,14 @@ mod tests {
                 mode,
                 secret,
                 prefix: "p3u".into(),
+                group: "bench-100".into(),
+                partner_prefix,
                 tuning: Tuning {
                     expect: 9,
                     rate: 3,
                     secs: 2,
                     poll_us: 100,
+                    hold: mode == Mode::Subscribe,
                 },
             };
             assert_eq!(parse(&args.to_args()).unwrap(), args);

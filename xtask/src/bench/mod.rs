@@ -1,8 +1,13 @@
 //! `cargo xtask bench`: drives a release `wshub-server` over loopback from
 //! separate load processes, runs the same load against two baselines, and
 //! prints a table (JSON under `target/bench/`). See BENCHMARKS.md.
+//!
+//! `--cluster` runs fan-out and direct against one process and against a
+//! cluster (two processes on a private Redis) in the same run, then the
+//! cluster's own measures (`cluster.rs`).
 
 pub mod baseline;
+mod cluster;
 mod lines;
 pub mod load;
 mod load_args;
@@ -19,8 +24,8 @@ use clap::ValueEnum;
 use serde_json::json;
 
 use crate::cmd::{cargo, root, run as run_cmd};
-use procs::{RunContext, ServerProc, Target};
-use report::{machine, print_table};
+use procs::{RunContext, Servers, Target};
+use report::{cluster_summary, machine, print_table, source};
 use scenarios::{connect_rate, direct, fanout, idle};
 
 pub(crate) const SECRET: &str = "bench-secret-0123456789abcdef";
@@ -47,35 +52,68 @@ pub enum Scenario {
     Connect,
     /// Server memory per idle connection.
     Idle,
+    /// Cluster: Redis commands per group push, at each of `--group-sizes`.
+    #[value(name = "redis-commands")]
+    RedisCommands,
+    /// Cluster: from a restarted Redis accepting connections until every
+    /// server serves again, holding `--subscribers` user channels.
+    Resubscribe,
 }
 
 impl Scenario {
     /// The servers this scenario compares. Only wshub has direct messages
     /// and tokens to verify; the raw limit holds no per-connection state
-    /// worth comparing idle memory with.
+    /// worth comparing idle memory with; memory and connect rate are one
+    /// process's.
     fn targets(self) -> &'static [Target] {
         match self {
-            Scenario::Burst | Scenario::Paced => &[Target::Wshub, Target::Hub, Target::Raw],
+            Scenario::Burst | Scenario::Paced => {
+                &[Target::Wshub, Target::Hub, Target::Raw, Target::Cluster]
+            }
             Scenario::Idle => &[Target::Wshub, Target::Hub],
-            Scenario::Direct | Scenario::Connect => &[Target::Wshub],
+            Scenario::Direct => &[Target::Wshub, Target::Cluster],
+            Scenario::Connect => &[Target::Wshub],
+            Scenario::RedisCommands | Scenario::Resubscribe => &[Target::Cluster],
         }
     }
 }
+
+/// The scenarios and targets a plain run measures.
+const DEFAULT_SCENARIOS: [Scenario; 5] = [
+    Scenario::Burst,
+    Scenario::Paced,
+    Scenario::Direct,
+    Scenario::Connect,
+    Scenario::Idle,
+];
+const DEFAULT_TARGETS: [Target; 3] = [Target::Wshub, Target::Hub, Target::Raw];
+/// What `--cluster` measures: one process against a cluster, same run.
+const CLUSTER_SCENARIOS: [Scenario; 4] = [
+    Scenario::Burst,
+    Scenario::Direct,
+    Scenario::RedisCommands,
+    Scenario::Resubscribe,
+];
+const CLUSTER_TARGETS: [Target; 2] = [Target::Wshub, Target::Cluster];
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Small sizes, in place of the size flags: the whole suite in under a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run, comma-separated, in order (connect before idle by
-    /// default: tearing down 19,000 sockets disturbs what follows).
-    #[arg(
-        long,
-        value_enum,
-        default_value = "burst,paced,direct,connect,idle",
-        value_delimiter = ','
-    )]
-    pub scenarios: Vec<Scenario>,
+    /// Cluster mode against one process in the same run: burst and direct
+    /// against `wshub` and `wshub-cluster` (two servers with `--redis` on a
+    /// private redis-server, which must be installed), then
+    /// redis-commands and resubscribe. Changes the defaults of
+    /// `--scenarios` and `--targets`.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Scenarios to run, comma-separated, in order [default:
+    /// burst,paced,direct,connect,idle; with --cluster:
+    /// burst,direct,redis-commands,resubscribe] (connect before idle:
+    /// tearing down 19,000 sockets disturbs what follows).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenarios: Option<Vec<Scenario>>,
     /// Subscribers in the fan-out group.
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: usize,
@@ -110,15 +148,18 @@ pub struct BenchArgs {
     /// (it polls rather than waits; see xtask/src/bench/receiver.rs).
     #[arg(long, default_value_t = 250)]
     pub poll_us: u64,
-    /// Servers to measure, comma-separated (baselines only run the
-    /// scenarios they take part in).
-    #[arg(
-        long,
-        value_enum,
-        default_value = "wshub,minimal-hub,raw-limit",
-        value_delimiter = ','
-    )]
-    pub targets: Vec<Target>,
+    /// Servers to measure, comma-separated [default:
+    /// wshub,minimal-hub,raw-limit; with --cluster: wshub,wshub-cluster]
+    /// (each only runs the scenarios it takes part in).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub targets: Option<Vec<Target>>,
+    /// redis-commands: group sizes to push to, comma-separated
+    /// (`--pushes` pushes each).
+    #[arg(long, default_value = "100,10000", value_delimiter = ',')]
+    pub group_sizes: Vec<usize>,
+    /// resubscribe: Redis restarts to measure.
+    #[arg(long, default_value_t = 3)]
+    pub restarts: u32,
     /// Pin the server to CPU 0 and the load processes to CPU 1 (taskset),
     /// so neither preempts the other; halves the server's cores.
     #[arg(long)]
@@ -136,29 +177,62 @@ impl BenchArgs {
             self.idle = vec![2_000];
             self.connects = 2_000;
             self.procs = 2;
+            self.group_sizes = vec![100, 1_000];
+            self.restarts = 1;
         }
+    }
+
+    fn scenarios(&self) -> Vec<Scenario> {
+        self.scenarios.clone().unwrap_or_else(|| {
+            if self.cluster {
+                CLUSTER_SCENARIOS.to_vec()
+            } else {
+                DEFAULT_SCENARIOS.to_vec()
+            }
+        })
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        self.targets.clone().unwrap_or_else(|| {
+            if self.cluster {
+                CLUSTER_TARGETS.to_vec()
+            } else {
+                DEFAULT_TARGETS.to_vec()
+            }
+        })
     }
 }
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     args.apply_quick();
     let mut ctx = RunContext::new(args.pin);
+    // Read before the build, which builds whatever the tree holds now.
+    let commit = source();
     let mut build = cargo();
     build.args(["build", "--release", "-p", "wshub-server", "-p", "xtask"]);
     run_cmd(build)?;
 
+    let targets = args.targets();
     let mut results = Vec::new();
     let mut load_cpu = 0.0;
-    for &scenario in &args.scenarios {
+    for scenario in args.scenarios() {
         let sizes: Vec<usize> = if scenario == Scenario::Idle {
             args.idle.clone()
         } else {
             vec![0]
         };
         let name = spelling(&scenario);
+        if !scenario.targets().iter().any(|t| targets.contains(t)) {
+            let takes: Vec<String> = scenario.targets().iter().map(spelling).collect();
+            eprintln!(
+                "bench: {name} skipped: it runs against {}, none of them in --targets",
+                takes.join(", ")
+            );
+            continue;
+        }
         for size in sizes {
             for &target in scenario.targets() {
-                if !args.targets.contains(&target) {
+                if !targets.contains(&target) {
                     continue;
                 }
                 let target_name = spelling(&target);
@@ -170,13 +244,16 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                         String::new()
                     }
                 );
-                let server = ServerProc::start(&ctx, target)?;
+                let mut servers = Servers::start(&ctx, target)
+                    .with_context(|| format!("starting {target_name}"))?;
                 let r = match scenario {
-                    Scenario::Burst => fanout(&mut ctx, &args, &server, false),
-                    Scenario::Paced => fanout(&mut ctx, &args, &server, true),
-                    Scenario::Direct => direct(&mut ctx, &args, &server),
-                    Scenario::Idle => idle(&mut ctx, &args, &server, size),
-                    Scenario::Connect => connect_rate(&mut ctx, &args, &server),
+                    Scenario::Burst => fanout(&mut ctx, &args, &servers, false),
+                    Scenario::Paced => fanout(&mut ctx, &args, &servers, true),
+                    Scenario::Direct => direct(&mut ctx, &args, &servers),
+                    Scenario::Idle => idle(&mut ctx, &args, &servers, size),
+                    Scenario::Connect => connect_rate(&mut ctx, &args, &servers),
+                    Scenario::RedisCommands => cluster::redis_commands(&mut ctx, &args, &servers),
+                    Scenario::Resubscribe => cluster::resubscribe(&mut ctx, &args, &mut servers),
                 };
                 let mut r = r.with_context(|| format!("{name} against {target_name}"))?;
                 load_cpu += r["load_cpu_s"].as_f64().unwrap_or(0.0);
@@ -187,13 +264,17 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let report = json!({
+    let mut report = json!({
         "machine": machine(),
+        "commit": commit,
         "quick": args.quick,
         "pinned": args.pin,
         "load_cpu_seconds": load_cpu,
         "results": results,
     });
+    if let Some(summary) = cluster_summary(&report["results"]) {
+        report["cluster"] = summary;
+    }
     print_table(&report);
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -225,7 +306,7 @@ mod tests {
     fn defaults_run_every_scenario_against_every_target() {
         let args = parse(&[]).unwrap();
         assert_eq!(
-            args.scenarios,
+            args.scenarios(),
             [
                 Scenario::Burst,
                 Scenario::Paced,
@@ -234,7 +315,39 @@ mod tests {
                 Scenario::Idle
             ]
         );
-        assert_eq!(args.targets, [Target::Wshub, Target::Hub, Target::Raw]);
+        assert_eq!(args.targets(), [Target::Wshub, Target::Hub, Target::Raw]);
+    }
+
+    #[test]
+    fn cluster_compares_one_process_with_a_cluster() {
+        let args = parse(&["--cluster"]).unwrap();
+        assert_eq!(
+            args.scenarios(),
+            [
+                Scenario::Burst,
+                Scenario::Direct,
+                Scenario::RedisCommands,
+                Scenario::Resubscribe
+            ]
+        );
+        assert_eq!(args.targets(), [Target::Wshub, Target::Cluster]);
+        for s in args.scenarios() {
+            assert!(s.targets().contains(&Target::Cluster), "{s:?}");
+        }
+        // Explicit choices still win.
+        let args = parse(&["--cluster", "--scenarios", "resubscribe"]).unwrap();
+        assert_eq!(args.scenarios(), [Scenario::Resubscribe]);
+        assert_eq!(spelling(&Target::Cluster), "wshub-cluster");
+        assert_eq!(spelling(&Scenario::RedisCommands), "redis-commands");
+    }
+
+    #[test]
+    fn quick_keeps_the_cluster_measures_small() {
+        let mut args = parse(&["--cluster", "--quick"]).unwrap();
+        args.apply_quick();
+        assert_eq!(args.group_sizes, [100, 1_000]);
+        assert_eq!(args.restarts, 1);
+        assert_eq!(args.subscribers, 1_000);
     }
 
     #[test]
@@ -250,8 +363,8 @@ mod tests {
     #[test]
     fn the_report_names_are_the_flag_spellings() {
         let args = parse(&["--targets", "raw-limit,minimal-hub", "--scenarios", "idle"]).unwrap();
-        assert_eq!(args.targets, [Target::Raw, Target::Hub]);
-        let names: Vec<String> = args.targets.iter().map(spelling).collect();
+        assert_eq!(args.targets(), [Target::Raw, Target::Hub]);
+        let names: Vec<String> = args.targets().iter().map(spelling).collect();
         assert_eq!(names, ["raw-limit", "minimal-hub"]);
         assert_eq!(spelling(&Scenario::Connect), "connect");
     }

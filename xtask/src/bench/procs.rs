@@ -1,14 +1,16 @@
-//! The processes of a benchmark run: the server under test (wshub or a
-//! baseline) and the load processes, each spoken to over stdin/stdout.
+//! The processes of a benchmark run: what is under test (one wshub or
+//! baseline process, or a cluster of wshub processes on a private Redis)
+//! and the load processes, each spoken to over stdin/stdout.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
+use test_support::RedisServer;
 
 use super::baseline::Kind;
 use super::lines::{Line, LoadResult, Order, Ready};
@@ -16,6 +18,10 @@ use super::load_args::{LoadArgs, Mode, Tuning};
 use super::report::latency_histogram;
 use super::{load, spelling, API_KEY, SECRET};
 use crate::cmd::{listening_addr, server_command, target_bin};
+
+/// wshub processes in a cluster: the fewest that make every message
+/// cross from one process to another.
+pub const CLUSTER_SERVERS: usize = 2;
 
 /// A server the bench measures; the command-line spelling of each is also
 /// its name in the report.
@@ -26,16 +32,25 @@ pub enum Target {
     Hub,
     #[value(name = "raw-limit")]
     Raw,
+    /// Two wshub processes with `--redis` on one private redis-server
+    /// (persistence off): one hub.
+    #[value(name = "wshub-cluster")]
+    Cluster,
 }
 
 impl Target {
     /// The baseline process that plays this target; none for wshub.
     fn baseline(self) -> Option<Kind> {
         match self {
-            Target::Wshub => None,
+            Target::Wshub | Target::Cluster => None,
             Target::Hub => Some(Kind::Hub),
             Target::Raw => Some(Kind::Raw),
         }
+    }
+
+    /// wshub verifies tokens; the baselines take `?userId=`.
+    fn takes_token(self) -> bool {
+        self.baseline().is_none()
     }
 }
 
@@ -75,6 +90,18 @@ impl RunContext {
         ))
     }
 
+    /// Moves the running process `pid` (all its threads) to `cpu` when
+    /// pinning is on: for Redis, which test-support starts.
+    pub fn pin_pid(&self, pid: u32, cpu: &str) -> anyhow::Result<()> {
+        if self.pin {
+            let mut c = Command::new("taskset");
+            c.args(["-a", "-p", "-c", cpu, &pid.to_string()])
+                .stdout(Stdio::null());
+            crate::cmd::run(c)?;
+        }
+        Ok(())
+    }
+
     /// `cmd` run under `taskset -c cpu` when pinning is on.
     fn pinned(&self, cmd: Command, cpu: &str) -> Command {
         if !self.pin {
@@ -95,20 +122,53 @@ impl RunContext {
     }
 }
 
+/// A line of a wshub server's log the bench waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogEvent {
+    /// Cluster mode: Redis answers and the process serves again.
+    BrokerUp,
+    /// Cluster mode: the heartbeat found Redis gone.
+    BrokerDown,
+}
+
+impl LogEvent {
+    fn of(line: &str) -> Option<Self> {
+        if line.contains("broker up") {
+            Some(LogEvent::BrokerUp)
+        } else if line.contains("broker down") {
+            Some(LogEvent::BrokerDown)
+        } else {
+            None
+        }
+    }
+}
+
+/// The events a server logged, each with when the bench read it.
+#[derive(Default)]
+struct Events {
+    seen: Mutex<Vec<(Instant, LogEvent)>>,
+    changed: Condvar,
+}
+
 pub struct ServerProc {
-    pub target: Target,
     child: Child,
     pub addr: SocketAddr,
+    events: Arc<Events>,
 }
 
 impl ServerProc {
-    pub fn start(ctx: &RunContext, target: Target) -> anyhow::Result<Self> {
+    /// Starts `target`'s server (with `--redis URL` for a cluster node)
+    /// and returns once it listens.
+    fn start(ctx: &RunContext, target: Target, redis: Option<&str>) -> anyhow::Result<Self> {
         let cmd = match target.baseline() {
             None => {
                 // At the default log level, as it would run: one line per
                 // connection open and close is part of what it costs.
                 let mut c = server_command("release", SECRET, API_KEY);
                 c.env("RUST_LOG", "info");
+                if let Some(url) = redis {
+                    c.args(["--redis", url]);
+                }
                 c
             }
             Some(kind) => {
@@ -121,10 +181,17 @@ impl ServerProc {
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
         let stderr = child.stderr.take().context("stderr")?;
         let (tx, rx) = mpsc::channel();
+        let events = Arc::new(Events::default());
+        let seen = events.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = listening_addr(&line) {
                     let _ = tx.send(addr);
+                } else if let Some(event) = LogEvent::of(&line) {
+                    let now = Instant::now();
+                    let mut list = seen.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    list.push((now, event));
+                    seen.changed.notify_all();
                 }
                 // Other lines (per-connection logs) are dropped.
             }
@@ -134,10 +201,44 @@ impl ServerProc {
             .context("server did not start")?
             .parse()?;
         Ok(Self {
-            target,
             child,
             addr,
+            events,
         })
+    }
+
+    /// When the server first logged `event` at or after `since`, waiting
+    /// for it at most `limit`.
+    pub fn wait_for(
+        &self,
+        event: LogEvent,
+        since: Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Instant> {
+        let deadline = Instant::now() + limit;
+        let mut seen = self
+            .events
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some((at, _)) = seen.iter().find(|(at, e)| *e == event && *at >= since) {
+                return Ok(*at);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "server {} did not log {event:?} within {limit:?}",
+                    self.addr
+                );
+            }
+            seen = self
+                .events
+                .changed
+                .wait_timeout(seen, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     pub fn pid(&self) -> String {
@@ -167,6 +268,66 @@ impl Drop for ServerProc {
     }
 }
 
+/// What one scenario runs against: one server process, or for
+/// [`Target::Cluster`] a private Redis and [`CLUSTER_SERVERS`] wshub
+/// processes on it, each started fresh.
+pub struct Servers {
+    pub target: Target,
+    /// Declared before `redis`, so the servers are stopped first.
+    pub procs: Vec<ServerProc>,
+    pub redis: Option<RedisServer>,
+}
+
+impl Servers {
+    /// Starts `target`; a cluster is returned once every server logged
+    /// "broker up" (before that it refuses connections as unavailable).
+    pub fn start(ctx: &RunContext, target: Target) -> anyhow::Result<Self> {
+        if target != Target::Cluster {
+            return Ok(Self {
+                target,
+                procs: vec![ServerProc::start(ctx, target, None)?],
+                redis: None,
+            });
+        }
+        let since = Instant::now();
+        let redis = RedisServer::builder().persistence(false).start_blocking();
+        ctx.pin_pid(redis.pid(), "0")?;
+        let url = redis.url();
+        let procs = (0..CLUSTER_SERVERS)
+            .map(|_| ServerProc::start(ctx, target, Some(&url)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for p in &procs {
+            p.wait_for(LogEvent::BrokerUp, since, Duration::from_secs(20))?;
+        }
+        Ok(Self {
+            target,
+            procs,
+            redis: Some(redis),
+        })
+    }
+
+    /// The first (or only) server.
+    pub fn first(&self) -> &ServerProc {
+        &self.procs[0]
+    }
+
+    /// CPU seconds the server processes have used, together.
+    pub fn cpu(&self) -> f64 {
+        self.procs.iter().map(ServerProc::cpu).sum()
+    }
+
+    /// CPU seconds the current Redis process has used (0 without one).
+    pub fn redis_cpu(&self) -> f64 {
+        self.redis
+            .as_ref()
+            .map_or(0.0, |r| load::cpu_seconds(&r.pid().to_string()))
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.procs.iter().map(|p| p.addr).collect()
+    }
+}
+
 /// A running load process.
 pub struct LoadProc {
     child: Child,
@@ -175,23 +336,7 @@ pub struct LoadProc {
 }
 
 impl LoadProc {
-    fn start(
-        ctx: &mut RunContext,
-        server: &ServerProc,
-        index: usize,
-        conns: usize,
-        mode: Mode,
-        tuning: Tuning,
-    ) -> anyhow::Result<Self> {
-        let args = LoadArgs {
-            server: server.addr,
-            source: ctx.next_source(),
-            conns,
-            mode,
-            secret: (server.target == Target::Wshub).then(|| SECRET.to_owned()),
-            prefix: format!("p{index}u"),
-            tuning,
-        };
+    fn start(ctx: &RunContext, args: &LoadArgs) -> anyhow::Result<Self> {
         let mut c = Command::new(target_bin("release", "xtask"));
         c.arg("load").args(args.to_args());
         let mut c = ctx.pinned(c, "1");
@@ -244,31 +389,110 @@ impl Drop for LoadProc {
     }
 }
 
-/// `total` connections over `procs` load processes (an even number each
-/// when `even`, so no direct-message pair is split), returned once every
+/// How a scenario's connections are laid over load processes and, in a
+/// cluster, over the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// An even share each; process i connects to server i mod servers.
+    Spread,
+    /// Direct pairs inside each process (user k with user k^1): an even
+    /// number of connections each.
+    Pairs,
+    /// Direct pairs across processes: processes in couples, the first on
+    /// server 2j mod servers and the second on the next one, user k of one
+    /// the partner of user k of the other. On a cluster every message
+    /// crosses from one wshub process to the other.
+    CrossPairs,
+}
+
+/// What load processes to start for one scenario.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub total: usize,
+    pub procs: usize,
+    pub mode: Mode,
+    pub tuning: Tuning,
+    pub layout: Layout,
+    /// The group subscribers join.
+    pub group: String,
+    /// Put in front of user ids: users of two starts in one cluster (whose
+    /// memberships outlive their connections) stay apart.
+    pub tag: String,
+}
+
+impl LoadPlan {
+    pub fn new(total: usize, procs: usize, mode: Mode, tuning: Tuning) -> Self {
+        Self {
+            total,
+            procs,
+            mode,
+            tuning,
+            layout: Layout::Spread,
+            group: "bench".into(),
+            tag: String::new(),
+        }
+    }
+
+    /// Each process's connection count, server index and partner process.
+    fn shares(&self, servers: usize) -> Vec<(usize, usize, Option<usize>)> {
+        let servers = servers.max(1);
+        match self.layout {
+            Layout::Spread | Layout::Pairs => {
+                let procs = self.procs.max(1).max(servers);
+                let mut per = self.total.div_ceil(procs);
+                if self.layout == Layout::Pairs && per % 2 == 1 {
+                    per += 1;
+                }
+                let mut out = Vec::new();
+                let mut left = self.total;
+                while left > 0 {
+                    let n = per.min(left);
+                    out.push((n, out.len() % servers, None));
+                    left -= n;
+                }
+                out
+            }
+            Layout::CrossPairs => {
+                let couples = self.procs.div_ceil(2).max(1);
+                let pairs = self.total / 2;
+                let per = pairs.div_ceil(couples);
+                let mut out = Vec::new();
+                let mut left = pairs;
+                while left > 0 {
+                    let n = per.min(left);
+                    let a = out.len();
+                    out.push((n, a % servers, Some(a + 1)));
+                    out.push((n, (a + 1) % servers, Some(a)));
+                    left -= n;
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Starts `plan`'s load processes against `servers`, returned once every
 /// process is ready, with what each said when it was.
 pub fn start_loads(
     ctx: &mut RunContext,
-    server: &ServerProc,
-    total: usize,
-    procs: usize,
-    mode: Mode,
-    tuning: Tuning,
-    even: bool,
+    servers: &Servers,
+    plan: &LoadPlan,
 ) -> anyhow::Result<(Vec<LoadProc>, Vec<Ready>)> {
-    let procs = procs.max(1);
-    let mut per = total.div_ceil(procs);
-    if even && per % 2 == 1 {
-        per += 1;
-    }
+    let prefix = |i: usize| format!("{}p{i}u", plan.tag);
     let mut loads = Vec::new();
-    let mut left = total;
-    let mut i = 0;
-    while left > 0 {
-        let n = per.min(left);
-        loads.push(LoadProc::start(ctx, server, i, n, mode, tuning)?);
-        left -= n;
-        i += 1;
+    for (i, (conns, server, partner)) in plan.shares(servers.procs.len()).into_iter().enumerate() {
+        let args = LoadArgs {
+            server: servers.procs[server].addr,
+            source: ctx.next_source(),
+            conns,
+            mode: plan.mode,
+            secret: servers.target.takes_token().then(|| SECRET.to_owned()),
+            prefix: prefix(i),
+            group: plan.group.clone(),
+            partner_prefix: partner.map(prefix),
+            tuning: plan.tuning,
+        };
+        loads.push(LoadProc::start(ctx, &args)?);
     }
     let mut ready = Vec::new();
     for l in &loads {
@@ -324,4 +548,55 @@ pub fn collect(loads: &mut [LoadProc], limit: Duration) -> anyhow::Result<Collec
         r.read_hist_us.add_to(&mut all.read_hist)?;
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(total: usize, procs: usize, layout: Layout) -> LoadPlan {
+        let mut p = LoadPlan::new(total, procs, Mode::Direct, Tuning::default());
+        p.layout = layout;
+        p
+    }
+
+    #[test]
+    fn spread_alternates_servers_and_covers_every_connection() {
+        let shares = plan(10_000, 4, Layout::Spread).shares(2);
+        assert_eq!(
+            shares,
+            [
+                (2_500, 0, None),
+                (2_500, 1, None),
+                (2_500, 0, None),
+                (2_500, 1, None)
+            ]
+        );
+        // One server: as before, every process on it.
+        let one = plan(1_001, 2, Layout::Pairs).shares(1);
+        assert_eq!(one, [(502, 0, None), (499, 0, None)]);
+        // Fewer processes than servers would leave a server without load.
+        assert_eq!(plan(10, 1, Layout::Spread).shares(2).len(), 2);
+    }
+
+    #[test]
+    fn cross_pairs_put_partners_on_different_servers() {
+        let shares = plan(2_000, 4, Layout::CrossPairs).shares(2);
+        assert_eq!(
+            shares,
+            [
+                (500, 0, Some(1)),
+                (500, 1, Some(0)),
+                (500, 0, Some(3)),
+                (500, 1, Some(2))
+            ]
+        );
+        let total: usize = shares.iter().map(|s| s.0).sum();
+        assert_eq!(total, 2_000);
+        for (i, &(n, server, partner)) in shares.iter().enumerate() {
+            let (pn, pserver, back) = shares[partner.unwrap()];
+            assert_eq!((pn, back), (n, Some(i)));
+            assert_ne!(server, pserver);
+        }
+    }
 }

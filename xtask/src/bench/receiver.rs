@@ -43,6 +43,8 @@ pub struct Outcome {
     /// later frame's receive timestamp (the kernel gives one per read).
     pub shared_stamp: u64,
     pub last_ns: u64,
+    /// The run ended on "stop" or a closed stdin, not by itself.
+    pub stopped: bool,
 }
 
 impl Outcome {
@@ -53,6 +55,7 @@ impl Outcome {
             received: 0,
             shared_stamp: 0,
             last_ns: 0,
+            stopped: false,
         })
     }
 }
@@ -68,13 +71,14 @@ struct Conn {
 }
 
 /// Runs until every connection has its `--expect` messages, or "stop"
-/// arrives on `commands` (or stdin closes).
+/// arrives on `commands` (or stdin closes). In direct mode connection k
+/// sends to `partners[k]`. Returns the sockets too, still open.
 pub fn run(
     args: &LoadArgs,
     streams: Vec<TcpStream>,
-    users: &[String],
+    partners: &[String],
     commands: &Receiver<Order>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<(Outcome, Vec<TcpStream>)> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create")?;
     let mut conns = Vec::with_capacity(streams.len());
     for (i, stream) in streams.into_iter().enumerate() {
@@ -99,11 +103,14 @@ pub fn run(
     let idle_sleep = Duration::from_micros(args.tuning.poll_us.max(1));
     loop {
         match commands.try_recv() {
-            Ok(Order::Stop) | Err(TryRecvError::Disconnected) => break,
+            Ok(Order::Stop) | Err(TryRecvError::Disconnected) => {
+                out.stopped = true;
+                break;
+            }
             Ok(Order::Go) | Err(TryRecvError::Empty) => {}
         }
         if let Some(s) = sender.as_mut() {
-            s.send_due(&mut conns, users);
+            s.send_due(&mut conns, partners);
         }
         let ready = match epoll.wait(&mut events, EpollTimeout::ZERO) {
             Ok(n) => n,
@@ -145,7 +152,7 @@ pub fn run(
             break;
         }
     }
-    Ok(out)
+    Ok((out, conns.into_iter().map(|c| c.stream).collect()))
 }
 
 /// One `recvmsg`: the bytes, and the kernel's receive timestamp (wall
@@ -253,7 +260,8 @@ fn flush(c: &mut Conn) {
 }
 
 /// Direct mode: every connection sends `--rate` messages a second to its
-/// partner (pairs are (2k, 2k+1)) for `--secs`, each carrying its send time.
+/// partner (connection k to `partners[k]`) for `--secs`, each carrying its
+/// send time.
 /// Messages owed are computed from elapsed time, so a late round does not
 /// lower the rate.
 struct DirectSender {
@@ -275,7 +283,7 @@ impl DirectSender {
         }
     }
 
-    fn send_due(&mut self, conns: &mut [Conn], users: &[String]) {
+    fn send_due(&mut self, conns: &mut [Conn], partners: &[String]) {
         if conns.is_empty() {
             return;
         }
@@ -283,7 +291,7 @@ impl DirectSender {
         while self.sent < due {
             let k = self.sent as usize % conns.len();
             self.sent += 1;
-            let Some(partner) = users.get(k ^ 1) else {
+            let Some(partner) = partners.get(k).filter(|p| !p.is_empty()) else {
                 continue;
             };
             let payload = format!(

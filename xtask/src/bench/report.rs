@@ -15,6 +15,36 @@ pub fn percentiles(h: &Histogram<u64>) -> Value {
     json!({"p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "samples": h.len()})
 }
 
+/// The commit the servers were built from, with `-dirty` when the server's
+/// sources differ from it (the bench builds the working tree).
+pub fn source() -> Value {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(crate::cmd::root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_default();
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "server",
+        "hub-core",
+        "protocol",
+        "Cargo.lock",
+    ])
+    .is_some_and(|s| !s.is_empty());
+    json!(if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    })
+}
+
 pub fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -50,6 +80,10 @@ pub fn print_table(report: &Value) {
         m["kernel"].as_str().unwrap_or("?")
     );
     println!(
+        "servers built from {}",
+        report["commit"].as_str().unwrap_or("?")
+    );
+    println!(
         "{:<8} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
         "scenario", "target", "rate", "p50 ms", "p99 ms", "p999 ms", "KiB/conn"
     );
@@ -65,6 +99,9 @@ pub fn print_table(report: &Value) {
             .cloned()
     };
     for r in &results {
+        if r["scenario"] == "redis-commands" || r["scenario"] == "resubscribe" {
+            continue; // printed with the cluster summary below
+        }
         let lat = &r["latency"];
         let rate = r["deliveries_per_s"]
             .as_f64()
@@ -103,8 +140,162 @@ pub fn print_table(report: &Value) {
             }
         }
     }
+    print_cluster(&report["cluster"]);
     println!(
         "load side used {:.1} CPU-seconds in all",
         report["load_cpu_seconds"].as_f64().unwrap_or(0.0)
     );
+}
+
+/// What `--cluster` is judged by (the targets), from the rows of
+/// one run; `None` when no cluster ran.
+pub fn cluster_summary(results: &Value) -> Option<Value> {
+    let rows = results.as_array()?;
+    let find = |scenario: &str, target: &str| {
+        rows.iter()
+            .find(|r| r["scenario"] == scenario && r["target"] == target)
+    };
+    let mut out = serde_json::Map::new();
+    if let (Some(one), Some(cluster)) = (find("burst", "wshub"), find("burst", "wshub-cluster")) {
+        let (o, c) = (
+            one["deliveries_per_s"].as_f64().unwrap_or(0.0),
+            cluster["deliveries_per_s"].as_f64().unwrap_or(0.0),
+        );
+        let ratio = if o > 0.0 { c / o } else { 0.0 };
+        out.insert(
+            "burst".into(),
+            json!({
+                "single_per_s": o, "cluster_per_s": c,
+                "fraction_of_single": ratio, "target": 0.5, "met": ratio >= 0.5,
+            }),
+        );
+    }
+    if let Some(cluster) = find("direct", "wshub-cluster") {
+        let p99 = cluster["latency"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
+        out.insert(
+            "direct".into(),
+            json!({
+                "cross_process_p99_ms": p99,
+                "cross_process_p50_ms": cluster["latency"]["p50_ms"],
+                "cross_process_p999_ms": cluster["latency"]["p999_ms"],
+                "received": cluster["received"], "expected": cluster["expected"],
+                "single_p99_ms": find("direct", "wshub").map(|r| r["latency"]["p99_ms"].clone()),
+                "target_ms": 5.0, "met": p99 <= 5.0,
+            }),
+        );
+    }
+    if let Some(r) = find("redis-commands", "wshub-cluster") {
+        let sizes = r["sizes"].as_array().cloned().unwrap_or_default();
+        let per_push: Vec<f64> = sizes
+            .iter()
+            .filter_map(|s| s["evalsha_per_push"].as_f64())
+            .collect();
+        let spread = per_push.iter().copied().fold(f64::MIN, f64::max)
+            - per_push.iter().copied().fold(f64::MAX, f64::min);
+        let brief: Vec<Value> = sizes
+            .iter()
+            .map(|s| {
+                json!({
+                    "members": s["members"],
+                    "evalsha_per_push": s["evalsha_per_push"],
+                    "inside_script_per_push": s["inside_script_per_push"],
+                    "evalsha_usec_per_call": s["evalsha_usec_per_call"],
+                    "ms_per_push_api": s["ms_per_push_api"],
+                })
+            })
+            .collect();
+        out.insert(
+            "redis_commands".into(),
+            json!({
+                "sizes": brief,
+                "constant": !per_push.is_empty() && spread.abs() < 0.01,
+            }),
+        );
+    }
+    if let Some(r) = find("resubscribe", "wshub-cluster") {
+        let worst = r["all_up_ms_worst"].as_f64().unwrap_or(f64::MAX);
+        let each: Vec<Value> = r["rounds"]
+            .as_array()
+            .map(|rs| rs.iter().map(|x| x["all_up_ms"].clone()).collect())
+            .unwrap_or_default();
+        out.insert(
+            "resubscribe".into(),
+            json!({
+                "user_channels": r["user_channels"],
+                "all_up_ms_worst": worst, "all_up_ms_each": each,
+                "target_ms": 2000.0, "met": worst <= 2000.0,
+            }),
+        );
+    }
+    (!out.is_empty()).then(|| out.into())
+}
+
+fn print_cluster(c: &Value) {
+    if c.is_null() {
+        return;
+    }
+    let met = |v: &Value| {
+        if v["met"].as_bool() == Some(true) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    };
+    println!("cluster: two wshub-server processes with --redis on one private redis-server");
+    let b = &c["burst"];
+    if !b.is_null() {
+        println!(
+            "  burst: cluster {:.0}/s, one process {:.0}/s in this run: {:.2}x (target >= 0.5x: {})",
+            b["cluster_per_s"].as_f64().unwrap_or(0.0),
+            b["single_per_s"].as_f64().unwrap_or(0.0),
+            b["fraction_of_single"].as_f64().unwrap_or(0.0),
+            met(b)
+        );
+    }
+    let d = &c["direct"];
+    if !d.is_null() {
+        println!(
+            "  direct across processes: p50 {} ms, p99 {} ms, p999 {} ms; {} of {} received (target p99 <= 5 ms: {})",
+            d["cross_process_p50_ms"],
+            d["cross_process_p99_ms"],
+            d["cross_process_p999_ms"],
+            d["received"],
+            d["expected"],
+            met(d)
+        );
+    }
+    let r = &c["redis_commands"];
+    if !r.is_null() {
+        for s in r["sizes"].as_array().into_iter().flatten() {
+            println!(
+                "  group push, {} members: {:.2} evalsha per push ({:.1} commands inside the script, {:.0} us of Redis per evalsha, {:.2} ms per API push)",
+                s["members"],
+                s["evalsha_per_push"].as_f64().unwrap_or(0.0),
+                s["inside_script_per_push"].as_f64().unwrap_or(0.0),
+                s["evalsha_usec_per_call"].as_f64().unwrap_or(0.0),
+                s["ms_per_push_api"].as_f64().unwrap_or(0.0),
+            );
+        }
+        println!(
+            "  commands sent per group push constant across sizes: {}",
+            if r["constant"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
+    }
+    let u = &c["resubscribe"];
+    if !u.is_null() {
+        println!(
+            "  resubscribe: {} user channels; every server broker up {:.0} ms after Redis accepted connections (worst of {:?} ms) (target <= 2 s: {})",
+            u["user_channels"],
+            u["all_up_ms_worst"].as_f64().unwrap_or(0.0),
+            u["all_up_ms_each"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).map(|x| x.round() as i64).collect::<Vec<_>>())
+                .unwrap_or_default(),
+            met(u)
+        );
+    }
 }

@@ -1,5 +1,8 @@
 //! The five scenarios the bench measures: fan-out burst and paced, direct
 //! messages, idle connections and connect rate. Each returns one JSON row.
+//! Fan-out and direct also run against a cluster (`--cluster`): the
+//! subscribers split over its servers and pushes going through each in
+//! turn; each direct pair's users on different servers.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,38 +11,42 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{json, Value};
 
+use super::cluster::{CommandStats, PushShare};
 use super::lines::{LoadResult, Order};
 use super::load_args::{Mode, Tuning};
-use super::procs::{collect, start_loads, RunContext, ServerProc};
+use super::procs::{collect, start_loads, Layout, LoadPlan, RunContext, Servers, Target};
 use super::report::{latency_histogram, percentiles};
 use super::wire::now_ns;
 use super::{BenchArgs, API_KEY};
 
-/// A keep-alive HTTP/1.1 connection for API pushes.
-struct Pusher {
+/// A keep-alive HTTP/1.1 connection for API pushes to one group.
+pub struct Pusher {
     stream: TcpStream,
     buf: Vec<u8>,
+    path: String,
 }
 
 impl Pusher {
-    fn new(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub fn new(addr: SocketAddr, group: &str) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,
             buf: Vec::with_capacity(4096),
+            path: format!("/api/v1/groups/{group}/messages"),
         })
     }
 
     /// Pushes a ~100-byte body carrying the send time; waits for the answer.
-    fn push(&mut self) -> anyhow::Result<()> {
+    pub fn push(&mut self) -> anyhow::Result<()> {
         let body = format!(
             r#"{{"body":{{"t":{},"pad":"{}"}}}}"#,
             now_ns(),
             "x".repeat(64)
         );
         let req = format!(
-            "POST /api/v1/groups/bench/messages HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.path,
             body.len()
         );
         self.stream.write_all(req.as_bytes())?;
@@ -75,10 +82,31 @@ impl Pusher {
     }
 }
 
+/// One pusher per server, used in turn: on a cluster the pushes go
+/// through every process.
+pub struct Pushers(Vec<Pusher>);
+
+impl Pushers {
+    pub fn new(servers: &Servers, group: &str) -> anyhow::Result<Self> {
+        let all = servers
+            .addrs()
+            .into_iter()
+            .map(|a| Pusher::new(a, group))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self(all))
+    }
+
+    /// Push number `i`, through server `i` mod servers.
+    pub fn push(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = self.0.len();
+        self.0[i % n].push()
+    }
+}
+
 pub fn fanout(
     ctx: &mut RunContext,
     args: &BenchArgs,
-    server: &ServerProc,
+    servers: &Servers,
     paced: bool,
 ) -> anyhow::Result<Value> {
     let pushes = if paced {
@@ -92,17 +120,11 @@ pub fn fanout(
         poll_us: args.poll_us,
         ..Tuning::default()
     };
-    let (mut loads, _) = start_loads(
-        ctx,
-        server,
-        args.subscribers,
-        args.procs,
-        Mode::Subscribe,
-        tuning,
-        false,
-    )?;
-    let mut pusher = Pusher::new(server.addr)?;
-    let cpu0 = server.cpu();
+    let plan = LoadPlan::new(args.subscribers, args.procs, Mode::Subscribe, tuning);
+    let (mut loads, _) = start_loads(ctx, servers, &plan)?;
+    let mut pushers = Pushers::new(servers, &plan.group)?;
+    let stats0 = servers.redis.as_ref().map(CommandStats::read).transpose()?;
+    let (cpu0, redis_cpu0) = (servers.cpu(), servers.redis_cpu());
     for l in loads.iter_mut() {
         l.say(Order::Go);
     }
@@ -116,46 +138,66 @@ pub fn fanout(
                 std::thread::sleep(wait); // pacing the load, not waiting for a result
             }
         }
-        pusher.push()?;
+        pushers.push(i)?;
     }
     let push_secs = t0.elapsed().as_secs_f64();
+    // Redis as the pushes left it (the load processes close their
+    // connections as they finish, which Redis hears of too).
+    let redis_row = match (&servers.redis, stats0) {
+        (Some(redis), Some(before)) => {
+            let delta = CommandStats::read(redis)?.since(&before);
+            let share = PushShare::of(&delta);
+            Some(json!({
+                "cpu_s": servers.redis_cpu() - redis_cpu0,
+                "evalsha_per_push": share.evalsha as f64 / pushes.max(1) as f64,
+                "inside_script_per_push": share.inside as f64 / pushes.max(1) as f64,
+                "background_scripts": share.background_scripts,
+                "evalsha_usec": delta.usec("evalsha"),
+                "evalsha_usec_per_call": delta.usec_per_call("evalsha"),
+                "commands": delta.to_json(),
+            }))
+        }
+        _ => None,
+    };
     let got = collect(&mut loads, Duration::from_secs(120))?;
     let secs = (got.last_ns.saturating_sub(start)) as f64 / 1e9;
     let expected = (pushes * args.subscribers) as u64;
-    Ok(json!({
+    let mut row = json!({
         "subscribers": args.subscribers, "pushes": pushes,
+        "servers": servers.procs.len(),
         "deliveries": got.received, "expected": expected,
         "deliveries_per_s": if secs > 0.0 { got.received as f64 / secs } else { 0.0 },
         "push_secs": push_secs,
         "latency": percentiles(&got.hist),
         "read_latency": percentiles(&got.read_hist),
         "shared_stamp": got.shared_stamp,
-        "server_cpu_s": server.cpu() - cpu0,
+        "server_cpu_s": servers.cpu() - cpu0,
         "load_cpu_s": got.cpu_s,
-    }))
+    });
+    if let Some(redis) = redis_row {
+        row["redis"] = redis;
+    }
+    Ok(row)
 }
 
-pub fn direct(
-    ctx: &mut RunContext,
-    args: &BenchArgs,
-    server: &ServerProc,
-) -> anyhow::Result<Value> {
+pub fn direct(ctx: &mut RunContext, args: &BenchArgs, servers: &Servers) -> anyhow::Result<Value> {
     let tuning = Tuning {
         rate: args.direct_rate,
         secs: args.direct_secs,
         poll_us: args.poll_us,
         ..Tuning::default()
     };
-    let (mut loads, _) = start_loads(
-        ctx,
-        server,
-        args.pairs * 2,
-        args.procs,
-        Mode::Direct,
-        tuning,
-        true,
-    )?;
-    let cpu0 = server.cpu();
+    let mut plan = LoadPlan::new(args.pairs * 2, args.procs, Mode::Direct, tuning);
+    // One process: pairs inside each load process, as always. A cluster:
+    // each pair's users on different servers, so every message crosses.
+    let cross = servers.target == Target::Cluster;
+    plan.layout = if cross {
+        Layout::CrossPairs
+    } else {
+        Layout::Pairs
+    };
+    let (mut loads, _) = start_loads(ctx, servers, &plan)?;
+    let (cpu0, redis_cpu0) = (servers.cpu(), servers.redis_cpu());
     for l in loads.iter_mut() {
         l.say(Order::Go);
     }
@@ -165,31 +207,38 @@ pub fn direct(
         l.say(Order::Stop);
     }
     let got = collect(&mut loads, Duration::from_secs(60))?;
-    Ok(json!({
+    let mut row = json!({
         "pairs": args.pairs, "rate_per_user": args.direct_rate, "secs": args.direct_secs,
+        "servers": servers.procs.len(), "cross_process": cross,
         "received": got.received,
         "expected": args.pairs as u64 * 2 * args.direct_rate * args.direct_secs,
         "latency": percentiles(&got.hist),
         "read_latency": percentiles(&got.read_hist),
         "shared_stamp": got.shared_stamp,
-        "server_cpu_s": server.cpu() - cpu0,
+        "server_cpu_s": servers.cpu() - cpu0,
         "load_cpu_s": got.cpu_s,
-    }))
+    });
+    if servers.redis.is_some() {
+        row["redis"] = json!({"cpu_s": servers.redis_cpu() - redis_cpu0});
+    }
+    Ok(row)
 }
 
 pub fn idle(
     ctx: &mut RunContext,
     args: &BenchArgs,
-    server: &ServerProc,
+    servers: &Servers,
     n: usize,
 ) -> anyhow::Result<Value> {
     let tuning = Tuning::default();
+    let server = servers.first();
     // Warm up allocator and runtime with a few connections first, so the
     // delta is per-connection cost rather than one-time setup.
-    let (warm, _) = start_loads(ctx, server, 100, 1, Mode::Idle, tuning, false)?;
+    let warm_plan = LoadPlan::new(100, 1, Mode::Idle, tuning);
+    let (warm, _) = start_loads(ctx, servers, &warm_plan)?;
     let before = server.rss_kib();
     let procs = args.procs.max(n.div_ceil(5_000));
-    let (loads, ready) = start_loads(ctx, server, n, procs, Mode::Idle, tuning, false)?;
+    let (loads, ready) = start_loads(ctx, servers, &LoadPlan::new(n, procs, Mode::Idle, tuning))?;
     let after = server.rss_kib();
     let held: u64 = ready.iter().map(|r| r.conns).sum();
     drop(loads);
@@ -205,19 +254,12 @@ pub fn idle(
 pub fn connect_rate(
     ctx: &mut RunContext,
     args: &BenchArgs,
-    server: &ServerProc,
+    servers: &Servers,
 ) -> anyhow::Result<Value> {
     let t0 = Instant::now();
-    let cpu0 = server.cpu();
-    let (loads, ready) = start_loads(
-        ctx,
-        server,
-        args.connects,
-        args.procs,
-        Mode::Connect,
-        Tuning::default(),
-        false,
-    )?;
+    let cpu0 = servers.cpu();
+    let plan = LoadPlan::new(args.connects, args.procs, Mode::Connect, Tuning::default());
+    let (loads, ready) = start_loads(ctx, servers, &plan)?;
     let wall = t0.elapsed().as_secs_f64();
     let slowest = ready.iter().map(|r| r.connect_secs).fold(0.0, f64::max);
     let held: u64 = ready.iter().map(|r| r.conns).sum();
@@ -240,7 +282,7 @@ pub fn connect_rate(
         "wall_secs_incl_process_start": wall,
         "p50_connect_ms": ms(0.5),
         "p99_connect_ms": ms(0.99),
-        "server_cpu_s": server.cpu() - cpu0,
+        "server_cpu_s": servers.cpu() - cpu0,
         "load_cpu_s": load_cpu,
     }))
 }
