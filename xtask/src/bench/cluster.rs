@@ -94,14 +94,18 @@ impl CommandStats {
 
 /// A window's commands split into the group pushes and what the servers
 /// do by themselves meanwhile. This reads the scripts of
-/// server/src/cluster/scripts.rs: only the heartbeat script calls `ZADD`
-/// (once) and `TIME` besides the push; only a presence rewrite calls `DEL`
-/// (once, with one `SMEMBERS`); only a presence change calls `HINCRBY`
-/// (twice). redis-rs sends a script's `EVALSHA` again after loading it
-/// when Redis did not have it yet (one `SCRIPT LOAD` each, and the first
-/// `EVALSHA` failed). Nothing else runs in a push window (the load processes hold
-/// their connections until it is closed, so presence changes are none
-/// there; a burst's loads close theirs as they finish).
+/// server/src/cluster/scripts.rs: the group push script runs `TIME`,
+/// `SMEMBERS` (once each), `HGETALL` (once per member), `ZSCORE` (once per
+/// node) and `PUBLISH`; only the heartbeat script calls `ZADD` (once) and
+/// `TIME` besides it; only a presence rewrite calls `DEL` (once, with one
+/// `SMEMBERS`); only a presence change calls `HINCRBY` (twice). Any other
+/// `SMEMBERS` is sent on its own: a node reloading the memberships of its
+/// users (one per user). redis-rs sends a script's `EVALSHA` again after
+/// loading it when Redis did not have it yet (one `SCRIPT LOAD` each, and
+/// the first `EVALSHA` failed). The load processes hold their connections
+/// until the window is closed, so no presence changes there; a burst's
+/// loads close theirs as they finish.
+#[derive(Debug, PartialEq, Eq)]
 pub struct PushShare {
     /// Top-level commands the servers sent for the pushes.
     pub evalsha: u64,
@@ -109,6 +113,8 @@ pub struct PushShare {
     pub inside: u64,
     /// Heartbeats, presence rewrites and changes in the window.
     pub background_scripts: u64,
+    /// `SMEMBERS` sent on their own (membership reloads).
+    pub smembers_alone: u64,
 }
 
 impl PushShare {
@@ -117,36 +123,31 @@ impl PushShare {
         let rewrites = d.calls("del");
         let presence = d.calls("hincrby") / 2;
         let reloads = d.calls("script|load");
+        let pushes = d
+            .calls("evalsha")
+            .saturating_sub(heartbeats + rewrites + presence + reloads);
+        let smembers_alone = d.calls("smembers").saturating_sub(pushes + rewrites);
         let inside = d.calls("time").saturating_sub(heartbeats)
-            + d.calls("smembers").saturating_sub(rewrites)
+            + d.calls("smembers")
+                .saturating_sub(rewrites + smembers_alone)
             + d.calls("hgetall")
             + d.calls("zscore")
             + d.calls("publish");
         Self {
-            evalsha: d
-                .calls("evalsha")
-                .saturating_sub(heartbeats + rewrites + presence + reloads),
+            evalsha: pushes,
             inside,
             background_scripts: heartbeats + rewrites + presence,
+            smembers_alone,
         }
     }
 }
 
-/// Top-level commands in a window other than the scripts and the
-/// `INFO` that reads the stats: a push must add none.
-fn other_top_level(d: &CommandStats) -> u64 {
-    [
-        "subscribe",
-        "unsubscribe",
-        "ping",
-        "get",
-        "set",
-        "sismember",
-        "scard",
-    ]
-    .iter()
-    .map(|c| d.calls(c))
-    .sum()
+/// Pub/sub commands in a window: a push must add none.
+fn pubsub_commands(d: &CommandStats) -> u64 {
+    ["subscribe", "unsubscribe", "ping"]
+        .iter()
+        .map(|c| d.calls(c))
+        .sum()
 }
 
 /// Pushes `--pushes` times to a group of each of `--group-sizes` connected
@@ -212,7 +213,10 @@ pub fn redis_commands(
             "evalsha_per_push": share.evalsha as f64 / n,
             "evalsha_per_push_raw": delta.calls("evalsha") as f64 / n,
             "background_scripts": share.background_scripts,
-            "other_top_level_commands": other_top_level(&delta),
+            "pubsub_commands": pubsub_commands(&delta),
+            "membership_reload_smembers": share.smembers_alone,
+            "heartbeats": delta.calls("zadd"),
+            "window_secs": push_secs,
             "inside_script_per_push": share.inside as f64 / n,
             "hgetall_per_push": delta.calls("hgetall") as f64 / n,
             "evalsha_usec_per_call": delta.usec_per_call("evalsha"),
@@ -369,6 +373,8 @@ mod tests {
         let share = PushShare::of(&d);
         assert_eq!(share.evalsha, 94);
         assert_eq!(share.background_scripts, 9);
-        assert_eq!(share.inside, 100 + 100 + 10_000 + 200 + 100);
+        // 101 SMEMBERS: 94 pushes, 1 rewrite, 6 sent alone.
+        assert_eq!(share.smembers_alone, 6);
+        assert_eq!(share.inside, 100 + 94 + 10_000 + 200 + 100);
     }
 }

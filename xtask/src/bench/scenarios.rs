@@ -152,6 +152,8 @@ pub fn fanout(
                 "evalsha_per_push": share.evalsha as f64 / pushes.max(1) as f64,
                 "inside_script_per_push": share.inside as f64 / pushes.max(1) as f64,
                 "background_scripts": share.background_scripts,
+                "membership_reload_smembers": share.smembers_alone,
+                "heartbeats": delta.calls("zadd"),
                 "evalsha_usec": delta.usec("evalsha"),
                 "evalsha_usec_per_call": delta.usec_per_call("evalsha"),
                 "commands": delta.to_json(),
