@@ -195,10 +195,26 @@ impl RedisBackplane {
     /// joins and leaves announced while its pub/sub connection was down
     /// were not heard.
     pub async fn resync_memberships(&self) -> Result<(), Unavailable> {
-        for (user, _) in self.hub.connection_counts() {
-            let key = self.names.user_groups_key(&user);
-            let groups = self.ids(key, |g| GroupId::new(g).ok()).await?;
-            self.hub.set_groups(&user, &groups);
+        let users: Vec<UserId> = self
+            .hub
+            .connection_counts()
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        // Pipelined, a thousand users a round trip: a node with many users
+        // must not send one command per user.
+        for chunk in users.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for user in chunk {
+                pipe.cmd("SMEMBERS").arg(self.names.user_groups_key(user));
+            }
+            let mut conn = self.conn.clone();
+            let all: Vec<Vec<String>> = timed(pipe.query_async(&mut conn)).await?;
+            for (user, names) in chunk.iter().zip(all) {
+                let groups: Vec<GroupId> =
+                    names.iter().filter_map(|g| GroupId::new(g).ok()).collect();
+                self.hub.set_groups(user, &groups);
+            }
         }
         Ok(())
     }

@@ -17,9 +17,9 @@ use super::backplane::{local_now_ms, RedisBackplane};
 const EVERY: Duration = Duration::from_secs(1);
 /// A node not heard from for this long is dead to the others.
 pub const NODE_TTL: Duration = Duration::from_secs(6);
-/// Presence is rewritten whole this often even when nothing went wrong,
-/// repairing any change that did not get through.
-const SYNC_EVERY: u32 = 10;
+/// Presence is rewritten whole this often (in beats) even when nothing went
+/// wrong, repairing any change that did not get through.
+const SYNC_EVERY: u32 = 30;
 
 pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(EVERY);

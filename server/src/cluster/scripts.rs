@@ -49,7 +49,34 @@ local function drop_presence(node)
     redis.call('HDEL', P .. 'user:' .. u .. ':conns', node)
   end
   redis.call('DEL', P .. 'node:' .. node .. ':users')
+  local groups = redis.call('SMEMBERS', P .. 'node:' .. node .. ':groups')
+  for _, g in ipairs(groups) do
+    redis.call('HDEL', P .. 'group:' .. g .. ':conns', node)
+  end
+  redis.call('DEL', P .. 'node:' .. node .. ':groups')
   redis.call('HDEL', P .. 'conns_by_node', node)
+end
+-- Keeps `group:{g}:conns` (node -> connections of the group's members on
+-- that node) in step, so a group push counts `delivered` from a few
+-- nodes' numbers instead of from every member.
+local function add_group_conns(group, node, delta)
+  if delta == 0 then return end
+  local key = P .. 'group:' .. group .. ':conns'
+  local n = redis.call('HINCRBY', key, node, delta)
+  if n <= 0 then
+    redis.call('HDEL', key, node)
+  else
+    redis.call('SADD', P .. 'node:' .. node .. ':groups', group)
+  end
+end
+local function live_sum(hash, now)
+  local h = redis.call('HGETALL', hash)
+  local n = 0
+  for i = 1, #h, 2 do
+    local c = tonumber(h[i + 1])
+    if c > 0 and live(h[i], now) then n = n + c end
+  end
+  return n
 end
 "#;
 
@@ -64,23 +91,27 @@ if ARGV[4] == ARGV[3] and ARGV[5] == '1' and delivered > 0 then
   delivered = delivered - 1
 end
 redis.call('PUBLISH', ARGV[6], ARGV[7])
-if ARGV[4] ~= '' and ARGV[4] ~= ARGV[3] then
+-- The sender's copies travel only when the sender has a connection other
+-- than the sending one.
+if ARGV[4] ~= '' and ARGV[4] ~= ARGV[3] and count(ARGV[4], now) > 1 then
   redis.call('PUBLISH', ARGV[8], ARGV[9])
 end
 return delivered
 "#;
 
 /// ARGV: prefix, deadline, group, origin user or "", channel, payload.
-/// `delivered` counts the connections of every member but the sender.
+/// `delivered` counts the connections of every member but the sender:
+/// the group's per-node counts, live nodes only, less the sender's own.
+/// Its cost grows with the nodes, not the members.
 const PUSH_GROUP: &str = r#"
 local now = now_ms()
 if late(ARGV[2], now) then return -1 end
-local members = redis.call('SMEMBERS', P .. 'group:' .. ARGV[3] .. ':members')
-local delivered = 0
-for _, u in ipairs(members) do
-  if u ~= ARGV[4] then delivered = delivered + count(u, now) end
+local delivered = live_sum(P .. 'group:' .. ARGV[3] .. ':conns', now)
+if ARGV[4] ~= '' and redis.call('SISMEMBER', P .. 'group:' .. ARGV[3] .. ':members', ARGV[4]) == 1 then
+  delivered = delivered - count(ARGV[4], now)
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
+if delivered < 0 then delivered = 0 end
 return delivered
 "#;
 
@@ -88,12 +119,7 @@ return delivered
 const BROADCAST: &str = r#"
 local now = now_ms()
 if late(ARGV[2], now) then return -1 end
-local h = redis.call('HGETALL', P .. 'conns_by_node')
-local delivered = 0
-for i = 1, #h, 2 do
-  local c = tonumber(h[i + 1])
-  if c > 0 and live(h[i], now) then delivered = delivered + c end
-end
+local delivered = live_sum(P .. 'conns_by_node', now)
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return delivered
 "#;
@@ -119,6 +145,8 @@ if redis.call('SISMEMBER', ug, ARGV[4]) == 1 then return {0, 0} end
 if redis.call('SCARD', ug) >= tonumber(ARGV[5]) then return {-1, 0} end
 redis.call('SADD', ug, ARGV[4])
 redis.call('SADD', P .. 'group:' .. ARGV[4] .. ':members', ARGV[3])
+local h = redis.call('HGETALL', P .. 'user:' .. ARGV[3] .. ':conns')
+for i = 1, #h, 2 do add_group_conns(ARGV[4], h[i], tonumber(h[i + 1])) end
 return {1, redis.call('PUBLISH', ARGV[6], ARGV[7])}
 "#;
 
@@ -129,7 +157,11 @@ local now = now_ms()
 if late(ARGV[2], now) then return -1 end
 local was = redis.call('SREM', P .. 'user:' .. ARGV[3] .. ':groups', ARGV[4])
 redis.call('SREM', P .. 'group:' .. ARGV[4] .. ':members', ARGV[3])
-if was == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+if was == 1 then
+  local h = redis.call('HGETALL', P .. 'user:' .. ARGV[3] .. ':conns')
+  for i = 1, #h, 2 do add_group_conns(ARGV[4], h[i], -tonumber(h[i + 1])) end
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
 return was
 "#;
 
@@ -146,6 +178,9 @@ else
 end
 local t = redis.call('HINCRBY', P .. 'conns_by_node', ARGV[2], ARGV[4])
 if t <= 0 then redis.call('HDEL', P .. 'conns_by_node', ARGV[2]) end
+for _, g in ipairs(redis.call('SMEMBERS', P .. 'user:' .. ARGV[3] .. ':groups')) do
+  add_group_conns(g, ARGV[2], tonumber(ARGV[4]))
+end
 return n
 "#;
 
@@ -159,6 +194,9 @@ for i = 3, #ARGV, 2 do
   if c > 0 then
     redis.call('HSET', P .. 'user:' .. ARGV[i] .. ':conns', ARGV[2], c)
     redis.call('SADD', P .. 'node:' .. ARGV[2] .. ':users', ARGV[i])
+    for _, g in ipairs(redis.call('SMEMBERS', P .. 'user:' .. ARGV[i] .. ':groups')) do
+      add_group_conns(g, ARGV[2], c)
+    end
     total = total + c
   end
 end

@@ -4,7 +4,12 @@
 //! Keys, all under `wshub:`:
 //! - `user:{u}:groups` (set), `group:{g}:members` (set): membership;
 //! - `user:{u}:conns` (hash node → count): presence of one user;
-//! - `node:{n}:users` (set): the users a node counts, to clean up after it;
+//! - `node:{n}:users`, `node:{n}:groups` (sets): what a node's counts are
+//!   in, to clean up after it;
+//! - `group:{g}:conns` (hash node → count): connections of the group's
+//!   members on each node, kept in step by every script that changes
+//!   membership or presence, so a group push's `delivered` costs a few
+//!   nodes' numbers, not one look-up per member;
 //! - `conns_by_node` (hash node → count): for a broadcast's `delivered`;
 //! - `nodes` (sorted set node → expiry, ms on Redis's clock): live nodes;
 //! - `run` (string): the dataset's id; when it is gone, Redis lost its data.
