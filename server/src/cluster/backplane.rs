@@ -242,7 +242,7 @@ impl RedisBackplane {
 
     /// Tells the node that waits on `token` that this one is subscribed.
     pub async fn send_join_ack(&self, node: u64, token: u64) {
-        let payload = wire::encode(&Envelope::JoinAck { token }, None);
+        let payload = wire::control(&Envelope::JoinAck { token });
         let channel = self.names.node_channel(NodeId(node));
         let _: Result<i64, _> = self
             .command(redis::cmd("PUBLISH").arg(channel).arg(payload))
@@ -328,7 +328,7 @@ impl Broker for RedisBackplane {
     fn kick<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<usize, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let payload = wire::encode(&Envelope::Kick { user: user.clone() }, None);
+            let payload = wire::control(&Envelope::Kick { user: user.clone() });
             let mut inv = self.scripts.kick.prepare_invoke();
             inv.arg(self.prefix())
                 .arg(self.deadline())
@@ -375,15 +375,12 @@ impl Membership for RedisBackplane {
             // Registered before the script runs: an ack can come back
             // before the script's answer does.
             lock(&self.acks).insert(token, (usize::MAX, Some(done)));
-            let payload = wire::encode(
-                &Envelope::Joined {
-                    user: user.clone(),
-                    group: group.clone(),
-                    node: self.node.0,
-                    token,
-                },
-                None,
-            );
+            let payload = wire::control(&Envelope::Joined {
+                user: user.clone(),
+                group: group.clone(),
+                node: self.node.0,
+                token,
+            });
             let mut inv = self.scripts.join.prepare_invoke();
             inv.arg(self.prefix())
                 .arg(self.deadline())
@@ -430,13 +427,10 @@ impl Membership for RedisBackplane {
     ) -> BoxFuture<'a, Result<bool, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let payload = wire::encode(
-                &Envelope::Left {
-                    user: user.clone(),
-                    group: group.clone(),
-                },
-                None,
-            );
+            let payload = wire::control(&Envelope::Left {
+                user: user.clone(),
+                group: group.clone(),
+            });
             let mut inv = self.scripts.leave.prepare_invoke();
             inv.arg(self.prefix())
                 .arg(self.deadline())

@@ -16,9 +16,10 @@
 //!
 //! Channels carry the database number, because pub/sub ignores it:
 //! `wshub:{db}:u:{user}`, `wshub:{db}:g:{group}`, `wshub:{db}:all`,
-//! `wshub:{db}:n:{node}`. A payload is one line of JSON (the envelope)
-//! followed by the encoded frame, so the frame's bytes are never parsed
-//! or encoded again on the way.
+//! `wshub:{db}:n:{node}`. A payload starts with one byte that says what it
+//! is. `m`: a message, then one line of JSON (a plain struct, which serde
+//! reads without buffering) and the encoded frame, whose bytes are never
+//! parsed or encoded again on the way. `c`: a control message, JSON.
 
 use bytes::Bytes;
 use hub_core::{ConnId, Control, Frame, NodeId, Origin, Publication, Target, Topic};
@@ -72,17 +73,21 @@ impl Names {
     }
 }
 
-/// The envelope in front of a frame, or a control message on its own.
+/// What travels in front of a message's frame; `part` says which
+/// recipients this channel carries it to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageHeader {
+    pub target: WireTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<WireOrigin>,
+    pub part: Part,
+}
+
+/// A control message: membership and kicks, announced on a user's channel,
+/// and join acks on a node's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Envelope {
-    /// A message; `part` says which recipients this channel carries it to.
-    Message {
-        target: WireTarget,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        origin: Option<WireOrigin>,
-        part: Part,
-    },
     Joined {
         user: UserId,
         group: GroupId,
@@ -128,12 +133,14 @@ pub enum Part {
     SenderCopies,
 }
 
-pub fn encode(envelope: &Envelope, frame: Option<&Frame>) -> Vec<u8> {
-    let mut out = serde_json::to_vec(envelope).unwrap_or_default();
-    out.push(b'\n');
-    if let Some(f) = frame {
-        out.extend_from_slice(f.bytes());
-    }
+const MESSAGE: u8 = b'm';
+const CONTROL: u8 = b'c';
+
+/// A control message's payload.
+pub fn control(envelope: &Envelope) -> Vec<u8> {
+    let mut out = vec![CONTROL];
+    // Plain strings and numbers: serialising cannot fail.
+    let _ = serde_json::to_writer(&mut out, envelope);
     out
 }
 
@@ -148,14 +155,17 @@ pub fn message(p: &Publication, part: Part) -> Vec<u8> {
         node: o.conn.node.0,
         conn: o.conn.n,
     });
-    encode(
-        &Envelope::Message {
-            target,
-            origin,
-            part,
-        },
-        Some(&p.frame),
-    )
+    let header = MessageHeader {
+        target,
+        origin,
+        part,
+    };
+    let mut out = Vec::with_capacity(p.frame.len() + 96);
+    out.push(MESSAGE);
+    let _ = serde_json::to_writer(&mut out, &header);
+    out.push(b'\n');
+    out.extend_from_slice(p.frame.bytes());
+    out
 }
 
 /// What arrived on a channel.
@@ -169,46 +179,43 @@ pub enum Arrived {
 /// Reads a payload; `None` for anything this version cannot read (logged
 /// by the caller), which never takes the subscriber down.
 pub fn decode(payload: Bytes) -> Option<Arrived> {
-    let newline = payload.iter().position(|b| *b == b'\n')?;
-    let envelope: Envelope = serde_json::from_slice(&payload[..newline]).ok()?;
-    Some(match envelope {
-        Envelope::Message {
-            target,
-            origin,
-            part,
-        } => {
+    match *payload.first()? {
+        MESSAGE => {
+            let newline = payload.iter().position(|b| *b == b'\n')?;
+            let header: MessageHeader = serde_json::from_slice(&payload[1..newline]).ok()?;
             let frame = Frame::from_shared(payload.slice(newline + 1..))?;
-            let target = match target {
+            let target = match header.target {
                 WireTarget::User(u) => Target::User(u),
                 WireTarget::Group(g) => Target::Group(g),
                 WireTarget::All => Target::All,
             };
-            let origin = origin.map(|o| Origin {
+            let origin = header.origin.map(|o| Origin {
                 user: o.user,
                 conn: ConnId {
                     node: NodeId(o.node),
                     n: o.conn,
                 },
             });
-            Arrived::Message(
-                Publication {
-                    target,
-                    origin,
-                    frame,
-                },
-                part,
-            )
+            let p = Publication {
+                target,
+                origin,
+                frame,
+            };
+            Some(Arrived::Message(p, header.part))
         }
-        Envelope::Joined {
-            user,
-            group,
-            node,
-            token,
-        } => Arrived::Control(Control::Joined { user, group }, Some((node, token))),
-        Envelope::Left { user, group } => Arrived::Control(Control::Left { user, group }, None),
-        Envelope::Kick { user } => Arrived::Control(Control::Kick { user }, None),
-        Envelope::JoinAck { token } => Arrived::JoinAck(token),
-    })
+        CONTROL => Some(match serde_json::from_slice(&payload[1..]).ok()? {
+            Envelope::Joined {
+                user,
+                group,
+                node,
+                token,
+            } => Arrived::Control(Control::Joined { user, group }, Some((node, token))),
+            Envelope::Left { user, group } => Arrived::Control(Control::Left { user, group }, None),
+            Envelope::Kick { user } => Arrived::Control(Control::Kick { user }, None),
+            Envelope::JoinAck { token } => Arrived::JoinAck(token),
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -238,7 +245,17 @@ mod tests {
         assert_eq!(back.frame, frame);
         assert_eq!(back.origin, p.origin);
         assert_eq!(back.target, p.target);
-        assert!(decode(Bytes::from_static(b"no newline")).is_none());
-        assert!(decode(Bytes::from_static(b"{\"k\":\"unknown\"}\n")).is_none());
+        assert!(decode(Bytes::from_static(b"mno newline")).is_none());
+        assert!(decode(Bytes::from_static(b"c{\"k\":\"unknown\"}")).is_none());
+        assert!(decode(Bytes::new()).is_none());
+        let kick = Envelope::Kick {
+            user: UserId::new("k").unwrap(),
+        };
+        let Some(Arrived::Control(Control::Kick { user }, None)) =
+            decode(Bytes::from(control(&kick)))
+        else {
+            panic!("control not read back");
+        };
+        assert_eq!(user.as_str(), "k");
     }
 }
