@@ -11,6 +11,7 @@
 pub mod backplane;
 pub mod disconnect;
 pub mod frame;
+pub mod history;
 pub mod hub;
 pub mod node;
 pub mod publication;
@@ -25,6 +26,10 @@ pub use backplane::{
 };
 pub use disconnect::Disconnect;
 pub use frame::Frame;
+pub use history::{
+    Epoch, History, HistoryConfig, Position, Recovery, ResetReason, StreamEntry, StreamName,
+    Streams,
+};
 pub use hub::Hub;
 pub use node::{
     now_millis, Admission, Backplane, Connection, Delivery, Node, NodeConfig, NodeError,
