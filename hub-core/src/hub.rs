@@ -129,13 +129,6 @@ impl Hub {
         true
     }
 
-    /// Connections of `user` on this node, reservations included.
-    pub(crate) fn held_by(&self, user: &UserId) -> usize {
-        self.user_shard(user)
-            .get(user)
-            .map_or(0, |e| e.conns.lock().len() + e.admitted)
-    }
-
     /// Forgets the memberships this node keeps for `user` when it only
     /// keeps them on behalf of a shared store (a cluster) and the user has
     /// no connection here any more.

@@ -277,7 +277,9 @@ impl Node {
             .presence
             .connections(std::slice::from_ref(user))
             .await?;
-        let here = inner.hub.held_by(user);
+        // Presence counts registered connections only, so only those are
+        // taken off; reservations here stay counted by `hub.admit`.
+        let here = inner.hub.user_info(user).0;
         let elsewhere = everywhere
             .first()
             .copied()
@@ -295,7 +297,8 @@ impl Node {
         for g in new {
             // Only a join racing this admission can have taken the room
             // checked above; the group cap wins then.
-            if inner.membership.join(g, user, max_groups).await? == Some(true) {
+            // Joined now or by a concurrent admission: a member either way.
+            if inner.membership.join(g, user, max_groups).await?.is_some() {
                 groups.push(g.clone());
             }
         }
@@ -320,9 +323,7 @@ impl Node {
         if self.is_clustered() {
             // The hub mirrors the memberships of users connected here, so
             // fan-out to them stays local.
-            for g in &groups {
-                let _ = inner.hub.join(g, &user, usize::MAX);
-            }
+            inner.hub.set_groups(&user, &groups);
         }
         let id = ConnId {
             node: inner.id,

@@ -23,6 +23,8 @@ use super::wire::{self, Envelope, Names, Part};
 
 /// How long one command may take before it counts as an outage.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How much sooner a script's deadline falls than the local timeout.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 /// How long a join waits for the nodes holding the user's connections to
 /// subscribe to the group, so a push right after the join reaches them.
 const JOIN_ACK_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -129,9 +131,14 @@ impl RedisBackplane {
         }
     }
 
-    /// A deadline on Redis's clock for a command sent now.
+    /// A deadline on Redis's clock for a command sent now: well inside
+    /// the local timeout, so a script that does run is answered before the
+    /// caller gives up on it (else a message could be delivered and still
+    /// answered `unavailable`).
     fn deadline(&self) -> i64 {
+        let margin = DEADLINE_MARGIN.as_millis() as i64;
         local_now_ms() + self.clock_offset_ms.load(SeqCst) + COMMAND_TIMEOUT.as_millis() as i64
+            - margin
     }
 
     /// Runs a script invocation; any failure or timeout is `Unavailable`.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::backplane::{local_now_ms, RedisBackplane};
+use super::subscriber;
 
 const EVERY: Duration = Duration::from_secs(1);
 /// A node not heard from for this long is dead to the others.
@@ -60,7 +61,14 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         let resubscribed = generation != bp.synced_generation.load(SeqCst);
         let heartbeat_was_ok = bp.heartbeat_ok.load(SeqCst);
         if !heartbeat_was_ok || resubscribed || beats_since_sync >= SYNC_EVERY {
-            if bp.sync_presence().await.is_err() || bp.resync_memberships().await.is_err() {
+            // Presence, then the memberships the node mirrors, then the
+            // channels those need, before the node answers again.
+            let synced = bp.sync_presence().await.is_ok()
+                && bp.resync_memberships().await.is_ok()
+                && subscriber::ensure(&bp, subscriber::wanted(&bp).into_iter().collect())
+                    .await
+                    .is_ok();
+            if !synced {
                 bp.heartbeat_ok.store(false, SeqCst);
                 continue;
             }

@@ -33,7 +33,7 @@ fn subs(bp: &RedisBackplane) -> std::sync::MutexGuard<'_, Subscriptions> {
 }
 
 /// The channels this process needs now.
-fn wanted(bp: &RedisBackplane) -> HashSet<String> {
+pub fn wanted(bp: &RedisBackplane) -> HashSet<String> {
     let mut channels: HashSet<String> = bp
         .hub
         .topics()
@@ -92,7 +92,14 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         let channels: Vec<String> = wanted(&bp).into_iter().collect();
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channels)).await {
             Ok(Ok(())) => {}
-            _ => continue,
+            // Refused at once (a password missing, Redis still loading):
+            // back off as for a failed connect rather than spin.
+            _ => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
         }
         {
             let mut s = subs(&bp);
@@ -156,7 +163,9 @@ fn route(bp: &Arc<RedisBackplane>, payload: Bytes) {
     }
 }
 
-/// Drops channels that no local connection has read for two sweeps.
+/// Drops channels that no local connection has read for two sweeps, and
+/// subscribes any the hub reads but the connection lacks (memberships a
+/// resync restored, a subscribe an unsubscribe overtook).
 pub async fn sweep(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
@@ -179,6 +188,13 @@ pub async fn sweep(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
             }
             (sink, stale)
         };
+        let missing: Vec<String> = {
+            let s = subs(&bp);
+            reading.difference(&s.subscribed).cloned().collect()
+        };
+        if !missing.is_empty() {
+            let _ = ensure(&bp, missing).await;
+        }
         if !stale.is_empty() {
             let mut sink = sink;
             let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&stale)).await;

@@ -1,7 +1,8 @@
 //! The server API for backends, `/api/v1/*` (PROTOCOL.md §6).
 //!
-//! Handlers are plain functions over the hub: the only await is reading the
-//! request body, and no hub lock is held across it.
+//! Handlers are plain functions over the node: they await the request body
+//! and, in cluster mode, the shared store; no hub lock is held across any
+//! await.
 
 use std::time::Instant;
 
