@@ -156,9 +156,8 @@ impl Hub {
         }
     }
 
-    /// Adds a connection, turning a reservation of `admit` into it, and
-    /// returns the user's groups at that moment.
-    pub(crate) fn register(&self, user: &UserId, queue: QueueSender) -> Vec<GroupId> {
+    /// Adds a connection, turning a reservation of `admit` into it.
+    pub(crate) fn register(&self, user: &UserId, queue: QueueSender) {
         let mut shard = self.user_shard(user);
         let entry = shard.entry(user.clone()).or_default();
         entry.admitted = entry.admitted.saturating_sub(1);
@@ -168,7 +167,6 @@ impl Hub {
         }
         conns.push(queue);
         self.stats.connections.fetch_add(1, Relaxed);
-        entry.groups.iter().cloned().collect()
     }
 
     /// Removes a connection (if a close has not removed it already). Its

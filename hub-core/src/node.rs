@@ -159,7 +159,7 @@ impl Drop for Admission {
 impl Node {
     /// A node of one process: everything in memory.
     pub fn new(config: NodeConfig) -> Self {
-        Self::build(config, NodeId(random_u64()), |hub| {
+        Self::build(config, NodeId::random(), |hub| {
             let local = Arc::new(Local(hub));
             Backplane {
                 broker: local.clone(),
@@ -481,16 +481,6 @@ impl Node {
     pub fn disconnect_all(&self, reason: Disconnect) -> usize {
         self.inner.hub.close_all(reason)
     }
-}
-
-/// A random 64-bit number from the standard library's randomly seeded
-/// hasher: enough to tell processes apart, with no extra dependency.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    RandomState::new().hash_one(nanos)
 }
 
 pub fn now_millis() -> u64 {

@@ -28,6 +28,19 @@ use crate::frame::Frame;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u64);
 
+impl NodeId {
+    /// A random id from the standard library's randomly seeded hasher:
+    /// enough to tell processes (and runs of one) apart, with no extra
+    /// dependency.
+    pub fn random() -> NodeId {
+        use std::hash::{BuildHasher, RandomState};
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        NodeId(RandomState::new().hash_one((std::process::id(), nanos)))
+    }
+}
+
 impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}", self.0)

@@ -42,7 +42,7 @@ impl State {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| anyhow::anyhow!("bad --redis URL: {e}"))?;
-                let id = NodeId(random_node_id());
+                let id = NodeId::random();
                 let mut made = None;
                 let mut failed = None;
                 let node = Node::with_backplane(config.node_config(), id, |hub| {
@@ -97,13 +97,4 @@ impl State {
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
     }
-}
-
-/// A node id that differs between processes and between runs of one.
-fn random_node_id() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one((
-        std::process::id(),
-        crate::cluster::backplane::local_now_ms(),
-    ))
 }

@@ -30,14 +30,18 @@ local function live(node, now)
   end
   return v
 end
-local function count(user, now)
-  local h = redis.call('HGETALL', P .. 'user:' .. user .. ':conns')
+-- Connections in a node -> count hash, live nodes only.
+local function live_sum(hash, now)
+  local h = redis.call('HGETALL', hash)
   local n = 0
   for i = 1, #h, 2 do
     local c = tonumber(h[i + 1])
     if c > 0 and live(h[i], now) then n = n + c end
   end
   return n
+end
+local function count(user, now)
+  return live_sum(P .. 'user:' .. user .. ':conns', now)
 end
 local function late(deadline, now)
   local d = tonumber(deadline)
@@ -68,15 +72,6 @@ local function add_group_conns(group, node, delta)
   else
     redis.call('SADD', P .. 'node:' .. node .. ':groups', group)
   end
-end
-local function live_sum(hash, now)
-  local h = redis.call('HGETALL', hash)
-  local n = 0
-  for i = 1, #h, 2 do
-    local c = tonumber(h[i + 1])
-    if c > 0 and live(h[i], now) then n = n + c end
-  end
-  return n
 end
 "#;
 
