@@ -8,7 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
+mod common;
+
+use common::done;
 use hub_core::{
     Backplane, BoxFuture, Broker, Connection, Control, Disconnect, Hub, Inbound, Membership, Node,
     NodeConfig, NodeError, NodeId, Presence, Publication, Rules, Session, Target, Topic,
@@ -212,12 +214,6 @@ fn node(store: &Arc<Store>, n: u64) -> Node {
             presence: side,
         }
     })
-}
-
-/// Runs a call against the in-memory store, which completes at once.
-fn done<T>(call: impl std::future::Future<Output = T>) -> T {
-    call.now_or_never()
-        .expect("the in-memory store answers at once")
 }
 
 fn user(s: &str) -> UserId {

@@ -5,31 +5,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use hub_core::{Connection, Node, NodeConfig, Session, Target};
+mod common;
+
+use common::{connect, done};
+use hub_core::{Node, NodeConfig, Target};
 use protocol::{Body, GroupId, UserId};
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 2_000;
 const USERS: usize = 24;
 const GROUPS: usize = 6;
-
-/// Runs a call of a one-process node, which completes at once.
-fn done<T>(call: impl std::future::Future<Output = T>) -> T {
-    call.now_or_never()
-        .expect("a one-process node answers at once")
-}
-
-/// Admits and registers one connection of `user`, joining `groups` as a
-/// token's groups would be.
-fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
-    let session = Session {
-        token_groups: groups.to_vec(),
-        ..Session::new(user)
-    };
-    let admission = done(node.admit(&session)).unwrap();
-    done(node.connect(admission, &session))
-}
 
 fn user(i: usize) -> UserId {
     UserId::new(&format!("u{}", i % USERS)).unwrap()

@@ -4,27 +4,12 @@
 
 use std::num::NonZeroUsize;
 
-use futures_util::FutureExt;
+mod common;
+
+use common::{connect, done};
 use hub_core::{Connection, Disconnect, Frame, Node, NodeConfig, Rules, Session, Target};
 use protocol::{Body, ErrorCode, GroupId, ServerFrame, UserId};
 use serde_json::json;
-
-/// Runs a call of a one-process node, which completes at once.
-fn done<T>(call: impl std::future::Future<Output = T>) -> T {
-    call.now_or_never()
-        .expect("a one-process node answers at once")
-}
-
-/// Admits and registers one connection of `user`, joining `groups` as a
-/// token's groups would be.
-fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
-    let session = Session {
-        token_groups: groups.to_vec(),
-        ..Session::new(user)
-    };
-    let admission = done(node.admit(&session)).unwrap();
-    done(node.connect(admission, &session))
-}
 
 fn user(s: &str) -> UserId {
     UserId::new(s).unwrap()
