@@ -209,6 +209,8 @@ fn render(text: &str, me: &str) -> Option<String> {
         ServerFrame::Ack {
             id,
             delivered: None,
+            recovered: None,
+            ..
         } => Some(format!("* ok ({id})")),
         _ => None,
     }

@@ -12,12 +12,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use protocol::{GroupId, UserId};
 
 use crate::disconnect::Disconnect;
+use crate::history::{History, HistoryConfig, Position, Recovery, StreamName, Streams};
 use crate::hub::Hub;
-use crate::publication::Publication;
+use crate::idempotency::{FirstPush, Idempotency};
+use crate::publication::{Placed, Publication, Published};
 
 /// A boxed future, so the seams can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -43,15 +46,16 @@ pub enum Control {
 
 /// What a node gives its broker for what arrives from the cluster.
 pub trait Inbound: Send + Sync + 'static {
-    /// Queues a publication to this node's recipients; returns how many.
-    fn publication(&self, publication: &Publication) -> usize;
+    /// Queues a message placed in a stream to this node's readers of the
+    /// stream; returns how many.
+    fn placed(&self, placed: &Placed) -> usize;
     fn control(&self, control: &Control);
 }
 
 /// The local hub is the inbound side of every node.
 impl Inbound for Hub {
-    fn publication(&self, publication: &Publication) -> usize {
-        self.deliver(publication)
+    fn placed(&self, placed: &Placed) -> usize {
+        self.deliver(placed)
     }
 
     fn control(&self, control: &Control) {
@@ -69,14 +73,45 @@ impl Inbound for Hub {
     }
 }
 
-/// Carries publications to the nodes that need them.
+/// Numbers publications in their streams, keeps the streams' history,
+/// and carries publications to the nodes that need them (centrifuge's
+/// broker does both, for the same reason: the place that orders a stream
+/// is the place that can replay it).
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes to every node with recipients, this one included, and
-    /// resolves to `delivered` as the cluster counts it.
-    fn publish<'a>(
+    /// Appends to the target's stream (and for a direct message, the
+    /// sender's inbox), publishes to every node with recipients, this one
+    /// included, and resolves to what the ack reports, `delivered` as the
+    /// cluster counts it. A repeated idempotency key publishes nothing.
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<Published, Unavailable>>;
+
+    /// The position of each stream now, in the same order.
+    fn positions<'a>(
         &'a self,
-        publication: &'a Publication,
-    ) -> BoxFuture<'a, Result<usize, Unavailable>>;
+        streams: &'a [StreamName],
+    ) -> BoxFuture<'a, Result<Vec<Position>, Unavailable>>;
+
+    /// A resume of several streams in one pass: for each (stream, last
+    /// position seen), what to replay or that it cannot be recovered.
+    fn recover<'a>(
+        &'a self,
+        from: &'a [(StreamName, Position)],
+    ) -> BoxFuture<'a, Result<Vec<Recovery>, Unavailable>>;
+
+    /// The history API: retained messages of `stream` after `since`.
+    fn history<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<History, Unavailable>>;
+
+    /// Messages held in this process's memory (`wshub_history_messages`).
+    fn held_messages(&self) -> usize {
+        0
+    }
+
+    /// Hands back the memory of expired history; called every second.
+    fn expire(&self) {}
 
     /// Closes every connection of `user` on every node (1008); resolves to
     /// how many.
@@ -157,24 +192,118 @@ pub trait Presence: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), Unavailable>>;
 }
 
-/// One process: the hub is the whole truth, and every call is immediate.
-#[derive(Debug, Clone)]
-pub struct Local(pub Arc<Hub>);
+/// One process: the hub and its streams are the whole truth, and every
+/// call is immediate.
+#[derive(Debug)]
+pub struct Local {
+    pub hub: Arc<Hub>,
+    streams: Streams,
+    idempotency: Idempotency,
+}
+
+impl Local {
+    pub fn new(hub: Arc<Hub>, history: HistoryConfig, idempotency_window: Duration) -> Self {
+        Self {
+            hub,
+            streams: Streams::new(history),
+            idempotency: Idempotency::new(idempotency_window),
+        }
+    }
+
+    /// Routes on this process. A push with a key checks, routes and
+    /// remembers under one hold of the keys (no await in between), so
+    /// racing repeats deliver once.
+    fn route(&self, mut p: Publication) -> Published {
+        let now = Instant::now();
+        let id = p.message.id.clone();
+        let Some(key) = p.idempotency_key.take() else {
+            let (delivered, place) = self.hub.route(&mut p, &self.streams, now);
+            return Published {
+                id,
+                delivered,
+                place,
+                duplicate: false,
+            };
+        };
+        let mut check = self.idempotency.check(now);
+        if let Some(first) = check.first(&p.target, &key) {
+            return Published {
+                id: first.id,
+                delivered: 0,
+                place: first.place,
+                duplicate: true,
+            };
+        }
+        let (delivered, place) = self.hub.route(&mut p, &self.streams, now);
+        let first = FirstPush {
+            id: id.clone(),
+            place: place.clone(),
+        };
+        check.remember(&p.target, &key, first);
+        Published {
+            id,
+            delivered,
+            place,
+            duplicate: false,
+        }
+    }
+}
 
 fn ready<'a, T: Send + 'a>(t: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(t))
 }
 
 impl Broker for Local {
-    fn publish<'a>(
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<Published, Unavailable>> {
+        ready(Ok(self.route(publication)))
+    }
+
+    fn positions<'a>(
         &'a self,
-        publication: &'a Publication,
-    ) -> BoxFuture<'a, Result<usize, Unavailable>> {
-        ready(Ok(self.0.deliver(publication)))
+        streams: &'a [StreamName],
+    ) -> BoxFuture<'a, Result<Vec<Position>, Unavailable>> {
+        let now = Instant::now();
+        ready(Ok(streams
+            .iter()
+            .map(|s| self.streams.position(s, now))
+            .collect()))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        from: &'a [(StreamName, Position)],
+    ) -> BoxFuture<'a, Result<Vec<Recovery>, Unavailable>> {
+        let now = Instant::now();
+        ready(Ok(from
+            .iter()
+            .map(|(s, after)| self.streams.since(s, after, usize::MAX, now))
+            .collect()))
+    }
+
+    fn history<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<History, Unavailable>> {
+        ready(Ok(self.streams.history(
+            stream,
+            since,
+            limit,
+            Instant::now(),
+        )))
+    }
+
+    fn held_messages(&self) -> usize {
+        self.streams.held()
+    }
+
+    fn expire(&self) {
+        self.streams.expire(Instant::now());
     }
 
     fn kick<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<usize, Unavailable>> {
-        ready(Ok(self.0.close_user(user, Disconnect::Kicked)))
+        ready(Ok(self.hub.close_user(user, Disconnect::Kicked)))
     }
 
     fn subscribe<'a>(&'a self, _topics: &'a [Topic]) -> BoxFuture<'a, Result<(), Unavailable>> {
@@ -189,7 +318,7 @@ impl Membership for Local {
         user: &'a UserId,
         max: usize,
     ) -> BoxFuture<'a, Result<Option<bool>, Unavailable>> {
-        ready(Ok(self.0.join(group, user, max).ok()))
+        ready(Ok(self.hub.join(group, user, max).ok()))
     }
 
     fn leave<'a>(
@@ -197,14 +326,14 @@ impl Membership for Local {
         group: &'a GroupId,
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<bool, Unavailable>> {
-        ready(Ok(self.0.leave(group, user)))
+        ready(Ok(self.hub.leave(group, user)))
     }
 
     fn groups_of<'a>(
         &'a self,
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<Vec<GroupId>, Unavailable>> {
-        ready(Ok(self.0.user_info(user).1))
+        ready(Ok(self.hub.user_info(user).1))
     }
 
     fn members_of<'a>(
@@ -212,7 +341,7 @@ impl Membership for Local {
         group: &'a GroupId,
     ) -> BoxFuture<'a, Result<Vec<UserId>, Unavailable>> {
         let members = self
-            .0
+            .hub
             .group_members(group)
             .into_iter()
             .map(|(u, _)| u)
@@ -225,7 +354,7 @@ impl Membership for Local {
         group: &'a GroupId,
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<bool, Unavailable>> {
-        ready(Ok(self.0.is_member(group, user)))
+        ready(Ok(self.hub.is_member(group, user)))
     }
 }
 
@@ -234,7 +363,7 @@ impl Presence for Local {
         &'a self,
         users: &'a [UserId],
     ) -> BoxFuture<'a, Result<Vec<usize>, Unavailable>> {
-        ready(Ok(users.iter().map(|u| self.0.user_info(u).0).collect()))
+        ready(Ok(users.iter().map(|u| self.hub.user_info(u).0).collect()))
     }
 
     fn changed<'a>(

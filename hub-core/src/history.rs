@@ -405,6 +405,17 @@ impl Streams {
         now: Instant,
         make_frame: impl FnOnce(Position) -> Frame,
     ) -> Position {
+        self.append_frame(name, now, make_frame).0
+    }
+
+    /// `append`, also handing back the frame it built (kept or not: with
+    /// `max_messages` 0 it is numbered and delivered but not kept).
+    pub fn append_frame(
+        &self,
+        name: &StreamName,
+        now: Instant,
+        make_frame: impl FnOnce(Position) -> Frame,
+    ) -> (Position, Frame) {
         let h = self.hash(name);
         let mut guard = self.shard(h);
         let shard = &mut *guard;
@@ -418,8 +429,8 @@ impl Streams {
             stream.top = at.seq;
             stream.last_append = stream.last_append.max(now);
             let added_at = stream.last_append;
-            self.keep(stream, added_at, frame);
-            return at;
+            self.keep(stream, added_at, frame.clone());
+            return (at, frame);
         }
         let incarnation = self.incarnations.current(h);
         let epoch = self.epochs.epoch(name, incarnation);
@@ -434,7 +445,7 @@ impl Streams {
             last_append: now,
             serial: shard.next_serial,
         };
-        self.keep(&mut stream, now, frame);
+        self.keep(&mut stream, now, frame.clone());
         if let Some(due) = stream.due(self.config.ttl) {
             shard.due.push(Due {
                 at: due,
@@ -443,7 +454,7 @@ impl Streams {
             });
         }
         shard.streams.insert(name.clone(), stream);
-        at
+        (at, frame)
     }
 
     /// The stream's position now. Reading it never creates anything: a

@@ -8,21 +8,26 @@
 //! from member to queues, with no lookup or hashing per member.
 //!
 //! Lock order, which keeps concurrent join/leave/publish/disconnect free of
-//! deadlock: a group shard, then a user shard, then a user's `Conns`, then
-//! one connection's queue (`queue.rs`); never two locks of one kind at once.
+//! deadlock: `broadcast`, then a group shard, then a user shard, then a
+//! user's `Conns`, then one connection's queue (`queue.rs`); never two
+//! locks of one kind at once. A history shard (`history.rs`) is a leaf,
+//! taken under a group or user shard and released before anything else.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use foldhash::fast::RandomState;
 use protocol::{GroupId, UserId};
 
 use crate::backplane::Topic;
 use crate::disconnect::Disconnect;
-use crate::publication::{Publication, Target};
+use crate::frame::Frame;
+use crate::history::{Position, StreamName, Streams};
+use crate::publication::{encode_at, Placed, Publication, Target};
 use crate::queue::{ConnId, Pushed, QueueSender};
 use crate::stats::Stats;
 
@@ -69,6 +74,8 @@ pub struct Hub {
     users: Box<[Mutex<UserShard>]>,
     groups: Box<[Mutex<GroupShard>]>,
     hasher: RandomState,
+    /// Orders broadcasts: one at a time is appended and fanned out.
+    broadcast: Mutex<()>,
     pub(crate) stats: Stats,
 }
 
@@ -91,6 +98,7 @@ impl Default for Hub {
             users: (0..SHARDS).map(|_| Mutex::default()).collect(),
             groups: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::default(),
+            broadcast: Mutex::new(()),
             stats: Stats::default(),
         }
     }
@@ -376,68 +384,129 @@ impl Hub {
         n
     }
 
-    /// Queues a publication's frame to its local recipients. Returns the
-    /// `delivered` count: connections of the recipients, not counting the
-    /// copies that go to the sender's other connections (PROTOCOL.md §3).
-    pub fn deliver(&self, p: &Publication) -> usize {
-        let origin_conn = p.origin.as_ref().map(|o| o.conn);
+    /// Routes a publication on one process: numbers it in each stream it
+    /// enters, keeps it in `streams`, and queues it to the local readers,
+    /// each append and its fan-out under the one lock that orders that
+    /// stream's deliveries (the recipient's user shard for an inbox, the
+    /// group's shard for a group, `broadcast` for `all`), so every reader
+    /// gets a stream in seq order however publishers race. Returns
+    /// `delivered` (§3: not counting the sender's copies) and the position
+    /// the ack reports.
+    pub(crate) fn route(
+        &self,
+        p: &mut Publication,
+        streams: &Streams,
+        now: Instant,
+    ) -> (usize, Option<(StreamName, Position)>) {
+        let skip = p.origin.as_ref().map(|o| o.conn);
         let mut delivered = 0;
         let mut copies = 0;
-        match &p.target {
+        let place = match p.target.clone() {
             Target::User(to) => {
-                if let Some(conns) = self.conns_of(to) {
-                    delivered += self.push_all(&conns, p, origin_conn);
-                }
-                if let Some(origin) = p.origin.as_ref().filter(|o| &o.user != to) {
-                    if let Some(conns) = self.conns_of(&origin.user) {
-                        copies += self.push_all(&conns, p, origin_conn);
+                let stream = StreamName::Inbox(to.clone());
+                let (at, n) = self.append_to_user(&to, &stream, p, streams, now, skip);
+                delivered += n;
+                match p.origin.clone() {
+                    // The sender's copy, in the sender's own inbox.
+                    Some(o) if o.user != to => {
+                        let own = StreamName::Inbox(o.user.clone());
+                        let (at, n) = self.append_to_user(&o.user, &own, p, streams, now, skip);
+                        copies += n;
+                        (own, at)
                     }
+                    _ => (stream, at),
                 }
             }
             Target::Group(group) => {
-                // Held for the whole fan-out: pushes never block, and holding
-                // it keeps one group's messages in one order for everyone.
-                let groups = self.group_shard(group);
-                if let Some(members) = groups.get(group) {
+                let stream = StreamName::Group(group.clone());
+                let groups = self.group_shard(&group);
+                let (at, frame) =
+                    streams.append_frame(&stream, now, |at| encode_at(&mut p.message, &stream, at));
+                if let Some(members) = groups.get(&group) {
                     for (member, conns) in members {
-                        let n = self.push_all(conns, p, origin_conn);
+                        let n = self.push_all(conns, &frame, skip);
                         match &p.origin {
                             Some(o) if &o.user == member => copies += n,
                             _ => delivered += n,
                         }
                     }
                 }
+                drop(groups);
+                (stream, at)
             }
             Target::All => {
-                for shard in self.users.iter() {
-                    let shard = lock(shard);
-                    for entry in shard.values() {
-                        delivered += self.push_all(&entry.conns, p, origin_conn);
-                    }
-                }
+                let _order = lock(&self.broadcast);
+                let stream = StreamName::All;
+                let (at, frame) =
+                    streams.append_frame(&stream, now, |at| encode_at(&mut p.message, &stream, at));
+                delivered += self.push_everyone(&frame, skip);
+                (stream, at)
             }
-        }
+        };
         self.stats
             .messages_delivered
             .fetch_add((delivered + copies) as u64, Relaxed);
-        delivered
+        (delivered, Some(place))
     }
 
-    /// Queues a publication's frame to the local connections of `user`
-    /// only, skipping the sending connection: a cluster carries a direct
-    /// message to the recipient's nodes and the sender's copies to the
-    /// sender's nodes separately, so a node holding both users queues each
-    /// part once.
-    pub fn deliver_to(&self, user: &UserId, p: &Publication) -> usize {
-        let origin_conn = p.origin.as_ref().map(|o| o.conn);
-        let n = self
-            .conns_of(user)
-            .map_or(0, |conns| self.push_all(&conns, p, origin_conn));
+    /// Appends to `user`'s inbox and queues the frame to the user's
+    /// connections, under the user's shard lock: a connection registering
+    /// at the same time either gets the frame or reads a position that
+    /// includes it.
+    fn append_to_user(
+        &self,
+        user: &UserId,
+        stream: &StreamName,
+        p: &mut Publication,
+        streams: &Streams,
+        now: Instant,
+        skip: Option<ConnId>,
+    ) -> (Position, usize) {
+        let shard = self.user_shard(user);
+        let (at, frame) =
+            streams.append_frame(stream, now, |at| encode_at(&mut p.message, stream, at));
+        let n = shard
+            .get(user)
+            .map_or(0, |entry| self.push_all(&entry.conns, &frame, skip));
+        (at, n)
+    }
+
+    fn push_everyone(&self, frame: &Frame, skip: Option<ConnId>) -> usize {
+        let mut n = 0;
+        for shard in self.users.iter() {
+            let shard = lock(shard);
+            for entry in shard.values() {
+                n += self.push_all(&entry.conns, frame, skip);
+            }
+        }
+        n
+    }
+
+    /// Queues a message another node placed in a stream to this node's
+    /// readers of that stream. Returns how many connections it reached.
+    pub fn deliver(&self, placed: &Placed) -> usize {
+        let skip = placed.skip;
+        let frame = &placed.frame;
+        let n = match &placed.stream {
+            StreamName::Inbox(user) => self
+                .conns_of(user)
+                .map_or(0, |conns| self.push_all(&conns, frame, skip)),
+            StreamName::Group(group) => {
+                let groups = self.group_shard(group);
+                groups.get(group).map_or(0, |members| {
+                    members
+                        .values()
+                        .map(|conns| self.push_all(conns, frame, skip))
+                        .sum()
+                })
+            }
+            StreamName::All => self.push_everyone(frame, skip),
+        };
         self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
         n
     }
 
-    fn push_all(&self, conns: &Conns, p: &Publication, skip: Option<ConnId>) -> usize {
+    fn push_all(&self, conns: &Conns, frame: &Frame, skip: Option<ConnId>) -> usize {
         let mut queued = 0;
         let mut overflowed = false;
         let mut conns = conns.lock();
@@ -445,7 +514,7 @@ impl Hub {
             if Some(c.id) == skip {
                 continue;
             }
-            match c.push(&p.frame) {
+            match c.push(frame) {
                 Pushed::Queued => queued += 1,
                 Pushed::Overflowed => {
                     overflowed = true;

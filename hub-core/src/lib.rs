@@ -13,6 +13,7 @@ pub mod disconnect;
 pub mod frame;
 pub mod history;
 pub mod hub;
+pub mod idempotency;
 pub mod node;
 pub mod publication;
 pub mod queue;
@@ -25,17 +26,17 @@ pub use backplane::{
     BoxFuture, Broker, Control, Inbound, Local, Membership, Presence, Topic, Unavailable,
 };
 pub use disconnect::Disconnect;
-pub use frame::Frame;
+pub use frame::{Frame, Tag};
 pub use history::{
     Epoch, History, HistoryConfig, Position, Recovery, ResetReason, StreamEntry, StreamName,
     Streams,
 };
 pub use hub::Hub;
 pub use node::{
-    now_millis, Admission, Backplane, Connection, Delivery, Node, NodeConfig, NodeError,
-    UserPresence,
+    now_millis, placement, Admission, Backplane, Connection, Delivery, Node, NodeConfig, NodeError,
+    Resumed, UserPresence,
 };
-pub use publication::{Origin, Publication, Target};
+pub use publication::{encode_at, Origin, Placed, Publication, Published, Target};
 pub use queue::{ConnId, NodeId};
 pub use rate_limit::{RateDecision, RateLimiter};
 pub use rules::{Refusal, Rules};

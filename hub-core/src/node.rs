@@ -5,18 +5,19 @@
 //! cluster they reach a shared store (`backplane.rs`); on one process they
 //! complete at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use protocol::{Body, ErrorCode, GroupId, Message, ServerFrame, UserId};
+use protocol::{Body, ErrorCode, GroupId, Message, Placement, Positions, StreamPosition, UserId};
 
 use crate::backplane::{Broker, Local, Membership, Presence, Topic, Unavailable};
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
+use crate::history::{Epoch, History, HistoryConfig, Position, Recovery, StreamName};
 use crate::hub::Hub;
 use crate::publication::{Origin, Publication, Target};
 use crate::queue::{self, ConnId, NodeId, QueueReceiver};
@@ -37,6 +38,11 @@ pub struct NodeConfig {
     pub max_user_groups: NonZeroUsize,
     /// Who may join what. Default: only the token's groups.
     pub rules: Rules,
+    /// `--history` and `--history-ttl` (one process; a cluster's broker
+    /// takes its own).
+    pub history: HistoryConfig,
+    /// `--idempotency-window`. Default 300 s.
+    pub idempotency_window: Duration,
 }
 
 impl Default for NodeConfig {
@@ -46,6 +52,8 @@ impl Default for NodeConfig {
             max_user_connections: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             max_user_groups: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
             rules: Rules::default(),
+            history: HistoryConfig::default(),
+            idempotency_window: Duration::from_secs(300),
         }
     }
 }
@@ -83,11 +91,32 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// A message's server id and how many connections it was queued to.
+/// A message's server id, how many connections it was queued to, and
+/// where it went in the stream the ack or answer reports (§3, §6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: String,
     pub delivered: usize,
+    pub place: Option<Placement>,
+    /// An idempotency key repeated an earlier push: nothing was delivered.
+    pub duplicate: bool,
+}
+
+/// The answer to a `resume` (§10): the frames to send before the ack, in
+/// order, and per named stream whether it was recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    pub replay: Vec<Frame>,
+    pub recovered: BTreeMap<String, bool>,
+}
+
+/// The wire form of a position.
+pub fn placement(stream: &StreamName, at: Position) -> Placement {
+    Placement {
+        stream: stream.to_string(),
+        epoch: at.epoch.as_str().to_owned(),
+        seq: at.seq,
+    }
 }
 
 /// What the API and the welcome frame say about one user.
@@ -159,8 +188,9 @@ impl Drop for Admission {
 impl Node {
     /// A node of one process: everything in memory.
     pub fn new(config: NodeConfig) -> Self {
+        let (history, window) = (config.history, config.idempotency_window);
         Self::build(config, NodeId::random(), |hub| {
-            let local = Arc::new(Local(hub));
+            let local = Arc::new(Local::new(hub, history, window));
             Backplane {
                 broker: local.clone(),
                 membership: local.clone(),
@@ -310,12 +340,14 @@ impl Node {
     }
 
     /// Registers the connection `admission` was taken for. Returns the
-    /// connection and the user's groups, sorted, for the welcome frame.
+    /// connection, the user's groups, sorted, and the position of every
+    /// stream it reads, for the welcome frame. Positions are read after the
+    /// connection is registered, so every message after them reaches it.
     pub async fn connect(
         &self,
         mut admission: Admission,
         session: &Session,
-    ) -> (Connection, Vec<GroupId>) {
+    ) -> (Connection, Vec<GroupId>, Positions) {
         admission.spent = true;
         let inner = &self.inner;
         let user = session.user.clone();
@@ -340,8 +372,102 @@ impl Node {
             rx,
             node: self.clone(),
             registered: true,
+            held: false,
+            replayed: Vec::new(),
         };
-        (conn, groups)
+        let streams = self.welcome_positions(&conn.user, &groups).await;
+        (conn, groups, streams)
+    }
+
+    /// The streams a connection of `user` in `groups` reads, with their
+    /// positions. Best effort: a cluster whose store is gone answers none,
+    /// and the client resumes from what it had.
+    async fn welcome_positions(&self, user: &UserId, groups: &[GroupId]) -> Positions {
+        let mut names = vec![StreamName::Inbox(user.clone()), StreamName::All];
+        names.extend(groups.iter().cloned().map(StreamName::Group));
+        let Ok(at) = self.inner.broker.positions(&names).await else {
+            return Positions::new();
+        };
+        names
+            .iter()
+            .zip(at)
+            .map(|(name, at)| {
+                let p = StreamPosition {
+                    epoch: at.epoch.as_str().to_owned(),
+                    seq: at.seq,
+                };
+                (name.to_string(), p)
+            })
+            .collect()
+    }
+
+    /// A `resume` (§10) for `conn`: replays what it missed of each named
+    /// stream it may read, in one pass over the broker, and makes the
+    /// connection skip queued frames the replay already covers.
+    pub async fn resume(
+        &self,
+        conn: &mut Connection,
+        positions: &Positions,
+    ) -> Result<Resumed, NodeError> {
+        let inner = &self.inner;
+        let mut recovered = BTreeMap::new();
+        let mut asked = Vec::new();
+        let mut names = Vec::new();
+        for (wire, p) in positions {
+            recovered.insert(wire.clone(), false);
+            let Ok(name) = StreamName::parse(wire, &conn.user) else {
+                continue;
+            };
+            if let StreamName::Group(g) = &name {
+                if !inner.membership.is_member(g, &conn.user).await? {
+                    continue;
+                }
+            }
+            // An epoch this hub never hands out matches nothing: an epoch
+            // of the stream's own that cannot be it.
+            let Some(epoch) = Epoch::parse(&p.epoch) else {
+                continue;
+            };
+            asked.push((name.clone(), Position { epoch, seq: p.seq }));
+            names.push(wire.clone());
+        }
+        let answers = inner.broker.recover(&asked).await?;
+        let mut replay = Vec::new();
+        for ((wire, (name, _)), answer) in names.iter().zip(&asked).zip(answers) {
+            let ok = answer.is_recovered();
+            recovered.insert(wire.clone(), ok);
+            if let Recovery::Recovered { replay: r, current } = answer {
+                conn.replayed.push((name.key(), current.seq));
+                replay.extend(r.into_iter().map(|e| e.frame));
+            }
+        }
+        let stats = &inner.hub.stats;
+        let ok = recovered.values().filter(|v| **v).count() as u64;
+        stats.recovered.fetch_add(ok, Relaxed);
+        stats.reset.fetch_add(recovered.len() as u64 - ok, Relaxed);
+        Ok(Resumed { replay, recovered })
+    }
+
+    /// The history API (§6): what a reader of `stream` would have received
+    /// after `since`, at most `limit` messages.
+    pub async fn history(
+        &self,
+        stream: &StreamName,
+        since: u64,
+        limit: usize,
+    ) -> Result<History, NodeError> {
+        Ok(self.inner.broker.history(stream, since, limit).await?)
+    }
+
+    /// Messages held in memory for history (0 in a cluster).
+    pub fn held_messages(&self) -> usize {
+        self.inner.broker.held_messages()
+    }
+
+    /// Hands back the memory of expired history; the server calls it
+    /// every second.
+    pub fn expire_history(&self) {
+        self.inner.broker.expire();
     }
 
     /// The opaque id of a connection as the welcome frame shows it.
@@ -354,8 +480,13 @@ impl Node {
         format!("{}-{n}", self.inner.id)
     }
 
-    /// `join` from a connection: checked against the rules and the group cap.
-    pub async fn join_as(&self, session: &Session, group: &GroupId) -> Result<bool, NodeError> {
+    /// `join` from a connection: checked against the rules and the group
+    /// cap. Answers the group stream's position, for the ack.
+    pub async fn join_as(
+        &self,
+        session: &Session,
+        group: &GroupId,
+    ) -> Result<Placement, NodeError> {
         let is_member = self
             .inner
             .membership
@@ -365,7 +496,15 @@ impl Node {
             .config
             .rules
             .may_join(session, group, is_member)?;
-        self.join(group, &session.user).await
+        self.join(group, &session.user).await?;
+        let stream = StreamName::Group(group.clone());
+        let at = self
+            .inner
+            .broker
+            .positions(std::slice::from_ref(&stream))
+            .await?;
+        let at = at.first().copied().ok_or(NodeError::Unavailable)?;
+        Ok(placement(&stream, at))
     }
 
     /// Adds `user` to `group` (the API's `PUT …/members/{user}`): checked
@@ -418,7 +557,7 @@ impl Node {
         to: UserId,
         body: Body,
     ) -> Result<Delivery, NodeError> {
-        self.route(Target::User(to), Some(from.origin()), body)
+        self.route(Target::User(to), Some(from.origin()), body, None)
             .await
     }
 
@@ -431,13 +570,19 @@ impl Node {
     ) -> Result<Delivery, NodeError> {
         let is_member = self.inner.membership.is_member(&group, &from.user).await?;
         self.inner.config.rules.may_publish(&group, is_member)?;
-        self.route(Target::Group(group), Some(from.origin()), body)
+        self.route(Target::Group(group), Some(from.origin()), body, None)
             .await
     }
 
-    /// A push from the server API (no `from`).
-    pub async fn push(&self, target: Target, body: Body) -> Result<Delivery, NodeError> {
-        self.route(target, None, body).await
+    /// A push from the server API (no `from`), with its `Idempotency-Key`
+    /// if it had one (checked by the caller).
+    pub async fn push(
+        &self,
+        target: Target,
+        body: Body,
+        idempotency_key: Option<String>,
+    ) -> Result<Delivery, NodeError> {
+        self.route(target, None, body, idempotency_key).await
     }
 
     async fn route(
@@ -445,30 +590,39 @@ impl Node {
         target: Target,
         origin: Option<Origin>,
         body: Body,
+        idempotency_key: Option<String>,
     ) -> Result<Delivery, NodeError> {
-        let id = self.next_message_id();
         let (to, group) = match &target {
             Target::User(u) => (Some(u.clone()), None),
             Target::Group(g) => (None, Some(g.clone())),
             Target::All => (None, None),
         };
-        let message = ServerFrame::Message(Message {
-            id: id.clone(),
+        // Encoded by the broker once per stream it enters, when its place
+        // there is known; every reader of that stream shares those bytes.
+        let message = Message {
+            id: self.next_message_id(),
             from: origin.as_ref().map(|o| o.user.clone()),
             to,
             group,
             body,
             ts: now_millis(),
-        });
-        // The one encode of this message; every recipient shares these bytes.
-        let frame = Frame::encode(&message);
+            stream: None,
+            epoch: None,
+            seq: None,
+        };
         let publication = Publication {
             target,
             origin,
-            frame,
+            message,
+            idempotency_key,
         };
-        let delivered = self.inner.broker.publish(&publication).await?;
-        Ok(Delivery { id, delivered })
+        let published = self.inner.broker.publish(publication).await?;
+        Ok(Delivery {
+            id: published.id,
+            delivered: published.delivered,
+            place: published.place.map(|(s, at)| placement(&s, at)),
+            duplicate: published.duplicate,
+        })
     }
 
     /// Closes every connection of `user`, on every node, with 1008
@@ -498,6 +652,14 @@ pub struct Connection {
     rx: QueueReceiver,
     node: Node,
     registered: bool,
+    /// Delivery held until the `resume` frame (§10): frames queue up but
+    /// are not handed out.
+    held: bool,
+    /// After a resume: per replayed stream (by key), the last seq the
+    /// replay sent. Queued frames of that stream up to it were replayed
+    /// already and are skipped; the entry goes with the first frame past
+    /// it, since a stream's frames are queued in seq order.
+    replayed: Vec<(u64, u64)>,
 }
 
 impl Connection {
@@ -510,17 +672,65 @@ impl Connection {
 
     /// The next queued frame. Cancel-safe.
     pub async fn recv(&mut self) -> Frame {
-        std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next queued frame, for a task that polls several things at once.
+    /// Pending while delivery is held (the task that releases it polls
+    /// again on its own).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Frame> {
-        self.rx.poll_recv(cx)
+        if self.held {
+            return Poll::Pending;
+        }
+        loop {
+            let frame = std::task::ready!(self.rx.poll_recv(cx));
+            if !self.already_replayed(&frame) {
+                return Poll::Ready(frame);
+            }
+        }
     }
 
     /// A queued frame if there is one, without waiting.
     pub fn try_recv(&mut self) -> Option<Frame> {
-        self.rx.try_recv()
+        if self.held {
+            return None;
+        }
+        loop {
+            let frame = self.rx.try_recv()?;
+            if !self.already_replayed(&frame) {
+                return Some(frame);
+            }
+        }
+    }
+
+    fn already_replayed(&mut self, frame: &Frame) -> bool {
+        if self.replayed.is_empty() {
+            return false;
+        }
+        let Some(tag) = frame.tag() else {
+            return false;
+        };
+        let Some(i) = self.replayed.iter().position(|(k, _)| *k == tag.stream) else {
+            return false;
+        };
+        if tag.seq <= self.replayed[i].1 {
+            return true;
+        }
+        self.replayed.swap_remove(i);
+        false
+    }
+
+    /// Holds delivery until `release` (a `resume=1` connect).
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    pub fn release(&mut self) {
+        self.held = false;
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     /// Resolves when something asked this connection to close.

@@ -19,6 +19,9 @@ pub struct Stats {
     pub(crate) messages_delivered: AtomicU64,
     pub(crate) slow_consumer_closes: AtomicU64,
     auth_failures: AtomicU64,
+    /// Streams named in a `resume`: recovered, and answered `false`.
+    pub(crate) recovered: AtomicU64,
+    pub(crate) reset: AtomicU64,
 }
 
 /// A copy of the numbers at one moment.
@@ -53,11 +56,18 @@ impl Default for Stats {
             messages_delivered: AtomicU64::new(0),
             slow_consumer_closes: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            reset: AtomicU64::new(0),
         }
     }
 }
 
 impl Stats {
+    /// Streams named in a `resume` so far: (recovered, reset).
+    pub fn recoveries(&self) -> (u64, u64) {
+        (self.recovered.load(Relaxed), self.reset.load(Relaxed))
+    }
+
     /// A frame received from a client.
     pub fn frame_in(&self, bytes: usize) {
         self.frames_in.fetch_add(1, Relaxed);

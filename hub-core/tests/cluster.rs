@@ -7,14 +7,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 mod common;
 
 use common::done;
 use hub_core::{
-    Backplane, BoxFuture, Broker, Connection, Control, Disconnect, Hub, Inbound, Membership, Node,
-    NodeConfig, NodeError, NodeId, Presence, Publication, Rules, Session, Target, Topic,
-    Unavailable,
+    encode_at, Backplane, BoxFuture, Broker, Connection, Control, Disconnect, History, Hub,
+    Inbound, Membership, Node, NodeConfig, NodeError, NodeId, Placed, Presence, Publication,
+    Published, Recovery, Rules, Session, StreamName, Streams, Target, Topic, Unavailable,
 };
 use protocol::{Body, GroupId, ServerFrame, UserId};
 use serde_json::json;
@@ -25,6 +26,10 @@ struct Store {
     groups_of: Mutex<HashMap<UserId, BTreeSet<GroupId>>>,
     hubs: Mutex<Vec<Arc<Hub>>>,
     up: AtomicBool,
+    /// The streams, numbered in one place as Redis numbers them; the lock
+    /// orders each append with its delivery, as one script does.
+    streams: Streams,
+    order: Mutex<()>,
 }
 
 impl Store {
@@ -64,12 +69,83 @@ fn now<'a, T: Send + 'a>(t: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(t))
 }
 
+impl Store {
+    /// Appends to `stream` and hands the placed frame to every node.
+    fn place(&self, stream: StreamName, p: &mut Publication) -> (hub_core::Position, usize) {
+        let (at, frame) = self.streams.append_frame(&stream, Instant::now(), |at| {
+            encode_at(&mut p.message, &stream, at)
+        });
+        let placed = Placed {
+            stream,
+            frame,
+            skip: p.origin.as_ref().map(|o| o.conn),
+        };
+        let n = self.hubs().iter().map(|h| h.placed(&placed)).sum();
+        (at, n)
+    }
+}
+
 impl Broker for Side {
-    fn publish<'a>(&'a self, p: &'a Publication) -> BoxFuture<'a, Result<usize, Unavailable>> {
+    fn publish(&self, mut p: Publication) -> BoxFuture<'_, Result<Published, Unavailable>> {
+        now(self.0.check().map(|()| {
+            let _order = self.0.order.lock().unwrap();
+            let target_stream = p.target.stream();
+            let (at, mut delivered) = self.0.place(target_stream.clone(), &mut p);
+            let mut place = (target_stream, at);
+            if let (Target::User(to), Some(o)) = (p.target.clone(), p.origin.clone()) {
+                if o.user != to {
+                    let own = StreamName::Inbox(o.user.clone());
+                    let (at, _) = self.0.place(own.clone(), &mut p);
+                    place = (own, at);
+                }
+            }
+            if let (Target::Group(_), Some(o)) = (&p.target, &p.origin) {
+                // The sender's other connections got copies, not deliveries.
+                let copies: usize = self.0.hubs().iter().map(|h| h.user_info(&o.user).0).sum();
+                delivered -= copies.saturating_sub(1);
+            }
+            Published {
+                id: p.message.id.clone(),
+                delivered,
+                place: Some(place),
+                duplicate: false,
+            }
+        }))
+    }
+
+    fn positions<'a>(
+        &'a self,
+        streams: &'a [StreamName],
+    ) -> BoxFuture<'a, Result<Vec<hub_core::Position>, Unavailable>> {
+        now(self.0.check().map(|()| {
+            streams
+                .iter()
+                .map(|s| self.0.streams.position(s, Instant::now()))
+                .collect()
+        }))
+    }
+
+    fn recover<'a>(
+        &'a self,
+        from: &'a [(StreamName, hub_core::Position)],
+    ) -> BoxFuture<'a, Result<Vec<Recovery>, Unavailable>> {
+        now(self.0.check().map(|()| {
+            from.iter()
+                .map(|(s, p)| self.0.streams.since(s, p, usize::MAX, Instant::now()))
+                .collect()
+        }))
+    }
+
+    fn history<'a>(
+        &'a self,
+        stream: &'a StreamName,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<History, Unavailable>> {
         now(self
             .0
             .check()
-            .map(|()| self.0.hubs().iter().map(|h| h.publication(p)).sum()))
+            .map(|()| self.0.streams.history(stream, since, limit, Instant::now())))
     }
 
     fn kick<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<usize, Unavailable>> {
@@ -257,7 +333,7 @@ fn messages_copies_and_broadcasts_cross_nodes() {
     // The sender's copy reached its other connection, on the other node.
     assert_eq!(bodies(&mut alice_on_b), vec![json!("hi")]);
 
-    let d = done(a.push(Target::All, Body::from_value(&json!("all")))).unwrap();
+    let d = done(a.push(Target::All, Body::from_value(&json!("all")), None)).unwrap();
     assert_eq!(d.delivered, 3);
     assert_eq!(bodies(&mut bob), vec![json!("all")]);
 }
@@ -270,7 +346,12 @@ fn membership_and_presence_are_the_same_from_every_node() {
     let (mut bob, bob_session) = connect(&b, "bob");
     done(a.join(&group("g"), &user("alice"))).unwrap();
     // bob joins on node B; node A sees it, and A's publish reaches him.
-    assert!(done(b.join_as(&bob_session, &group("pub.lobby"))).unwrap());
+    assert_eq!(
+        done(b.join_as(&bob_session, &group("pub.lobby")))
+            .unwrap()
+            .stream,
+        "group:pub.lobby"
+    );
     done(a.join(&group("pub.lobby"), &user("alice"))).unwrap();
     assert!(done(a.is_member(&group("pub.lobby"), &user("bob"))).unwrap());
     let d = done(a.publish(&alice, group("pub.lobby"), Body::from_value(&json!(1)))).unwrap();
@@ -343,7 +424,7 @@ fn a_store_that_is_down_makes_every_operation_unavailable() {
         NodeError::Unavailable
     );
     assert_eq!(
-        done(a.push(Target::All, body())).unwrap_err().code(),
+        done(a.push(Target::All, body(), None)).unwrap_err().code(),
         protocol::ErrorCode::Unavailable
     );
     assert!(done(a.admit(&Session::new(user("carol")))).is_err());

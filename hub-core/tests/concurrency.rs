@@ -46,9 +46,9 @@ fn concurrent_churn_ends_consistent_without_deadlock() {
                         done(node.join(&group(i), &user(i))).unwrap();
                         let _ = done(node.publish(&conn, group(i + 2), Body::null()));
                         done(node.send(&conn, user(i + 3), Body::null())).unwrap();
-                        done(node.push(Target::Group(group(i + 4)), Body::null())).unwrap();
+                        done(node.push(Target::Group(group(i + 4)), Body::null(), None)).unwrap();
                         if r % 50 == 0 {
-                            done(node.push(Target::All, Body::null())).unwrap();
+                            done(node.push(Target::All, Body::null(), None)).unwrap();
                             done(node.kick(&user(i + 5))).unwrap();
                         }
                         done(node.leave(&group(i + 3), &user(i))).unwrap();

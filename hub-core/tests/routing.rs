@@ -60,9 +60,9 @@ fn a_user_with_three_connections_gets_each_message_once_per_connection() {
     assert_eq!(d.delivered, 3);
     let d = done(node.publish(&sender, group("g"), body(json!("group")))).unwrap();
     assert_eq!(d.delivered, 3);
-    let d = done(node.push(Target::User(user("42")), body(json!("push")))).unwrap();
+    let d = done(node.push(Target::User(user("42")), body(json!("push")), None)).unwrap();
     assert_eq!(d.delivered, 3);
-    let d = done(node.push(Target::All, body(json!("all")))).unwrap();
+    let d = done(node.push(Target::All, body(json!("all")), None)).unwrap();
     assert_eq!(d.delivered, 4);
 
     for tab in &mut tabs {
@@ -110,19 +110,19 @@ fn senders_other_connections_get_copies_and_are_not_counted() {
 fn offline_and_unknown_targets_deliver_zero() {
     let node = node(4);
     assert_eq!(
-        done(node.push(Target::User(user("nobody")), Body::null()))
+        done(node.push(Target::User(user("nobody")), Body::null(), None))
             .unwrap()
             .delivered,
         0
     );
     assert_eq!(
-        done(node.push(Target::Group(group("none")), Body::null()))
+        done(node.push(Target::Group(group("none")), Body::null(), None))
             .unwrap()
             .delivered,
         0
     );
     assert_eq!(
-        done(node.push(Target::All, Body::null()))
+        done(node.push(Target::All, Body::null(), None))
             .unwrap()
             .delivered,
         0
@@ -144,7 +144,7 @@ fn membership_survives_a_reconnect() {
 
     let (mut again, groups) = connect(&node, user("u"), &[]);
     assert_eq!(groups, vec![group("from-token"), group("later")]);
-    let d = done(node.push(Target::Group(group("later")), body(json!("back")))).unwrap();
+    let d = done(node.push(Target::Group(group("later")), body(json!("back")), None)).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut again)), vec![json!("back")]);
 
@@ -166,7 +166,7 @@ fn a_full_queue_closes_only_that_connection() {
     let mut delivered = Vec::new();
     for i in 0..20 {
         delivered.push(
-            done(node.push(Target::Group(group("g")), body(json!(i))))
+            done(node.push(Target::Group(group("g")), body(json!(i)), None))
                 .unwrap()
                 .delivered,
         );
@@ -219,7 +219,7 @@ fn capped(connections: usize, groups: usize) -> Node {
 fn a_user_holds_at_most_max_user_connections_counting_upgrades_in_flight() {
     let node = capped(2, 8);
     let first = done(node.admit(&Session::new(user("u")))).unwrap();
-    let (conn, _) = done(node.connect(first, &Session::new(user("u"))));
+    let (conn, _, _) = done(node.connect(first, &Session::new(user("u"))));
     // Admitted but not yet connected counts too.
     let pending = done(node.admit(&Session::new(user("u")))).unwrap();
     let refused = done(node.admit(&Session::new(user("u")))).unwrap_err();
@@ -230,8 +230,8 @@ fn a_user_holds_at_most_max_user_connections_counting_upgrades_in_flight() {
     drop(pending);
     let again = done(node.admit(&Session::new(user("u")))).unwrap();
     drop(conn);
-    let (_c1, _) = done(node.connect(again, &Session::new(user("u"))));
-    let (_c2, _) = done(node.connect(
+    let (_c1, _, _) = done(node.connect(again, &Session::new(user("u"))));
+    let (_c2, _, _) = done(node.connect(
         done(node.admit(&Session::new(user("u")))).unwrap(),
         &Session::new(user("u")),
     ));
@@ -265,7 +265,7 @@ fn a_user_belongs_to_at_most_max_user_groups() {
     let refused = done(node.admit(&with(&["a", "c", "d"]))).unwrap_err();
     assert_eq!(refused.code(), ErrorCode::LimitExceeded);
     assert!(!done(node.is_member(&group("c"), &u)).unwrap());
-    let (_conn, groups) =
+    let (_conn, groups, _) =
         done(node.connect(done(node.admit(&with(&["a"]))).unwrap(), &with(&["a"])));
     assert_eq!(groups, vec![group("a"), group("b")]);
     // A token listing more groups than the cap is refused as a whole.
@@ -294,7 +294,7 @@ fn joining_and_publishing_follow_the_rules() {
             .code(),
         ErrorCode::Forbidden
     );
-    let (conn, _) = done(node.connect(done(node.admit(&session)).unwrap(), &session));
+    let (conn, _, _) = done(node.connect(done(node.admit(&session)).unwrap(), &session));
     assert!(done(node.publish(&conn, group("team"), body(json!(1)))).is_ok());
     assert_eq!(
         done(node.publish(&conn, group("secret"), body(json!(1))))
@@ -313,9 +313,10 @@ fn a_group_message_is_encoded_once_and_its_bytes_shared() {
     done(node.push(
         Target::Group(group("promo")),
         body(json!({"messageType":1,"title":"sale","content":"50% off"})),
+        None,
     ))
     .unwrap();
-    done(node.push(Target::All, body(json!("all")))).unwrap();
+    done(node.push(Target::All, body(json!("all")), None)).unwrap();
     for round in 0..2 {
         let frames: Vec<Frame> = members.iter_mut().map(|m| m.try_recv().unwrap()).collect();
         let first = frames[0].bytes().as_ptr();

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use crate::body::Body;
 use crate::error::ErrorCode;
 use crate::ids::{CorrelationId, GroupId, UserId};
+use crate::stream::{parse_positions, Positions};
 
 /// One parsed client frame.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,6 +46,13 @@ pub enum ClientFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<CorrelationId>,
     },
+    /// The first frame after a `resume=1` connect (PROTOCOL.md §10): the
+    /// last position the client saw in each stream it wants replayed.
+    Resume {
+        positions: Positions,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<CorrelationId>,
+    },
 }
 
 impl ClientFrame {
@@ -55,6 +63,7 @@ impl ClientFrame {
             | ClientFrame::Publish { id, .. }
             | ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
+            | ClientFrame::Resume { id, .. }
             | ClientFrame::Ping { id } => id.as_ref(),
         }
     }
@@ -130,6 +139,11 @@ impl ClientFrame {
                 id,
             },
             "ping" => ClientFrame::Ping { id },
+            "resume" => ClientFrame::Resume {
+                positions: positions_field(raw.positions)
+                    .map_err(|m| err(ErrorCode::BadRequest, m))?,
+                id,
+            },
             other => {
                 let shown: String = other.chars().take(32).collect();
                 return Err(err(
@@ -179,6 +193,8 @@ struct RawFields<'a> {
     user_id: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     msg: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    positions: Option<&'a RawValue>,
 }
 
 /// `Option<&RawValue>` reads `null` as `None`; a body of `null` is a body.
@@ -213,6 +229,11 @@ fn user_field(raw: Option<&RawValue>, name: &str) -> Result<UserId, String> {
 fn group_field(raw: Option<&RawValue>) -> Result<GroupId, String> {
     let raw = raw.ok_or_else(|| "missing field `group`".to_owned())?;
     GroupId::from_json(&json_of(raw)).map_err(|e| format!("bad group id in `group`: {e}"))
+}
+
+fn positions_field(raw: Option<&RawValue>) -> Result<Positions, String> {
+    let raw = raw.ok_or_else(|| "missing field `positions`".to_owned())?;
+    parse_positions(&json_of(raw))
 }
 
 fn body_field(raw: Option<&RawValue>) -> Result<Body, String> {
@@ -262,6 +283,17 @@ mod tests {
                 id: Some(CorrelationId::new("p").unwrap()),
             },
             ClientFrame::Ping { id: None },
+            ClientFrame::Resume {
+                positions: [(
+                    "group:g1".to_owned(),
+                    crate::StreamPosition {
+                        epoch: "Zt7w".into(),
+                        seq: 9,
+                    },
+                )]
+                .into(),
+                id: Some(CorrelationId::new("r1").unwrap()),
+            },
         ];
         for f in frames {
             let text = serde_json::to_string(&f).unwrap();
@@ -346,6 +378,9 @@ mod tests {
             r#"{"type":"leave","id":"x"}"#,
             r#"{"userId":2,"id":"x"}"#,
             r#"{"msg":"hi","id":"x"}"#,
+            r#"{"type":"resume","id":"x"}"#,
+            r#"{"type":"resume","positions":[],"id":"x"}"#,
+            r#"{"type":"resume","positions":{"inbox":{"seq":1}},"id":"x"}"#,
         ] {
             let e = parse(s).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadRequest, "{s}");

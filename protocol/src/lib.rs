@@ -8,6 +8,7 @@ pub mod client_frame;
 pub mod error;
 pub mod ids;
 pub mod server_frame;
+pub mod stream;
 pub mod token;
 
 pub use body::Body;
@@ -15,4 +16,5 @@ pub use client_frame::{ClientFrame, FrameError};
 pub use error::{ErrorBody, ErrorCode};
 pub use ids::{CorrelationId, GroupId, IdError, UserId};
 pub use server_frame::{Message, ServerFrame};
+pub use stream::{Placement, Positions, StreamPosition};
 pub use token::Claims;

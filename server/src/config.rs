@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
 
 use clap::Parser;
-use hub_core::{NodeConfig, Rules};
+use hub_core::{HistoryConfig, NodeConfig, Rules};
 
 /// wshub: a self-hosted real-time messaging hub. Backends push to users and
 /// groups over the server API; users chat over WebSockets.
@@ -121,6 +122,36 @@ pub struct Config {
     )]
     pub max_user_groups: NonZeroUsize,
 
+    /// Messages kept per stream for resume and the history API (0: number
+    /// messages but keep none).
+    #[arg(
+        long,
+        env = "WSHUB_HISTORY",
+        default_value = "100",
+        value_name = "MESSAGES"
+    )]
+    pub history: usize,
+
+    /// Seconds a message is kept; a stream with no new message for this
+    /// long is forgotten and its numbering restarts under a new epoch.
+    #[arg(
+        long,
+        env = "WSHUB_HISTORY_TTL",
+        default_value = "86400",
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub history_ttl: u64,
+
+    /// Seconds a push's Idempotency-Key is remembered.
+    #[arg(
+        long,
+        env = "WSHUB_IDEMPOTENCY_WINDOW",
+        default_value = "300",
+        value_name = "SECS"
+    )]
+    pub idempotency_window: u64,
+
     /// Redis server of a cluster (redis://HOST:PORT/DB): many processes form one hub.
     /// Without it: one process, everything in memory.
     #[arg(long, env = "WSHUB_REDIS", value_name = "URL", hide_env_values = true)]
@@ -173,6 +204,11 @@ impl Config {
                 open: self.insecure_dev,
                 public_groups: self.public_groups.clone(),
             },
+            history: HistoryConfig {
+                max_messages: self.history,
+                ttl: Duration::from_secs(self.history_ttl),
+            },
+            idempotency_window: Duration::from_secs(self.idempotency_window),
         }
     }
 }

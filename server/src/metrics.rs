@@ -111,6 +111,24 @@ impl Collector for HubCollector {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
+        let held = ConstGauge::new(i64::try_from(self.node.held_messages()).unwrap_or(i64::MAX));
+        held.encode(encoder.encode_descriptor(
+            "wshub_history_messages",
+            "Messages held in this process's memory for history (0 in cluster mode)",
+            None,
+            held.metric_type(),
+        )?)?;
+        let (recovered, reset) = self.node.stats().recoveries();
+        let mut family = encoder.encode_descriptor(
+            "wshub_recoveries",
+            "Streams named in a resume, by whether they were recovered",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (result, n) in [("recovered", recovered), ("reset", reset)] {
+            let metric = ConstCounter::new(n);
+            metric.encode(family.encode_family(&[("result", result)])?)?;
+        }
         if self.node.is_clustered() {
             let up = ConstGauge::new(i64::from(self.node.broker_up()));
             up.encode(encoder.encode_descriptor(

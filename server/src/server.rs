@@ -85,11 +85,26 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Hands back the memory of expired history once a second, until shutdown.
+/// Expiry is exact without it (every read applies the ttl); this only
+/// frees what nobody reads any more.
+async fn expire_history(state: SharedState) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => state.node.expire_history(),
+            _ = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Runs the server until a shutdown signal, then drains: from the signal on,
 /// `/healthz` and new upgrades answer 503 and every open socket gets what was
 /// queued for it and a 1001 close, within `--shutdown-grace`.
 pub async fn run(listener: TcpListener, state: SharedState) {
     let accept = tokio::spawn(accept_loop(listener, state.clone()));
+    tokio::spawn(expire_history(state.clone()));
     shutdown_signal().await;
     // First the flag (so /healthz and new upgrades answer 503 and a
     // connection registering right now closes itself), then the log line

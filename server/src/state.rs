@@ -46,7 +46,11 @@ impl State {
                 let mut made = None;
                 let mut failed = None;
                 let node = Node::with_backplane(config.node_config(), id, |hub| {
-                    let local = Arc::new(hub_core::Local(hub.clone()));
+                    let local = Arc::new(hub_core::Local::new(
+                        hub.clone(),
+                        Default::default(),
+                        Default::default(),
+                    ));
                     match RedisBackplane::new(id, client, hub) {
                         Ok(bp) => {
                             let bp = Arc::new(bp);

@@ -41,6 +41,17 @@ impl StreamName {
         }
     }
 
+    /// A number for this stream, the same for every call in this process
+    /// and different for different streams but with negligible odds: what a
+    /// frame's `Tag` carries instead of the name. Seeded at random once per
+    /// process, so names cannot be picked to collide.
+    pub fn key(&self) -> u64 {
+        use std::hash::BuildHasher;
+        static SEED: std::sync::OnceLock<foldhash::quality::RandomState> =
+            std::sync::OnceLock::new();
+        SEED.get_or_init(Default::default).hash_one(self)
+    }
+
     /// True when this is `user`'s inbox.
     pub fn is_inbox_of(&self, user: &UserId) -> bool {
         matches!(self, StreamName::Inbox(owner) if owner == user)

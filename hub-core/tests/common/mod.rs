@@ -17,6 +17,17 @@ pub fn done<T>(call: impl std::future::Future<Output = T>) -> T {
 /// Admits and registers one connection of `user`, joining `groups` as a
 /// token's groups would be.
 pub fn connect(node: &Node, user: UserId, groups: &[GroupId]) -> (Connection, Vec<GroupId>) {
+    let (conn, groups, _) = connect_at(node, user, groups);
+    (conn, groups)
+}
+
+/// `connect`, with the welcome's stream positions.
+#[allow(dead_code)]
+pub fn connect_at(
+    node: &Node,
+    user: UserId,
+    groups: &[GroupId],
+) -> (Connection, Vec<GroupId>, protocol::Positions) {
     let session = Session {
         token_groups: groups.to_vec(),
         ..Session::new(user)

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hub_core::{
-    BoxFuture, Broker, Hub, Membership, NodeId, Presence, Publication, Target, Topic, Unavailable,
+    BoxFuture, Broker, Epoch, Frame, History, Hub, Membership, NodeId, Position, Presence,
+    Publication, Published, Recovery, ResetReason, StreamName, Target, Topic, Unavailable,
 };
 use protocol::{GroupId, UserId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
@@ -19,7 +20,7 @@ use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::oneshot;
 
 use super::scripts::Scripts;
-use super::wire::{self, Envelope, Names, Part};
+use super::wire::{self, Envelope, Names, Part, WireMessage};
 
 /// How long one command may take before it counts as an outage.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -255,7 +256,7 @@ impl RedisBackplane {
             .await;
     }
 
-    async fn publish_to_user(&self, to: &UserId, p: &Publication) -> Result<i64, Unavailable> {
+    async fn publish_to_user(&self, to: &UserId, p: &WireMessage) -> Result<i64, Unavailable> {
         let origin_user = p.origin.as_ref().map(|o| o.user.clone());
         let mut inv = self.scripts.push_user.prepare_invoke();
         inv.arg(self.prefix())
@@ -277,7 +278,7 @@ impl RedisBackplane {
         self.run(inv).await
     }
 
-    async fn publish_to_group(&self, group: &GroupId, p: &Publication) -> Result<i64, Unavailable> {
+    async fn publish_to_group(&self, group: &GroupId, p: &WireMessage) -> Result<i64, Unavailable> {
         let origin_user = p.origin.as_ref().map(|o| o.user.clone());
         let mut inv = self.scripts.push_group.prepare_invoke();
         inv.arg(self.prefix())
@@ -289,7 +290,7 @@ impl RedisBackplane {
         self.run(inv).await
     }
 
-    async fn broadcast(&self, p: &Publication) -> Result<i64, Unavailable> {
+    async fn broadcast(&self, p: &WireMessage) -> Result<i64, Unavailable> {
         let mut inv = self.scripts.broadcast.prepare_invoke();
         inv.arg(self.prefix())
             .arg(self.deadline())
@@ -319,15 +320,70 @@ fn counted(n: i64) -> Result<usize, Unavailable> {
 }
 
 impl Broker for RedisBackplane {
-    fn publish<'a>(&'a self, p: &'a Publication) -> BoxFuture<'a, Result<usize, Unavailable>> {
+    fn publish(&self, p: Publication) -> BoxFuture<'_, Result<Published, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let n = match &p.target {
-                Target::User(to) => self.publish_to_user(to, p).await?,
-                Target::Group(g) => self.publish_to_group(g, p).await?,
-                Target::All => self.broadcast(p).await?,
+            let id = p.message.id.clone();
+            let w = WireMessage {
+                frame: Frame::encode_message(&p.message),
+                target: p.target,
+                origin: p.origin,
             };
-            counted(n)
+            let n = match &w.target {
+                Target::User(to) => self.publish_to_user(to, &w).await?,
+                Target::Group(g) => self.publish_to_group(g, &w).await?,
+                Target::All => self.broadcast(&w).await?,
+            };
+            Ok(Published {
+                id,
+                delivered: counted(n)?,
+                place: None,
+                duplicate: false,
+            })
+        })
+    }
+
+    fn positions<'a>(
+        &'a self,
+        streams: &'a [StreamName],
+    ) -> BoxFuture<'a, Result<Vec<Position>, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let epoch = Epoch::parse("00000000").ok_or(Unavailable)?;
+            Ok(streams.iter().map(|_| Position { epoch, seq: 0 }).collect())
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        from: &'a [(StreamName, Position)],
+    ) -> BoxFuture<'a, Result<Vec<Recovery>, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            Ok(from
+                .iter()
+                .map(|(_, at)| Recovery::Reset {
+                    reason: ResetReason::EpochChanged,
+                    current: *at,
+                })
+                .collect())
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        _stream: &'a StreamName,
+        _since: u64,
+        _limit: usize,
+    ) -> BoxFuture<'a, Result<History, Unavailable>> {
+        Box::pin(async move {
+            self.check()?;
+            let epoch = Epoch::parse("00000000").ok_or(Unavailable)?;
+            Ok(History {
+                current: Position { epoch, seq: 0 },
+                complete: true,
+                messages: Vec::new(),
+            })
         })
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hub_core::{Control, Inbound, Target};
+use hub_core::{Control, Inbound, Placed, StreamName};
 use tokio_util::sync::CancellationToken;
 
 use super::backplane::{RedisBackplane, Subscriptions};
@@ -134,14 +134,19 @@ fn route(bp: &Arc<RedisBackplane>, payload: Bytes) {
     let hub = &bp.hub;
     match wire::decode(payload) {
         Some(Arrived::Message(p, Part::Target)) => {
-            match &p.target {
-                Target::User(to) => hub.deliver_to(to, &p),
-                _ => hub.deliver(&p),
-            };
+            hub.deliver(&Placed {
+                stream: p.target.stream(),
+                skip: p.origin.as_ref().map(|o| o.conn),
+                frame: p.frame,
+            });
         }
         Some(Arrived::Message(p, Part::SenderCopies)) => {
-            if let Some(origin) = &p.origin {
-                hub.deliver_to(&origin.user, &p);
+            if let Some(origin) = p.origin {
+                hub.deliver(&Placed {
+                    stream: StreamName::Inbox(origin.user),
+                    skip: Some(origin.conn),
+                    frame: p.frame,
+                });
             }
         }
         Some(Arrived::Control(control, ack)) => {

@@ -22,7 +22,7 @@
 //! parsed or encoded again on the way. `c`: a control message, JSON.
 
 use bytes::Bytes;
-use hub_core::{ConnId, Control, Frame, NodeId, Origin, Publication, Target, Topic};
+use hub_core::{ConnId, Control, Frame, NodeId, Origin, Target, Topic};
 use protocol::{GroupId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -144,7 +144,15 @@ pub fn control(envelope: &Envelope) -> Vec<u8> {
     out
 }
 
-pub fn message(p: &Publication, part: Part) -> Vec<u8> {
+/// An encoded message on a channel: where it goes and where it came from.
+#[derive(Debug, Clone)]
+pub struct WireMessage {
+    pub target: Target,
+    pub origin: Option<Origin>,
+    pub frame: Frame,
+}
+
+pub fn message(p: &WireMessage, part: Part) -> Vec<u8> {
     let target = match &p.target {
         Target::User(u) => WireTarget::User(u.clone()),
         Target::Group(g) => WireTarget::Group(g.clone()),
@@ -171,7 +179,7 @@ pub fn message(p: &Publication, part: Part) -> Vec<u8> {
 /// What arrived on a channel.
 #[derive(Debug)]
 pub enum Arrived {
-    Message(Publication, Part),
+    Message(WireMessage, Part),
     Control(Control, Option<(u64, u64)>),
     JoinAck(u64),
 }
@@ -196,7 +204,7 @@ pub fn decode(payload: Bytes) -> Option<Arrived> {
                     n: o.conn,
                 },
             });
-            let p = Publication {
+            let p = WireMessage {
                 target,
                 origin,
                 frame,
@@ -226,7 +234,7 @@ mod tests {
     #[test]
     fn a_message_survives_the_wire_with_its_bytes_unchanged() {
         let frame = Frame::encode(&ServerFrame::Pong { id: None });
-        let p = Publication {
+        let p = WireMessage {
             target: Target::Group(GroupId::new("g").unwrap()),
             origin: Some(Origin {
                 user: UserId::new("a").unwrap(),

@@ -7,19 +7,19 @@
 use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
-use hub_core::Target;
+use hub_core::{StreamName, Target};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONNECTION};
 use hyper::{Method, Request, StatusCode};
 use protocol::api::{
-    GroupMembersResponse, KickResponse, MemberInfo, MembershipResponse, PushResponse,
-    StatsResponse, UserResponse,
+    valid_idempotency_key, GroupMembersResponse, HistoryQuery, KickResponse, MemberInfo,
+    MembershipResponse, PushResponse, StatsResponse, UserResponse,
 };
 use protocol::{Body, ErrorCode, GroupId, UserId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::response::{error, json, HttpResponse};
+use super::response::{error, json, raw_json, HttpResponse};
 use super::REQUEST_TIMEOUT;
 use crate::auth::{api_key_matches, bearer};
 use crate::state::SharedState;
@@ -34,6 +34,8 @@ enum Route {
     User(UserId),
     Connections(UserId),
     Stats,
+    UserHistory(UserId),
+    GroupHistory(GroupId),
 }
 
 impl Route {
@@ -42,7 +44,11 @@ impl Route {
         match self {
             Route::PushUser(_) | Route::PushGroup(_) | Route::Broadcast => m == Method::POST,
             Route::Member(..) => m == Method::PUT || m == Method::DELETE,
-            Route::Members(_) | Route::User(_) | Route::Stats => m == Method::GET,
+            Route::Members(_)
+            | Route::User(_)
+            | Route::Stats
+            | Route::UserHistory(_)
+            | Route::GroupHistory(_) => m == Method::GET,
             Route::Connections(_) => m == Method::DELETE,
         }
     }
@@ -62,6 +68,8 @@ fn parse_route(rest: &str) -> Result<Option<Route>, String> {
         ["users", u] => Route::User(user(u)?),
         ["users", u, "connections"] => Route::Connections(user(u)?),
         ["stats"] => Route::Stats,
+        ["users", u, "history"] => Route::UserHistory(user(u)?),
+        ["groups", g, "history"] => Route::GroupHistory(group(g)?),
         _ => return Ok(None),
     }))
 }
@@ -119,7 +127,10 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
 
     let node = &state.node;
     let method = req.method().clone();
+    let query = req.uri().query().map(str::to_owned);
     match route {
+        Route::UserHistory(u) => history(state, StreamName::Inbox(u), query.as_deref()).await,
+        Route::GroupHistory(g) => history(state, StreamName::Group(g), query.as_deref()).await,
         Route::PushUser(u) => push(req, state, Target::User(u)).await,
         Route::PushGroup(g) => push(req, state, Target::Group(g)).await,
         Route::Broadcast => push(req, state, Target::All).await,
@@ -194,7 +205,55 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
     }
 }
 
+/// `GET …/history` (§10): the retained frames of one stream, as its
+/// readers received them, written out byte for byte.
+async fn history(state: &SharedState, stream: StreamName, query: Option<&str>) -> HttpResponse {
+    let q = match HistoryQuery::parse(query) {
+        Ok(q) => q,
+        Err(msg) => return error(ErrorCode::BadRequest, msg),
+    };
+    let h = match state.node.history(&stream, q.since, q.limit).await {
+        Ok(h) => h,
+        Err(e) => return error(e.code(), e.message()),
+    };
+    let head = serde_json::json!({
+        "stream": stream.to_string(),
+        "epoch": h.current.epoch.as_str(),
+        "seq": h.current.seq,
+        "complete": h.complete,
+    })
+    .to_string();
+    // `head` is an object: reopen it to add the frames unparsed.
+    let mut out = String::with_capacity(
+        head.len() + 16 + h.messages.iter().map(|m| m.frame.len() + 1).sum::<usize>(),
+    );
+    out.push_str(&head[..head.len() - 1]);
+    out.push_str(",\"messages\":[");
+    for (i, m) in h.messages.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(m.frame.as_str());
+    }
+    out.push_str("]}");
+    raw_json(StatusCode::OK, out)
+}
+
 async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> HttpResponse {
+    // §6: a key outside 1..=128 bytes of 0x21–0x7E is refused before
+    // anything is read or delivered.
+    let key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) if valid_idempotency_key(v.as_bytes()) => {
+            Some(String::from_utf8_lossy(v.as_bytes()).into_owned())
+        }
+        Some(_) => {
+            return error(
+                ErrorCode::BadRequest,
+                "Idempotency-Key must be 1 to 128 printable ASCII characters (0x21-0x7E)",
+            )
+        }
+    };
     let limit = state.config.max_frame.get();
     let body = Limited::new(req.into_body(), limit).collect();
     // A body that trickles in must not hold the request open: the whole of
@@ -225,7 +284,7 @@ async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> Ht
         }
     };
     let body = Body::from_raw(request.body.to_owned());
-    let d = match state.node.push(target, body).await {
+    let d = match state.node.push(target, body, key).await {
         Ok(d) => d,
         Err(e) => return error(e.code(), e.message()),
     };
@@ -234,6 +293,8 @@ async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> Ht
         &PushResponse {
             id: d.id,
             delivered: d.delivered,
+            seq: d.place.map(|p| p.seq),
+            duplicate: d.duplicate,
         },
     )
 }

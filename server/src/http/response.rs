@@ -11,8 +11,13 @@ use serde::Serialize;
 pub type HttpResponse = Response<Full<Bytes>>;
 
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    raw_json(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A body that is JSON already (frames written out as they are kept).
+pub fn raw_json(status: StatusCode, bytes: impl Into<Bytes>) -> HttpResponse {
+    let bytes: Bytes = bytes.into();
+    let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

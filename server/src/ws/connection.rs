@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hub_core::{Connection, Disconnect, RateDecision, RateLimiter, Session};
+use hub_core::{Connection, Disconnect, Frame, RateDecision, RateLimiter, Session};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, ServerFrame};
@@ -36,6 +36,16 @@ use super::ended::Ended;
 use super::writer::{self, Writer};
 use crate::state::SharedState;
 
+/// How long a `resume=1` connection's delivery waits for its first frame
+/// before it goes on as after an empty resume (§10).
+const RESUME_WAIT: Duration = Duration::from_secs(10);
+
+/// What the welcome frame says besides who and which connection.
+pub struct Welcome {
+    pub groups: Vec<protocol::GroupId>,
+    pub streams: protocol::Positions,
+}
+
 /// What woke the loop.
 enum Event {
     Close(Disconnect),
@@ -49,7 +59,7 @@ enum Event {
 pub async fn serve(
     upgraded: Upgraded,
     conn: Connection,
-    groups: Vec<protocol::GroupId>,
+    welcome: Welcome,
     session: Session,
     slot: Option<OwnedSemaphorePermit>,
     state: SharedState,
@@ -88,11 +98,13 @@ pub async fn serve(
     let welcome = ServerFrame::Welcome {
         user: user.clone(),
         conn: label.clone(),
-        groups,
+        groups: welcome.groups,
         heartbeat: heartbeat.as_secs(),
+        streams: welcome.streams,
     };
     let now = Instant::now();
     let mut handler = Handler {
+        hold_until: conn.is_held().then(|| now + RESUME_WAIT),
         rate: RateLimiter::new(state.config.rate.get(), state.config.rate_burst(), now),
         last_seen: now,
         next_ping: now + heartbeat,
@@ -130,6 +142,8 @@ struct Handler {
     last_seen: Instant,
     next_ping: Instant,
     heartbeat: Duration,
+    /// While delivery is held for a `resume`: when to stop waiting for it.
+    hold_until: Option<Instant>,
 }
 
 impl Handler {
@@ -192,10 +206,20 @@ impl Handler {
     }
 
     fn next_deadline(&self) -> Instant {
-        match self.session.expires_at {
-            Some(at) if at < self.next_ping => at,
-            _ => self.next_ping,
+        let mut next = self.next_ping;
+        for at in [self.session.expires_at, self.hold_until]
+            .into_iter()
+            .flatten()
+        {
+            next = next.min(at);
         }
+        next
+    }
+
+    /// Ends a `resume=1` hold: live delivery goes on from the queue.
+    fn release(&mut self) {
+        self.hold_until = None;
+        self.conn.release();
     }
 
     /// The timer fired: token expiry, then liveness of the client and of
@@ -203,6 +227,10 @@ impl Handler {
     fn on_tick(&mut self, now: Instant) -> Result<(), Ended> {
         if self.session.expires_at.is_some_and(|at| at <= now) {
             return Err(Ended::Closed(Disconnect::TokenExpired));
+        }
+        if self.hold_until.is_some_and(|at| at <= now) {
+            // No first frame in time: as after an empty resume.
+            self.release();
         }
         if now < self.next_ping {
             return Ok(());
@@ -240,6 +268,7 @@ impl Handler {
             }
             Message::Binary(data) => {
                 stats.frame_in(data.len());
+                self.release();
                 if !self.within_rate(None)? {
                     return Ok(());
                 }
@@ -286,7 +315,13 @@ impl Handler {
         if !self.within_rate(Some(text))? {
             return Ok(());
         }
-        let reply = match ClientFrame::parse(text) {
+        let frame = ClientFrame::parse(text);
+        if let Ok(ClientFrame::Resume { positions, id }) = frame {
+            return self.on_resume(id, positions).await;
+        }
+        // Any other first frame: handled as usual, after an empty resume.
+        self.release();
+        let reply = match frame {
             // Boxed: the future of a node call is large, and inline it would
             // sit in every idle connection's task; a frame pays one
             // allocation instead.
@@ -298,6 +333,38 @@ impl Handler {
         match reply {
             Some(reply) => self.reply(&reply),
             None => Ok(()),
+        }
+    }
+
+    /// A `resume` (§10): only as the first frame after `resume=1`. The
+    /// replay and then the ack go ahead of everything queued meanwhile,
+    /// which the connection then delivers minus what the replay covered.
+    async fn on_resume(
+        &mut self,
+        id: Option<protocol::CorrelationId>,
+        positions: protocol::Positions,
+    ) -> Result<(), Ended> {
+        if !self.conn.is_held() {
+            let e = ServerFrame::error(
+                id,
+                ErrorCode::BadRequest,
+                "resume is only accepted as the first frame after connecting with resume=1",
+            );
+            return self.reply(&e);
+        }
+        let node = self.state.node.clone();
+        let answer = Box::pin(node.resume(&mut self.conn, &positions)).await;
+        self.release();
+        match answer {
+            Ok(resumed) => {
+                self.writer.send_first(resumed.replay);
+                if let Some(id) = id {
+                    let ack = ServerFrame::ack_recovered(id, resumed.recovered);
+                    self.writer.send_first([Frame::encode(&ack)]);
+                }
+                Ok(())
+            }
+            Err(e) => self.reply(&ServerFrame::error(id, e.code(), e.message())),
         }
     }
 

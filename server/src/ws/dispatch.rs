@@ -5,8 +5,8 @@
 //! reach the shared store; the connection's loop awaits it, so one client's
 //! frames take effect in the order they were sent.
 
-use hub_core::{Connection, Node, NodeError, Session};
-use protocol::{ClientFrame, CorrelationId, ServerFrame};
+use hub_core::{Connection, Delivery, Node, NodeError, Session};
+use protocol::{ClientFrame, CorrelationId, ErrorCode, Placement, ServerFrame};
 
 /// Carries out one client frame; returns the reply, if any.
 pub async fn dispatch(
@@ -18,27 +18,52 @@ pub async fn dispatch(
     let (id, done) = match frame {
         ClientFrame::Send { to, body, id } => {
             let done = node.send(conn, to, body).await;
-            (id, done.map(|d| Some(d.delivered)))
+            (id, done.map(Acked::Delivered))
         }
         ClientFrame::Publish { group, body, id } => {
             let done = node.publish(conn, group, body).await;
-            (id, done.map(|d| Some(d.delivered)))
+            (id, done.map(Acked::Delivered))
         }
-        ClientFrame::Join { group, id } => (id, node.join_as(session, &group).await.map(|_| None)),
-        ClientFrame::Leave { group, id } => {
-            (id, node.leave(&group, &session.user).await.map(|_| None))
-        }
+        ClientFrame::Join { group, id } => (id, node.join_as(session, &group).await.map(Acked::At)),
+        ClientFrame::Leave { group, id } => (
+            id,
+            node.leave(&group, &session.user)
+                .await
+                .map(|_| Acked::Plain),
+        ),
         ClientFrame::Ping { id } => return Some(ServerFrame::Pong { id }),
+        // The connection loop takes a resume that comes first; any other
+        // is out of place (§10).
+        ClientFrame::Resume { id, .. } => {
+            return Some(ServerFrame::error(
+                id,
+                ErrorCode::BadRequest,
+                "resume is only accepted as the first frame after connecting with resume=1",
+            ))
+        }
     };
     match done {
-        Ok(delivered) => id.map(|id| ack(id, delivered)),
+        Ok(acked) => id.map(|id| acked.frame(id)),
         // Answered with or without an id: a refusal never goes unseen.
         Err(e) => Some(refused(id, &e)),
     }
 }
 
-fn ack(id: CorrelationId, delivered: Option<usize>) -> ServerFrame {
-    ServerFrame::Ack { id, delivered }
+/// What an ack carries besides its id.
+enum Acked {
+    Delivered(Delivery),
+    At(Placement),
+    Plain,
+}
+
+impl Acked {
+    fn frame(self, id: CorrelationId) -> ServerFrame {
+        match self {
+            Acked::Delivered(d) => ServerFrame::ack_delivered(id, d.delivered, d.place),
+            Acked::At(place) => ServerFrame::ack_at(id, place),
+            Acked::Plain => ServerFrame::ack(id),
+        }
+    }
 }
 
 fn refused(id: Option<CorrelationId>, e: &NodeError) -> ServerFrame {
@@ -99,7 +124,24 @@ mod tests {
             r#"{"type":"send","to":"b","body":1,"id":"s"}"#,
         )
         .unwrap();
-        assert_eq!(r, serde_json::json!({"type":"ack","id":"s","delivered":2}));
+        // The ack reports the sender's copy in the sender's own inbox.
+        assert_eq!(
+            (
+                &r["type"],
+                &r["id"],
+                &r["delivered"],
+                &r["stream"],
+                &r["seq"]
+            ),
+            (
+                &serde_json::json!("ack"),
+                &serde_json::json!("s"),
+                &serde_json::json!(2),
+                &serde_json::json!("inbox"),
+                &serde_json::json!(1)
+            )
+        );
+        assert_eq!(r["epoch"].as_str().map(str::len), Some(8));
         let r = run(
             &node,
             &ca,

@@ -14,7 +14,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use protocol::{ErrorCode, UserId};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::connection;
+use super::connection::{self, Welcome};
 use crate::auth::{bearer, expiry_instant, TokenError};
 use crate::http::response::{error, HttpResponse};
 use crate::state::SharedState;
@@ -37,6 +37,8 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
 
     let mut token = None;
     let mut user_param = None;
+    // §10: `resume=1` holds delivery until the client's first frame.
+    let mut resume = false;
     if let Some(q) = req.uri().query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             match &*k {
@@ -44,6 +46,7 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
                 // carry the token.
                 "token" if !v.is_empty() => token = Some(v.into_owned()),
                 "userId" => user_param = Some(v.into_owned()),
+                "resume" => resume = v == "1",
                 _ => {}
             }
         }
@@ -117,8 +120,12 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
     state.connections.clone().spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let (conn, groups) = state.node.connect(admission, &session).await;
-                connection::serve(upgraded, conn, groups, session, slot, state).await;
+                let (mut conn, groups, streams) = state.node.connect(admission, &session).await;
+                if resume {
+                    conn.hold();
+                }
+                let welcome = Welcome { groups, streams };
+                connection::serve(upgraded, conn, welcome, session, slot, state).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

@@ -10,6 +10,7 @@
 //! everything else waits in the connection's queue, whose overflow closes
 //! the connection.
 
+use std::collections::VecDeque;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,10 @@ pub struct Writer {
     /// Since when the writer has been blocked without a break: the socket
     /// did not take even tungstenite's one buffer in that time.
     stalled_since: Option<Instant>,
+    /// Frames that go before anything queued: a resume's replay and its
+    /// ack (§10). While it holds anything, our own replies wait behind it,
+    /// so nothing overtakes the replay.
+    front: VecDeque<Frame>,
 }
 
 impl Writer {
@@ -56,10 +61,20 @@ impl Writer {
         frame: &ServerFrame,
         stats: &Stats,
     ) -> Result<(), Ended> {
+        if !self.front.is_empty() {
+            self.front.push_back(Frame::encode(frame));
+            return Ok(());
+        }
         self.replied_while_blocked |= self.blocked;
         let text = frame.to_json();
         stats.frames_out(1, text.len() as u64);
         self.start_send(ws, Message::Text(Utf8Bytes::from(text)))
+    }
+
+    /// Puts frames ahead of the connection's queue (a resume's replay, then
+    /// its ack); written as the socket takes them, like queued frames.
+    pub fn send_first(&mut self, frames: impl IntoIterator<Item = Frame>) {
+        self.front.extend(frames);
     }
 
     /// Hands a heartbeat ping to tungstenite.
@@ -119,8 +134,12 @@ impl Writer {
                 more = true;
                 break;
             }
-            let Poll::Ready(frame) = conn.poll_recv(cx) else {
-                break;
+            let frame = match self.front.pop_front() {
+                Some(frame) => frame,
+                None => match conn.poll_recv(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => break,
+                },
             };
             frames += 1;
             bytes += frame.len() as u64;

@@ -29,3 +29,15 @@ pub const SECRET: &str = "test-secret-which-is-long-enough";
 pub const API_KEY: &str = "test-api-key";
 /// Bound on any single wait; a healthy run never gets near it.
 pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// A frame without the stream placement of §10 (`stream`, `epoch`,
+/// `seq`): for tests about something else that compare whole frames.
+pub fn unplaced(frame: &serde_json::Value) -> serde_json::Value {
+    let mut f = frame.clone();
+    if let Some(o) = f.as_object_mut() {
+        for k in ["stream", "epoch", "seq"] {
+            o.remove(k);
+        }
+    }
+    f
+}
