@@ -326,3 +326,35 @@ fn a_group_message_is_encoded_once_and_its_bytes_shared() {
         }
     }
 }
+
+/// §10: a resumed connection gets each missed message once, whether it
+/// came by the replay or was queued live while delivery was held.
+#[test]
+fn a_resume_replays_and_skips_what_was_queued_while_held() {
+    let node = node(64);
+    let (old, _, at) = common::connect_at(&node, user("u"), &[]);
+    let inbox = at["inbox"].clone();
+    drop(old);
+    done(node.push(Target::User(user("u")), body(json!(1)), None)).unwrap();
+    let (mut c, _, _) = common::connect_at(&node, user("u"), &[]);
+    c.hold();
+    // Queued while held: also in the replay.
+    done(node.push(Target::User(user("u")), body(json!(2)), None)).unwrap();
+    assert!(
+        c.try_recv().is_none(),
+        "a held connection hands nothing out"
+    );
+    let positions = [("inbox".to_owned(), inbox)].into();
+    let resumed = done(node.resume(&mut c, &positions)).unwrap();
+    c.release();
+    assert_eq!(resumed.recovered, [("inbox".to_owned(), true)].into());
+    let replay: Vec<ServerFrame> = resumed
+        .replay
+        .iter()
+        .map(|f| serde_json::from_str(f.as_str()).unwrap())
+        .collect();
+    assert_eq!(bodies(&replay), vec![json!(1), json!(2)]);
+    // Live after the resume: only what the replay did not cover.
+    done(node.push(Target::User(user("u")), body(json!(3)), None)).unwrap();
+    assert_eq!(bodies(&drain(&mut c)), vec![json!(3)]);
+}
