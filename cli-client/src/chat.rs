@@ -1,19 +1,20 @@
 //! `wshub-cli chat`: an interactive chat in the terminal.
 //!
 //! Incoming messages are printed above the line being typed, which is
-//! redrawn as it was (`terminal.rs`). When the server goes away the client
-//! says so and reconnects with exponential backoff.
-
-use std::time::Duration;
+//! redrawn as it was (`terminal.rs`). When the connection drops the client
+//! says so, reconnects with exponential backoff and resumes its streams
+//! (PROTOCOL.md §10): missed messages are shown as they are replayed, and a
+//! stream that could not be recovered is reported.
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Body, ClientFrame, CorrelationId, GroupId, ServerFrame, UserId};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connect::{connect, ws_url, Connected};
+use crate::connect::{connect_resuming, ws_url, Connected};
+use crate::resume::{lost_line, Backoff, Streams};
 use crate::terminal::{self, Input, Screen};
-use crate::{Common, Outcome};
+use crate::{Common, Failure, Outcome};
 
 const HELP: &str = "\
   @user text     send text to a user (all their devices)
@@ -23,40 +24,51 @@ const HELP: &str = "\
   /help          this help
   /quit          leave (also Ctrl-D)";
 
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
 pub async fn run(common: &Common) -> Outcome {
     ws_url(common)?; // say who you are before anything starts
     let (screen, mut lines, _raw_mode) = terminal::start();
     screen.say("wshub chat. /help for commands.".into());
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
+    let mut streams = Streams::default();
+    // After the first connection, every connection resumes the streams.
+    let mut resume = false;
     loop {
-        match connect(common).await {
+        let wait = match connect_resuming(common, &mut streams, resume).await {
             Ok(conn) => {
-                backoff = Duration::from_millis(500);
+                backoff.reset();
                 let groups = if conn.groups.is_empty() {
                     "none".to_owned()
                 } else {
                     conn.groups.join(", ")
                 };
                 screen.say(format!("* connected as {} (groups: {groups})", conn.user));
-                match session(conn, &mut lines, &screen).await {
+                resume = true;
+                match session(conn, &mut lines, &screen, &mut streams).await {
                     SessionEnd::Quit => return Ok(()),
-                    SessionEnd::Lost(why) => screen.say(format!(
-                        "* disconnected: {why}; reconnecting in {:.1} s",
-                        backoff.as_secs_f64()
-                    )),
+                    SessionEnd::Final(f) => return Err(f),
+                    SessionEnd::Lost(why) => {
+                        let wait = backoff.next_wait();
+                        screen.say(format!(
+                            "* disconnected: {why}; reconnecting in {:.1} s",
+                            wait.as_secs_f64()
+                        ));
+                        wait
+                    }
                 }
             }
             Err(f) if f.refused || f.code == 2 => return Err(f),
-            Err(f) => screen.say(format!(
-                "* {}; retrying in {:.1} s",
-                f.message,
-                backoff.as_secs_f64()
-            )),
-        }
+            Err(f) => {
+                let wait = backoff.next_wait();
+                screen.say(format!(
+                    "* {}; retrying in {:.1} s",
+                    f.message,
+                    wait.as_secs_f64()
+                ));
+                wait
+            }
+        };
         // Wait out the backoff, but let /quit end it.
-        let wait = tokio::time::sleep(backoff);
+        let wait = tokio::time::sleep(wait);
         tokio::pin!(wait);
         loop {
             tokio::select! {
@@ -68,12 +80,15 @@ pub async fn run(common: &Common) -> Outcome {
                 },
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
 enum SessionEnd {
+    /// The user left (/quit, Ctrl-D, Ctrl-C).
     Quit,
+    /// Closed with 1008 (kicked, token expired): reconnecting cannot help.
+    Final(Failure),
+    /// Dropped: reconnect and resume.
     Lost(String),
 }
 
@@ -81,6 +96,7 @@ async fn session(
     mut conn: Connected,
     lines: &mut mpsc::UnboundedReceiver<Input>,
     screen: &Screen,
+    streams: &mut Streams,
 ) -> SessionEnd {
     let me = conn.user.clone();
     let mut next_id = 0u64;
@@ -88,13 +104,24 @@ async fn session(
         tokio::select! {
             msg = conn.ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if let Some(line) = render(&t, &me) {
+                    let Ok(frame) = serde_json::from_str::<ServerFrame>(&t) else { continue };
+                    let lost = streams.saw(&frame);
+                    if let Some(line) = render(frame, &me) {
                         screen.say(line);
+                    }
+                    for stream in lost {
+                        screen.say(format!("* {}", lost_line(&stream)));
                     }
                 }
                 Some(Ok(Message::Close(f))) => {
+                    let code = f.as_ref().map(|f| u16::from(f.code));
                     let why = f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "closed".into());
-                    return SessionEnd::Lost(format!("server closed the connection ({why})"));
+                    let why = format!("server closed the connection ({})", why.trim_end());
+                    return if code == Some(1008) {
+                        SessionEnd::Final(Failure::server(why))
+                    } else {
+                        SessionEnd::Lost(why)
+                    };
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return SessionEnd::Lost(e.to_string()),
@@ -182,8 +209,7 @@ fn command(line: &str, next_id: &mut u64) -> Command {
 }
 
 /// One incoming frame as a line of the chat, or nothing (acks of sends).
-fn render(text: &str, me: &str) -> Option<String> {
-    let frame: ServerFrame = serde_json::from_str(text).ok()?;
+fn render(frame: ServerFrame, me: &str) -> Option<String> {
     match frame {
         ServerFrame::Message(m) => {
             let body = match m.body.to_value() {
@@ -254,6 +280,7 @@ mod tests {
     fn messages_render_with_time_and_sender() {
         let direct =
             r#"{"type":"message","id":"1","from":"alice","to":"me","body":"hi","ts":3723000}"#;
+        let render = |t: &str, me: &str| render(serde_json::from_str(t).unwrap(), me);
         assert_eq!(render(direct, "me").unwrap(), "[01:02:03] alice: hi");
         let group = r#"{"type":"message","id":"1","group":"promo","body":{"a":1},"ts":0}"#;
         assert_eq!(

@@ -3,13 +3,17 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use protocol::{ErrorBody, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use protocol::{ClientFrame, CorrelationId, ErrorBody, ServerFrame};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::resume::Streams;
 use crate::{Common, Failure};
+
+/// The correlation id of the `resume` frame a reconnect sends.
+pub const RESUME_ID: &str = "resume";
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -20,6 +24,8 @@ pub struct Connected {
     pub groups: Vec<String>,
     /// The welcome frame as the server sent it.
     pub welcome: String,
+    /// The positions to resume from (taken when the resume is sent).
+    resume: Option<protocol::Positions>,
 }
 
 /// The URL to open, with the identity in its query.
@@ -47,7 +53,43 @@ pub fn ws_url(common: &Common) -> Result<String, Failure> {
 }
 
 pub async fn connect(common: &Common) -> Result<Connected, Failure> {
-    let url = ws_url(common)?;
+    open(common, None).await
+}
+
+/// Connects and keeps `streams` up to date: the welcome's positions on the
+/// first connection; after a drop (`resume`), connects with `resume=1` and
+/// sends the positions seen so far as the first frame, so the server
+/// replays what was missed (PROTOCOL.md §10).
+pub async fn connect_resuming(
+    common: &Common,
+    streams: &mut Streams,
+    resume: bool,
+) -> Result<Connected, Failure> {
+    let mut conn = open(common, Some((streams, resume))).await?;
+    if resume {
+        let positions = conn.resume.take().unwrap_or_default();
+        let frame = ClientFrame::Resume {
+            positions,
+            id: CorrelationId::new(RESUME_ID).ok(),
+        };
+        let text = serde_json::to_string(&frame).map_err(|e| Failure::usage(e.to_string()))?;
+        conn.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| Failure::connect(format!("connection lost: {e}")))?;
+    }
+    Ok(conn)
+}
+
+async fn open(
+    common: &Common,
+    streams: Option<(&mut Streams, bool)>,
+) -> Result<Connected, Failure> {
+    let mut url = ws_url(common)?;
+    if matches!(streams, Some((_, true))) {
+        url.push_str(if url.contains('?') { "&" } else { "?" });
+        url.push_str("resume=1");
+    }
     let shown = common.url.trim();
     let (mut ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
         Ok(pair) => pair,
@@ -57,11 +99,17 @@ pub async fn connect(common: &Common) -> Result<Connected, Failure> {
     let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
     match first {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerFrame>(&t) {
-            Ok(ServerFrame::Welcome { user, groups, .. }) => Ok(Connected {
+            Ok(ServerFrame::Welcome {
+                user,
+                groups,
+                streams: positions,
+                ..
+            }) => Ok(Connected {
                 ws,
                 user: user.to_string(),
                 groups: groups.iter().map(ToString::to_string).collect(),
                 welcome: t.to_string(),
+                resume: streams.map(|(s, _)| s.welcomed(&positions)),
             }),
             _ => Err(Failure::connect(format!(
                 "{shown} did not greet like a wshub server"

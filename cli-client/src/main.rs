@@ -1,13 +1,15 @@
 //! `wshub-cli`: the terminal chat client and scripting tool (PROTOCOL.md §9).
 //!
 //! Exit codes scripts can rely on: 0 success; 1 the server answered with an
-//! error (its code and message on stderr); 2 bad arguments; 3 could not
-//! connect or was refused at the upgrade.
+//! error (its code and message on stderr), or closed the connection with
+//! 1008; 2 bad arguments; 3 could not connect, was refused at the upgrade,
+//! or (`listen --no-reconnect`) the connection dropped.
 
 mod api_client;
 mod chat;
 mod connect;
 mod listen;
+mod resume;
 mod send;
 mod terminal;
 mod token;
@@ -21,6 +23,9 @@ use clap::{Args, Parser, Subcommand};
     name = "wshub-cli",
     version,
     about = "Chat and script against a wshub server",
+    after_help = "Exit codes: 0 success; 1 the server answered with an error or closed the \
+connection with 1008 (kicked, token expired); 2 bad arguments; 3 could not connect, refused \
+at the upgrade, or the connection dropped under `listen --no-reconnect`.",
     max_term_width = 100
 )]
 struct Cli {
@@ -59,9 +64,27 @@ pub struct Common {
 #[derive(Subcommand)]
 enum Command {
     /// Interactive chat: `@user text`, `#group text`, /join, /leave, /help, /quit.
+    ///
+    /// When the connection drops, chat reconnects with backoff (0.2 s doubling
+    /// to 5 s) and resumes its streams, so messages sent meanwhile are shown
+    /// while the server's history holds them; a stream that could not be
+    /// recovered is reported on screen. It stops, with an error, when the
+    /// server refuses the token (401/403) or closes with 1008 (kicked, token
+    /// expired).
     Chat,
     /// Print every frame received as one JSON line.
-    Listen,
+    ///
+    /// When the connection drops, listen reconnects with backoff (0.2 s
+    /// doubling to 5 s) and resumes its streams: the new welcome, the replayed
+    /// messages and the resume's ack are printed like any frame, and a stream
+    /// that could not be recovered is named on stderr. It exits 1 when the
+    /// server closes with 1008 (kicked, token expired) and 3 when the server
+    /// refuses the token (401/403) or the first connection fails.
+    Listen {
+        /// Exit with code 3 when the connection drops instead of reconnecting.
+        #[arg(long)]
+        no_reconnect: bool,
+    },
     /// Send BODY to every connection of a user; wait for the ack.
     Send {
         #[arg(long)]
@@ -174,7 +197,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Chat => chat::run(&common).await,
-            Command::Listen => listen::run(&common).await,
+            Command::Listen { no_reconnect } => listen::run(&common, !no_reconnect).await,
             Command::Send { to, body } => send::send(&common, &to, &body).await,
             Command::Publish { group, body } => send::publish(&common, &group, &body).await,
             Command::Push {
