@@ -2,9 +2,10 @@
 //! user can act on, and the interactive chat driven in a pseudo-terminal.
 
 use std::io::{BufRead, BufReader};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use test_support::{Server, API_KEY, LIMIT, SECRET};
 
@@ -69,28 +70,30 @@ fn token(server: &Server, user: &str, extra: &[&str]) -> String {
     ok(&out).trim().to_owned()
 }
 
-/// A running `listen`, its stdout read line by line.
+/// A running `listen`, its stdout and its stderr read line by line.
 struct Listener {
     child: Child,
     lines: mpsc::Receiver<String>,
+    errs: mpsc::Receiver<String>,
 }
 
 impl Listener {
     fn start(server: &Server, token: &str) -> Listener {
-        let mut child = cli(server)
-            .args(["--token", token, "listen"])
+        Listener::at(&server.ws_url(""), token, &[])
+    }
+
+    /// `listen` on `url` with `extra` flags; returns once its welcome is out.
+    fn at(url: &str, token: &str, extra: &[&str]) -> Listener {
+        let mut child = cli_bare()
+            .args(["--url", url, "--token", token, "listen"])
+            .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let l = Listener { child, lines: rx };
+        let lines = read_lines(child.stdout.take().unwrap());
+        let errs = read_lines(child.stderr.take().unwrap());
+        let l = Listener { child, lines, errs };
         let welcome = l.next();
         assert_eq!(welcome["type"], "welcome");
         l
@@ -100,6 +103,37 @@ impl Listener {
         let line = self.lines.recv_timeout(LIMIT).expect("a line from listen");
         serde_json::from_str(&line).unwrap_or_else(|_| panic!("not one JSON line: {line}"))
     }
+
+    /// The next line on stderr.
+    fn next_err(&self) -> String {
+        self.errs
+            .recv_timeout(LIMIT)
+            .expect("a line from listen on stderr")
+    }
+
+    /// Waits for the process to end (its stderr closes first); returns its
+    /// exit code and what it wrote on stderr meanwhile.
+    fn exit(mut self) -> (Option<i32>, Vec<String>) {
+        let mut errs = Vec::new();
+        loop {
+            match self.errs.recv_timeout(LIMIT) {
+                Ok(line) => errs.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("listen still running: {errs:?}"),
+            }
+        }
+        (self.child.wait().unwrap().code(), errs)
+    }
+}
+
+fn read_lines(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 impl Drop for Listener {
@@ -274,16 +308,12 @@ fn errors_a_user_can_act_on() {
 }
 
 fn chat(server: &Server, user: &str) -> expectrl::Session {
+    chat_at(&server.ws_url(""), user)
+}
+
+fn chat_at(url: &str, user: &str) -> expectrl::Session {
     let mut cmd = Command::new(cli_bin());
-    cmd.args([
-        "--url",
-        &server.ws_url(""),
-        "--secret",
-        SECRET,
-        "--as",
-        user,
-        "chat",
-    ]);
+    cmd.args(["--url", url, "--secret", SECRET, "--as", user, "chat"]);
     let mut p = expectrl::Session::spawn(cmd).expect("spawn chat in a pty");
     p.set_expect_timeout(Some(LIMIT));
     p
@@ -353,10 +383,229 @@ fn chat_reconnects_when_the_server_comes_back() {
     // The same address, where the client keeps trying.
     let s2 = start(&s.addr.to_string());
     p.expect("connected as dora").unwrap();
+    // A new process: the history of the old one is gone, and chat says so.
+    p.expect("stream inbox could not be recovered; messages may be missing")
+        .unwrap();
     // And it works on the new server.
     let listener = Listener::start(&s2, &token(&s2, "eve", &[]));
     p.send_line("@eve back again").unwrap();
     assert_eq!(listener.next()["body"], "back again");
+    p.send_line("/quit").unwrap();
+    p.expect(expectrl::Eof).unwrap();
+}
+
+/// SIGKILL, as a crash; returns once the process is gone.
+fn kill(server: &mut Server) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(server.kill());
+}
+
+fn push_to(server: &Server, user: &str, body: &str) {
+    ok(&run(cli(server).args([
+        "--api-key",
+        API_KEY,
+        "push",
+        "--user",
+        user,
+        body,
+    ])));
+}
+
+/// A TCP proxy in front of the server that can cut every connection through
+/// it and hold new ones until released: a drop on the client's side while
+/// the same server process, and its history, live on.
+struct Proxy {
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    holding: bool,
+    live: Vec<TcpStream>,
+    held: Vec<TcpStream>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let mut s = shared.lock().unwrap();
+                if s.holding {
+                    s.held.push(client);
+                } else {
+                    pipe(client, upstream, &mut s);
+                }
+            }
+        });
+        Proxy {
+            addr,
+            upstream,
+            state,
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Cuts every connection; holds new ones until `release`.
+    fn cut_and_hold(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.holding = true;
+        for c in s.live.drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn release(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.holding = false;
+        for client in std::mem::take(&mut s.held) {
+            pipe(client, self.upstream, &mut s);
+        }
+    }
+}
+
+fn pipe(client: TcpStream, upstream: SocketAddr, s: &mut ProxyState) {
+    let server = TcpStream::connect(upstream).unwrap();
+    for (mut from, mut to) in [
+        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+        (server.try_clone().unwrap(), client.try_clone().unwrap()),
+    ] {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Both);
+        });
+    }
+    s.live.push(client);
+    s.live.push(server);
+}
+
+#[test]
+fn listen_resumes_after_a_drop_and_replays_what_it_missed_once() {
+    let s = start("127.0.0.1:0");
+    let proxy = Proxy::start(s.addr);
+    let l = Listener::at(&proxy.ws_url(), &token(&s, "rita", &[]), &[]);
+    push_to(&s, "rita", "before");
+    let m = l.next();
+    assert_eq!(
+        (m["body"].as_str(), m["seq"].as_u64()),
+        (Some("before"), Some(1))
+    );
+
+    // The connection drops; the server lives on and keeps the history.
+    proxy.cut_and_hold();
+    let err = l.next_err();
+    assert!(
+        err.contains("connection lost") && err.contains("reconnecting"),
+        "{err}"
+    );
+    push_to(&s, "rita", "missed");
+    proxy.release();
+
+    // The new welcome, the missed message replayed once, then the ack.
+    assert_eq!(l.next()["type"], "welcome");
+    let m = l.next();
+    assert_eq!(
+        (m["body"].as_str(), m["seq"].as_u64()),
+        (Some("missed"), Some(2))
+    );
+    let ack = l.next();
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(ack["recovered"]["inbox"], true, "{ack}");
+    // Live delivery goes on right after it, nothing twice.
+    push_to(&s, "rita", "after");
+    let m = l.next();
+    assert_eq!(
+        (m["body"].as_str(), m["seq"].as_u64()),
+        (Some("after"), Some(3))
+    );
+}
+
+#[test]
+fn listen_reconnects_to_a_restarted_server_and_reports_the_lost_history() {
+    let mut s = start("127.0.0.1:0");
+    let l = Listener::start(&s, &token(&s, "sam", &[]));
+    push_to(&s, "sam", "one");
+    assert_eq!(l.next()["body"], "one");
+
+    kill(&mut s);
+    assert!(l.next_err().contains("connection lost"));
+    // A new process on the same address: the old history is gone.
+    let s2 = start(&s.addr.to_string());
+    let welcome = l.next();
+    assert_eq!(welcome["type"], "welcome");
+    let ack = l.next();
+    assert_eq!(ack["recovered"]["inbox"], false, "{ack}");
+    let err = loop {
+        let err = l.next_err();
+        if err.contains("stream inbox") {
+            break err;
+        }
+    };
+    assert_eq!(
+        err,
+        "wshub-cli: stream inbox could not be recovered; messages may be missing"
+    );
+    // The same listen goes on, from the new server's numbering.
+    push_to(&s2, "sam", "two");
+    let m = l.next();
+    assert_eq!(m["body"], "two");
+    assert_eq!(m["epoch"], welcome["streams"]["inbox"]["epoch"]);
+}
+
+#[test]
+fn listen_no_reconnect_exits_3_when_the_connection_drops() {
+    let mut s = start("127.0.0.1:0");
+    let l = Listener::at(&s.ws_url(""), &token(&s, "nora", &[]), &["--no-reconnect"]);
+    kill(&mut s);
+    let (code, errs) = l.exit();
+    assert_eq!(code, Some(3), "{errs:?}");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("connection lost"), "{errs:?}");
+}
+
+#[test]
+fn listen_stops_when_kicked() {
+    let s = start("127.0.0.1:0");
+    let l = Listener::start(&s, &token(&s, "kim", &[]));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = rt.block_on(s.api("DELETE", "/api/v1/users/kim/connections", None));
+    assert!((200..300).contains(&status), "{status}");
+    let (code, errs) = l.exit();
+    assert_eq!(code, Some(1), "{errs:?}");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("1008"), "{errs:?}");
+}
+
+#[test]
+fn chat_shows_what_it_missed_while_reconnecting() {
+    let s = start("127.0.0.1:0");
+    let proxy = Proxy::start(s.addr);
+    let mut p = chat_at(&proxy.ws_url(), "ugo");
+    p.expect("connected as ugo").unwrap();
+    push_to(&s, "ugo", "first");
+    p.expect("(server): first").unwrap();
+    proxy.cut_and_hold();
+    p.expect("reconnecting in").unwrap();
+    push_to(&s, "ugo", "while away");
+    proxy.release();
+    p.expect("connected as ugo").unwrap();
+    p.expect("(server): while away").unwrap();
+    push_to(&s, "ugo", "live again");
+    // Nothing twice, nothing reported lost: the next thing shown is live.
+    let seen = p.expect("(server): live again").unwrap();
+    let before = String::from_utf8_lossy(seen.before()).into_owned();
+    assert!(
+        !before.contains("could not be recovered") && !before.contains("while away"),
+        "{before}"
+    );
     p.send_line("/quit").unwrap();
     p.expect(expectrl::Eof).unwrap();
 }
