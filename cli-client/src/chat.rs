@@ -6,7 +6,7 @@
 //! (PROTOCOL.md §10): missed messages are shown as they are replayed, and a
 //! stream that could not be recovered is reported.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use protocol::{Body, ClientFrame, CorrelationId, GroupId, ServerFrame, UserId};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,7 +33,18 @@ pub async fn run(common: &Common) -> Outcome {
     // After the first connection, every connection resumes the streams.
     let mut resume = false;
     loop {
-        let wait = match connect_resuming(common, &mut streams, resume).await {
+        // Connecting can take a while; /quit still ends it.
+        let attempt = {
+            let attempt = connect_resuming(common, &mut streams, resume);
+            tokio::pin!(attempt);
+            loop {
+                tokio::select! {
+                    result = &mut attempt => break result,
+                    input = lines.recv() => if offline(input, &screen) { return Ok(()) },
+                }
+            }
+        };
+        let wait = match attempt {
             Ok(conn) => {
                 backoff.reset();
                 let groups = if conn.groups.is_empty() {
@@ -73,14 +84,31 @@ pub async fn run(common: &Common) -> Outcome {
         loop {
             tokio::select! {
                 _ = &mut wait => break,
-                input = lines.recv() => match input {
-                    None | Some(Input::Quit) => return Ok(()),
-                    Some(Input::Line(l)) if l.trim() == "/quit" => return Ok(()),
-                    Some(Input::Line(_)) => screen.say("* not connected; message not sent".into()),
-                },
+                input = lines.recv() => if offline(input, &screen) { return Ok(()) },
             }
         }
     }
+}
+
+/// What the user typed while not connected; true when they quit.
+fn offline(input: Option<Input>, screen: &Screen) -> bool {
+    match input {
+        None | Some(Input::Quit) => true,
+        Some(Input::Line(l)) if l.trim() == "/quit" || l.trim() == "/exit" => true,
+        Some(Input::Line(l)) if l.trim().is_empty() => false,
+        Some(Input::Line(_)) => {
+            screen.say("* not connected; message not sent".into());
+            false
+        }
+    }
+}
+
+/// The error a connection silent past its idle limit ends with.
+fn idle() -> tokio_tungstenite::tungstenite::Error {
+    tokio_tungstenite::tungstenite::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no sign of life from the server",
+    ))
 }
 
 enum SessionEnd {
@@ -102,7 +130,7 @@ async fn session(
     let mut next_id = 0u64;
     loop {
         tokio::select! {
-            msg = conn.ws.next() => match msg {
+            msg = conn.next() => match msg.unwrap_or_else(|_| Some(Err(idle()))) {
                 Some(Ok(Message::Text(t))) => {
                     let Ok(frame) = serde_json::from_str::<ServerFrame>(&t) else { continue };
                     let lost = streams.saw(&frame);

@@ -24,6 +24,9 @@ pub struct Connected {
     pub groups: Vec<String>,
     /// The welcome frame as the server sent it.
     pub welcome: String,
+    /// The server pings every `heartbeat` seconds: a connection silent for
+    /// three intervals is dead even if TCP has not noticed.
+    pub idle_limit: Option<Duration>,
     /// The positions to resume from (taken when the resume is sent).
     resume: Option<protocol::Positions>,
 }
@@ -91,9 +94,20 @@ async fn open(
         url.push_str("resume=1");
     }
     let shown = common.url.trim();
-    let (mut ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
-        Ok(pair) => pair,
-        Err(e) => return Err(explain(shown, e)),
+    // Bounded, so a reconnect to a server that accepts but never answers
+    // is tried again rather than waited on for ever.
+    let handshake = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url.as_str()),
+    );
+    let (mut ws, _) = match handshake.await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(explain(shown, e)),
+        Err(_) => {
+            return Err(Failure::connect(format!(
+                "{shown} did not answer the upgrade within 10 s"
+            )))
+        }
     };
     // The first frame is the welcome.
     let first = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
@@ -103,8 +117,11 @@ async fn open(
                 user,
                 groups,
                 streams: positions,
+                heartbeat,
                 ..
             }) => Ok(Connected {
+                idle_limit: (heartbeat > 0)
+                    .then(|| Duration::from_secs(heartbeat.saturating_mul(3))),
                 ws,
                 user: user.to_string(),
                 groups: groups.iter().map(ToString::to_string).collect(),
@@ -145,5 +162,18 @@ fn explain(url: &str, e: tungstenite::Error) -> Failure {
             f
         }
         other => Failure::connect(format!("cannot connect to {url}: {other}")),
+    }
+}
+
+impl Connected {
+    /// The next frame, or `Err` when the connection has been silent past
+    /// its idle limit.
+    pub async fn next(
+        &mut self,
+    ) -> Result<Option<Result<Message, tungstenite::Error>>, tokio::time::error::Elapsed> {
+        match self.idle_limit {
+            Some(limit) => tokio::time::timeout(limit, self.ws.next()).await,
+            None => Ok(self.ws.next().await),
+        }
     }
 }

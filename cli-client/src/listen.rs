@@ -9,7 +9,6 @@
 
 use std::io::Write;
 
-use futures_util::StreamExt;
 use protocol::ServerFrame;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -62,7 +61,11 @@ async fn pump(conn: &mut Connected, streams: &mut Streams) -> End {
     if print(&mut out, &conn.welcome).is_err() {
         return End::ReaderGone;
     }
-    while let Some(msg) = conn.ws.next().await {
+    loop {
+        let Ok(msg) = conn.next().await else {
+            return End::Lost("no sign of life from the server".into());
+        };
+        let Some(msg) = msg else { break };
         match msg {
             Ok(Message::Text(t)) => {
                 let lost = match serde_json::from_str::<ServerFrame>(t.as_str()) {
