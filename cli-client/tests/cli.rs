@@ -1,10 +1,11 @@
 //! wshub-cli against a real wshub-server: every subcommand, the errors a
 //! user can act on, and the interactive chat driven in a pseudo-terminal.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use test_support::{Server, API_KEY, LIMIT, SECRET};
@@ -425,6 +426,9 @@ struct ProxyState {
     holding: bool,
     live: Vec<TcpStream>,
     held: Vec<TcpStream>,
+    /// One flag per connection through the proxy: set, its bytes are
+    /// dropped and its end is not passed on (a dead link TCP can't see).
+    frozen: Vec<Arc<AtomicBool>>,
 }
 
 impl Proxy {
@@ -463,6 +467,14 @@ impl Proxy {
         }
     }
 
+    /// Lets nothing more through the connections open now, silently.
+    fn freeze(&self) {
+        let mut s = self.state.lock().unwrap();
+        for f in s.frozen.drain(..) {
+            f.store(true, Ordering::SeqCst);
+        }
+    }
+
     fn release(&self) {
         let mut s = self.state.lock().unwrap();
         s.holding = false;
@@ -474,15 +486,25 @@ impl Proxy {
 
 fn pipe(client: TcpStream, upstream: SocketAddr, s: &mut ProxyState) {
     let server = TcpStream::connect(upstream).unwrap();
+    let frozen = Arc::new(AtomicBool::new(false));
     for (mut from, mut to) in [
         (client.try_clone().unwrap(), server.try_clone().unwrap()),
         (server.try_clone().unwrap(), client.try_clone().unwrap()),
     ] {
+        let frozen = frozen.clone();
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from, &mut to);
-            let _ = to.shutdown(Shutdown::Both);
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if !frozen.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            if !frozen.load(Ordering::SeqCst) {
+                let _ = to.shutdown(Shutdown::Both);
+            }
         });
     }
+    s.frozen.push(frozen);
     s.live.push(client);
     s.live.push(server);
 }
@@ -608,4 +630,30 @@ fn chat_shows_what_it_missed_while_reconnecting() {
     );
     p.send_line("/quit").unwrap();
     p.expect(expectrl::Eof).unwrap();
+}
+
+#[test]
+fn listen_notices_a_silent_dead_link_and_resumes() {
+    // Pings every second: three silent seconds mean the link is dead.
+    let s = Server::builder()
+        .secret(SECRET)
+        .api_key(API_KEY)
+        .args(&["--heartbeat", "1"])
+        .start_blocking();
+    let proxy = Proxy::start(s.addr);
+    let l = Listener::at(&proxy.ws_url(), &token(&s, "vic", &[]), &[]);
+    push_to(&s, "vic", "a");
+    assert_eq!(l.next()["body"], "a");
+    // Nothing gets through any more, and no end of connection either.
+    proxy.freeze();
+    push_to(&s, "vic", "b");
+    let err = l.next_err();
+    assert!(err.contains("no sign of life"), "{err}");
+    assert_eq!(l.next()["type"], "welcome");
+    let m = l.next();
+    assert_eq!(
+        (m["body"].as_str(), m["seq"].as_u64()),
+        (Some("b"), Some(2))
+    );
+    assert_eq!(l.next()["recovered"]["inbox"], true);
 }
