@@ -51,7 +51,14 @@ impl State {
                         Default::default(),
                         Default::default(),
                     ));
-                    match RedisBackplane::new(id, client, hub) {
+                    let settings = config.node_config();
+                    match RedisBackplane::new(
+                        id,
+                        client,
+                        hub,
+                        settings.history,
+                        settings.idempotency_window,
+                    ) {
                         Ok(bp) => {
                             let bp = Arc::new(bp);
                             made = Some(bp.clone());

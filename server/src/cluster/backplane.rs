@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hub_core::{
-    BoxFuture, Broker, Epoch, Frame, History, Hub, Membership, NodeId, Position, Presence,
-    Publication, Published, Recovery, ResetReason, StreamName, Target, Topic, Unavailable,
+    BoxFuture, Broker, ConnId, Epoch, Frame, History, HistoryConfig, Hub, Membership, NodeId,
+    Position, Presence, Publication, Published, Recovery, ResetReason, StreamEntry, StreamName,
+    Tag, Target, Topic, Unavailable,
 };
 use protocol::{GroupId, UserId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
@@ -20,7 +22,8 @@ use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::oneshot;
 
 use super::scripts::Scripts;
-use super::wire::{self, Envelope, Names, Part, WireMessage};
+use super::subscriber::Track;
+use super::wire::{self, Envelope, Names, Part};
 
 /// How long one command may take before it counts as an outage.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -66,6 +69,14 @@ pub struct RedisBackplane {
     pub subs: Mutex<Subscriptions>,
     acks: Mutex<HashMap<u64, JoinWaiter>>,
     next_token: AtomicU64,
+    /// `--history` and `--history-ttl`, applied by the scripts.
+    pub history: HistoryConfig,
+    /// `--idempotency-window`.
+    idempotency_window: Duration,
+    /// Per channel this node reads, where its stream stands as delivered
+    /// here (`subscriber.rs`).
+    pub tracks: Mutex<HashMap<String, Track>>,
+    next_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -88,7 +99,13 @@ pub fn local_now_ms() -> i64 {
 impl RedisBackplane {
     /// Connects lazily: the server starts (and answers `/readyz` 503)
     /// while Redis is not there yet.
-    pub fn new(node: NodeId, client: redis::Client, hub: Arc<Hub>) -> redis::RedisResult<Self> {
+    pub fn new(
+        node: NodeId,
+        client: redis::Client,
+        hub: Arc<Hub>,
+        history: HistoryConfig,
+        idempotency_window: Duration,
+    ) -> redis::RedisResult<Self> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
@@ -114,6 +131,10 @@ impl RedisBackplane {
             subs: Mutex::default(),
             acks: Mutex::default(),
             next_token: AtomicU64::new(1),
+            history,
+            idempotency_window,
+            tracks: Mutex::default(),
+            next_epoch: AtomicU64::new(0),
         })
     }
 
@@ -256,48 +277,226 @@ impl RedisBackplane {
             .await;
     }
 
-    async fn publish_to_user(&self, to: &UserId, p: &WireMessage) -> Result<i64, Unavailable> {
-        let origin_user = p.origin.as_ref().map(|o| o.user.clone());
-        let mut inv = self.scripts.push_user.prepare_invoke();
-        inv.arg(self.prefix())
-            .arg(self.deadline())
-            .arg(to.as_str())
-            .arg(origin_user.as_ref().map_or("", |u| u.as_str()))
-            .arg(if p.origin.is_some() { "1" } else { "0" })
-            .arg(self.names.user_channel(to))
-            .arg(wire::message(p, Part::Target));
-        match &origin_user {
-            Some(from) if from != to => {
-                inv.arg(self.names.user_channel(from))
-                    .arg(wire::message(p, Part::SenderCopies));
+    /// A fresh epoch for whichever stream a script finds without one: 8
+    /// characters of [0-9A-Za-z] (`Epoch::parse`), from a randomly keyed
+    /// hash of this node, a counter and the clock.
+    pub fn epoch_candidate(&self) -> String {
+        use std::hash::BuildHasher;
+        const ALPHABET: &[u8; 62] =
+            b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let n = self.next_epoch.fetch_add(1, SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut h = std::hash::RandomState::new().hash_one((self.node.0, n, nanos));
+        let mut out = String::with_capacity(hub_core::history::EPOCH_LEN);
+        for _ in 0..hub_core::history::EPOCH_LEN {
+            out.push(ALPHABET[(h % 62) as usize] as char);
+            h /= 62;
+        }
+        out
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        // At least 1 ms: PEXPIRE 0 would delete at once.
+        (self.history.ttl.as_millis() as u64).max(1)
+    }
+
+    /// The arguments every push script takes after its own (`H` in
+    /// `scripts.rs`).
+    fn history_args(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        prefix: &str,
+        p: &Publication,
+        stream: &StreamName,
+    ) {
+        let key = p.idempotency_key.as_ref().map_or_else(String::new, |k| {
+            format!("{}idem:{} {k}", self.prefix(), Names::stream_id(stream))
+        });
+        inv.arg(prefix)
+            .arg(self.epoch_candidate())
+            .arg(self.ttl_ms())
+            .arg(self.history.max_messages)
+            .arg(wire::conn_field(p.origin.as_ref()))
+            .arg(key)
+            .arg(self.idempotency_window.as_millis() as u64)
+            .arg(p.message.id.as_str());
+    }
+
+    /// Runs the push script for `p`; its answer is {delivered, epoch, seq,
+    /// duplicate, id}.
+    async fn push(&self, p: &Publication) -> Result<PushAnswer, Unavailable> {
+        let stream = p.target.stream();
+        // Every reader of a stream names it alike (an inbox is `inbox` for
+        // both the recipient and the sender's copy), so one prefix serves
+        // every append of the message.
+        let prefix = wire::frame_prefix(&p.message, &stream.to_string()).ok_or_else(|| {
+            tracing::error!("a message frame does not end with its stream");
+            Unavailable
+        })?;
+        let origin = p.origin.as_ref();
+        let origin_user = origin.map_or("", |o| o.user.as_str());
+        match &p.target {
+            Target::User(to) => {
+                let mut inv = self.scripts.push_user.prepare_invoke();
+                inv.arg(self.prefix())
+                    .arg(self.deadline())
+                    .arg(to.as_str())
+                    .arg(origin_user)
+                    .arg(if origin.is_some() { "1" } else { "0" })
+                    .arg(self.names.user_channel(to))
+                    .arg(wire::header(&p.target, origin, Part::Target));
+                match origin {
+                    Some(o) if &o.user != to => {
+                        inv.arg(self.names.user_channel(&o.user)).arg(wire::header(
+                            &p.target,
+                            origin,
+                            Part::SenderCopies,
+                        ));
+                    }
+                    _ => {
+                        inv.arg("").arg("");
+                    }
+                }
+                self.history_args(&mut inv, &prefix, p, &stream);
+                self.run(inv).await
             }
-            _ => {
-                inv.arg("").arg("");
+            Target::Group(g) => {
+                let mut inv = self.scripts.push_group.prepare_invoke();
+                inv.arg(self.prefix())
+                    .arg(self.deadline())
+                    .arg(g.as_str())
+                    .arg(origin_user)
+                    .arg(self.names.group_channel(g))
+                    .arg(wire::header(&p.target, origin, Part::Target));
+                self.history_args(&mut inv, &prefix, p, &stream);
+                self.run(inv).await
+            }
+            Target::All => {
+                let mut inv = self.scripts.broadcast.prepare_invoke();
+                inv.arg(self.prefix())
+                    .arg(self.deadline())
+                    .arg(self.names.all_channel())
+                    .arg(wire::header(&p.target, origin, Part::Target));
+                self.history_args(&mut inv, &prefix, p, &stream);
+                self.run(inv).await
             }
         }
-        self.run(inv).await
     }
 
-    async fn publish_to_group(&self, group: &GroupId, p: &WireMessage) -> Result<i64, Unavailable> {
-        let origin_user = p.origin.as_ref().map(|o| o.user.clone());
-        let mut inv = self.scripts.push_group.prepare_invoke();
+    /// Reads streams in one script (`READ`): per (stream, epoch wanted,
+    /// after, limit), where it stands and the entries asked for.
+    pub async fn read_streams(
+        &self,
+        asks: &[(StreamName, String, u64, usize)],
+    ) -> Result<Vec<StreamRead>, Unavailable> {
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.read.prepare_invoke();
         inv.arg(self.prefix())
-            .arg(self.deadline())
-            .arg(group.as_str())
-            .arg(origin_user.as_ref().map_or("", |u| u.as_str()))
-            .arg(self.names.group_channel(group))
-            .arg(wire::message(p, Part::Target));
-        self.run(inv).await
+            .arg(self.epoch_candidate())
+            .arg(self.ttl_ms());
+        for (stream, epoch, after, limit) in asks {
+            inv.arg(Names::stream_id(stream))
+                .arg(epoch.as_str())
+                .arg(*after)
+                .arg(*limit);
+        }
+        type Raw = Vec<(String, u64, u64, Vec<(u64, Vec<u8>, String)>)>;
+        let raw: Raw = self.run(inv).await?;
+        if raw.len() != asks.len() {
+            return Err(Unavailable);
+        }
+        raw.into_iter()
+            .zip(asks)
+            .map(|((epoch, top, first, entries), (stream, ..))| {
+                // Only a foreign writer could put anything else there.
+                let epoch = Epoch::parse(&epoch).ok_or(Unavailable)?;
+                let key = stream.key();
+                let entries = entries
+                    .into_iter()
+                    .map(|(seq, frame, origin)| {
+                        let frame = Frame::from_shared(Bytes::from(frame))
+                            .ok_or(Unavailable)?
+                            .tagged(Tag { stream: key, seq });
+                        Ok(ReadEntry {
+                            seq,
+                            frame,
+                            origin: wire::parse_conn(&origin),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Unavailable>>()?;
+                Ok(StreamRead {
+                    current: Position { epoch, seq: top },
+                    first,
+                    entries,
+                })
+            })
+            .collect()
     }
+}
 
-    async fn broadcast(&self, p: &WireMessage) -> Result<i64, Unavailable> {
-        let mut inv = self.scripts.broadcast.prepare_invoke();
-        inv.arg(self.prefix())
-            .arg(self.deadline())
-            .arg(self.names.all_channel())
-            .arg(wire::message(p, Part::Target));
-        self.run(inv).await
+/// A push script's answer: delivered (-1: late), epoch, seq, duplicate,
+/// id.
+type PushAnswer = (i64, String, u64, i64, String);
+
+/// One stream as `read_streams` found it.
+#[derive(Debug)]
+pub struct StreamRead {
+    pub current: Position,
+    /// The oldest seq held (`current.seq + 1` when none is).
+    pub first: u64,
+    pub entries: Vec<ReadEntry>,
+}
+
+#[derive(Debug)]
+pub struct ReadEntry {
+    pub seq: u64,
+    /// Tagged with its stream and seq.
+    pub frame: Frame,
+    /// The sending connection, which gets an ack, not a copy.
+    pub origin: Option<ConnId>,
+}
+
+impl ReadEntry {
+    fn into_stream_entry(self) -> StreamEntry {
+        StreamEntry {
+            seq: self.seq,
+            frame: self.frame,
+        }
     }
+}
+
+/// `Streams::since` on what Redis holds: recovered when the epoch
+/// matches, the position is not past the last seq and every message after
+/// it is still held.
+fn recovery(after: &Position, read: StreamRead) -> Recovery {
+    let current = read.current;
+    let reason = if after.epoch != current.epoch {
+        ResetReason::EpochChanged
+    } else if after.seq > current.seq {
+        ResetReason::Ahead
+    } else if after.seq + 1 < read.first {
+        ResetReason::Dropped
+    } else {
+        let replay: Vec<StreamEntry> = read
+            .entries
+            .into_iter()
+            .filter(|e| e.seq > after.seq)
+            .map(ReadEntry::into_stream_entry)
+            .collect();
+        // Contiguous up to the last seq, or something was dropped while
+        // the read ran.
+        let whole = replay.len() as u64 == current.seq - after.seq
+            && replay.last().is_none_or(|e| e.seq == current.seq);
+        if whole {
+            return Recovery::Recovered { replay, current };
+        }
+        ResetReason::Dropped
+    };
+    Recovery::Reset { reason, current }
 }
 
 /// Bounds one Redis call by `COMMAND_TIMEOUT`; any failure is `Unavailable`.
@@ -323,22 +522,20 @@ impl Broker for RedisBackplane {
     fn publish(&self, p: Publication) -> BoxFuture<'_, Result<Published, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let id = p.message.id.clone();
-            let w = WireMessage {
-                frame: Frame::encode_message(&p.message),
-                target: p.target,
-                origin: p.origin,
-            };
-            let n = match &w.target {
-                Target::User(to) => self.publish_to_user(to, &w).await?,
-                Target::Group(g) => self.publish_to_group(g, &w).await?,
-                Target::All => self.broadcast(&w).await?,
+            let (n, epoch, seq, duplicate, id) = self.push(&p).await?;
+            let delivered = counted(n)?;
+            let epoch = Epoch::parse(&epoch).ok_or(Unavailable)?;
+            // The ack reports the sender's copy for a send to another user,
+            // the target's stream otherwise (as the script answered).
+            let stream = match (&p.target, &p.origin) {
+                (Target::User(to), Some(o)) if &o.user != to => StreamName::Inbox(o.user.clone()),
+                (target, _) => target.stream(),
             };
             Ok(Published {
                 id,
-                delivered: counted(n)?,
-                place: None,
-                duplicate: false,
+                delivered,
+                place: Some((stream, Position { epoch, seq })),
+                duplicate: duplicate == 1,
             })
         })
     }
@@ -349,8 +546,12 @@ impl Broker for RedisBackplane {
     ) -> BoxFuture<'a, Result<Vec<Position>, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let epoch = Epoch::parse("00000000").ok_or(Unavailable)?;
-            Ok(streams.iter().map(|_| Position { epoch, seq: 0 }).collect())
+            let asks: Vec<_> = streams
+                .iter()
+                .map(|s| (s.clone(), String::new(), 0, 0))
+                .collect();
+            let read = self.read_streams(&asks).await?;
+            Ok(read.into_iter().map(|r| r.current).collect())
         })
     }
 
@@ -360,29 +561,41 @@ impl Broker for RedisBackplane {
     ) -> BoxFuture<'a, Result<Vec<Recovery>, Unavailable>> {
         Box::pin(async move {
             self.check()?;
+            // A log never holds more than `--history` entries.
+            let limit = self.history.max_messages;
+            let asks: Vec<_> = from
+                .iter()
+                .map(|(s, at)| (s.clone(), at.epoch.to_string(), at.seq, limit))
+                .collect();
+            let read = self.read_streams(&asks).await?;
             Ok(from
                 .iter()
-                .map(|(_, at)| Recovery::Reset {
-                    reason: ResetReason::EpochChanged,
-                    current: *at,
-                })
+                .zip(read)
+                .map(|((_, after), read)| recovery(after, read))
                 .collect())
         })
     }
 
     fn history<'a>(
         &'a self,
-        _stream: &'a StreamName,
-        _since: u64,
-        _limit: usize,
+        stream: &'a StreamName,
+        since: u64,
+        limit: usize,
     ) -> BoxFuture<'a, Result<History, Unavailable>> {
         Box::pin(async move {
             self.check()?;
-            let epoch = Epoch::parse("00000000").ok_or(Unavailable)?;
+            let asks = [(stream.clone(), String::new(), since, limit)];
+            let read = self.read_streams(&asks).await?.pop().ok_or(Unavailable)?;
+            let from = since.saturating_add(1);
             Ok(History {
-                current: Position { epoch, seq: 0 },
-                complete: true,
-                messages: Vec::new(),
+                current: read.current,
+                complete: from >= read.first,
+                messages: read
+                    .entries
+                    .into_iter()
+                    .take(limit)
+                    .map(ReadEntry::into_stream_entry)
+                    .collect(),
             })
         })
     }

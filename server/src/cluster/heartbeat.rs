@@ -3,8 +3,9 @@
 //! out of every count within that time), tells an outage from service,
 //! and notices a Redis that came back without its data (its dataset id is
 //! gone). Coming back is done in order: the pub/sub side resubscribes, the
-//! node's presence is rewritten from what it holds, and only then does the
-//! backplane answer again.
+//! node's presence is rewritten from what it holds, the channels it reads
+//! are filled from the streams' logs with what the lost pub/sub connection
+//! missed, and only then does the backplane answer again.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -67,7 +68,10 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
                 && bp.resync_memberships().await.is_ok()
                 && subscriber::ensure(&bp, subscriber::wanted(&bp).into_iter().collect())
                     .await
-                    .is_ok();
+                    .is_ok()
+                // What the pub/sub side missed while it was away, before
+                // anything new is welcomed.
+                && subscriber::catch_up(&bp).await.is_ok();
             if !synced {
                 bp.heartbeat_ok.store(false, SeqCst);
                 continue;

@@ -73,50 +73,190 @@ local function add_group_conns(group, node, delta)
     redis.call('SADD', P .. 'node:' .. node .. ':groups', group)
   end
 end
+-- History (wire.rs has the layout). `s` is a stream's id: `u:{user}`,
+-- `g:{group}` or `all`.
+local function entry_field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+-- Deletes the log's entries older than `ttl` (they come oldest first).
+local function trim_old(log, now, ttl)
+  while true do
+    local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+    if #head == 0 then return end
+    local t = tonumber(entry_field(head[1][2], 't') or '0')
+    if t + ttl > now then return end
+    redis.call('XDEL', log, head[1][1])
+  end
+end
+-- The stream's epoch and last seq, made (under the caller's epoch
+-- candidate, at seq 0) when the stream has none: never seen, forgotten,
+-- or lost with Redis's data. A read does not extend a stream's life.
+local function meta(s, candidate, ttl)
+  local key = P .. 'seq:' .. s
+  local m = redis.call('HMGET', key, 'e', 'n')
+  if m[1] and m[2] then return m[1], tonumber(m[2]) end
+  redis.call('HSET', key, 'e', candidate, 'n', 0)
+  redis.call('PEXPIRE', key, ttl)
+  -- A log outliving its numbering would clash with the new seqs.
+  redis.call('DEL', P .. 'log:' .. s)
+  return candidate, 0
+end
+-- The frame at (epoch, seq): the caller's prefix ends where `stream` does
+-- (wire.rs `frame_prefix`, `splice`).
+local function splice(prefix, e, n)
+  return prefix .. ',"epoch":"' .. e .. '","seq":' .. string.format('%d', n) .. '}'
+end
+-- Numbers one message in stream `s`, keeps it (unless max is 0) and
+-- returns its epoch, seq and frame.
+local function append(s, candidate, ttl, max, now, prefix, origin)
+  local key = P .. 'seq:' .. s
+  local e = meta(s, candidate, ttl)
+  local n = redis.call('HINCRBY', key, 'n', 1)
+  local frame = splice(prefix, e, n)
+  if max > 0 then
+    local log = P .. 'log:' .. s
+    redis.call('XADD', log, 'MAXLEN', max, string.format('%d', n) .. '-0',
+      'f', frame, 't', string.format('%d', now), 'o', origin)
+    trim_old(log, now, ttl)
+    redis.call('PEXPIRE', log, ttl)
+  end
+  redis.call('PEXPIRE', key, ttl)
+  return e, n, frame
+end
+local function placed(e, n, header, frame)
+  return 'p' .. e .. ':' .. string.format('%d', n) .. '\n' .. header .. '\n' .. frame
+end
+-- An earlier push with this idempotency key: {0, epoch, seq, 1, id}.
+local function first_push(key)
+  if key == '' then return nil end
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local id, e, n = string.match(v, '^(.*)\n(%w+)\n(%d+)$')
+  if not id then return nil end
+  return {0, e, tonumber(n), 1, id}
+end
+local function remember(key, window, id, e, n)
+  if key ~= '' and tonumber(window) > 0 then
+    redis.call('SET', key, id .. '\n' .. e .. '\n' .. string.format('%d', n), 'NX', 'PX', window)
+  end
+end
 "#;
 
+/// The history arguments every push takes after its own, `H` below:
+/// frame prefix, epoch candidate, ttl ms, max messages, sending connection
+/// or "", idempotency key (the full key name) or "", window ms, message id.
+///
 /// ARGV: prefix, deadline, to, origin user or "", "1" when the origin is
-/// a connection, channel and payload for `to`, channel and payload for
-/// the sender's copies. Returns `delivered`, or -1 when late.
+/// a connection, channel and header for `to`, channel and header for the
+/// sender's copies, then `H` from 10. One script for both appends, so a
+/// direct message is one EVALSHA. Returns {delivered, epoch, seq,
+/// duplicate, id}, the place being the sender's copy's when there is one;
+/// {-1, ...} when late.
 const PUSH_USER: &str = r#"
 local now = now_ms()
-if late(ARGV[2], now) then return -1 end
-local delivered = count(ARGV[3], now)
-if ARGV[4] == ARGV[3] and ARGV[5] == '1' and delivered > 0 then
+if late(ARGV[2], now) then return {-1, '', 0, 0, ''} end
+local first = first_push(ARGV[15])
+if first then return first end
+local to, from = ARGV[3], ARGV[4]
+local delivered = count(to, now)
+if from == to and ARGV[5] == '1' and delivered > 0 then
   delivered = delivered - 1
 end
-redis.call('PUBLISH', ARGV[6], ARGV[7])
--- The sender's copies travel only when the sender has a connection other
--- than the sending one.
-if ARGV[4] ~= '' and ARGV[4] ~= ARGV[3] and count(ARGV[4], now) > 1 then
-  redis.call('PUBLISH', ARGV[8], ARGV[9])
+local ttl, max = tonumber(ARGV[12]), tonumber(ARGV[13])
+local e, n, frame = append('u:' .. to, ARGV[11], ttl, max, now, ARGV[10], ARGV[14])
+redis.call('PUBLISH', ARGV[6], placed(e, n, ARGV[7], frame))
+-- The sender's copy, in the sender's inbox: numbered and published even
+-- with no other connection to read it, so every node reading that inbox
+-- sees its numbering without a gap.
+if from ~= '' and from ~= to then
+  e, n, frame = append('u:' .. from, ARGV[11], ttl, max, now, ARGV[10], ARGV[14])
+  redis.call('PUBLISH', ARGV[8], placed(e, n, ARGV[9], frame))
 end
-return delivered
+remember(ARGV[15], ARGV[16], ARGV[17], e, n)
+return {delivered, e, n, 0, ARGV[17]}
 "#;
 
-/// ARGV: prefix, deadline, group, origin user or "", channel, payload.
-/// `delivered` counts the connections of every member but the sender:
-/// the group's per-node counts, live nodes only, less the sender's own.
-/// Its cost grows with the nodes, not the members.
+/// ARGV: prefix, deadline, group, origin user or "", channel, header,
+/// then `H` from 7. `delivered` counts the connections of every member
+/// but the sender: the group's per-node counts, live nodes only, less the
+/// sender's own. Its cost grows with the nodes, not the members. Returns
+/// as `PUSH_USER`.
 const PUSH_GROUP: &str = r#"
 local now = now_ms()
-if late(ARGV[2], now) then return -1 end
+if late(ARGV[2], now) then return {-1, '', 0, 0, ''} end
+local first = first_push(ARGV[12])
+if first then return first end
 local delivered = live_sum(P .. 'group:' .. ARGV[3] .. ':conns', now)
 if ARGV[4] ~= '' and redis.call('SISMEMBER', P .. 'group:' .. ARGV[3] .. ':members', ARGV[4]) == 1 then
   delivered = delivered - count(ARGV[4], now)
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+local e, n, frame = append('g:' .. ARGV[3], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), now, ARGV[7], ARGV[11])
+redis.call('PUBLISH', ARGV[5], placed(e, n, ARGV[6], frame))
+remember(ARGV[12], ARGV[13], ARGV[14], e, n)
 if delivered < 0 then delivered = 0 end
-return delivered
+return {delivered, e, n, 0, ARGV[14]}
 "#;
 
-/// ARGV: prefix, deadline, channel, payload.
+/// ARGV: prefix, deadline, channel, header, then `H` from 5. Returns as
+/// `PUSH_USER`.
 const BROADCAST: &str = r#"
 local now = now_ms()
-if late(ARGV[2], now) then return -1 end
+if late(ARGV[2], now) then return {-1, '', 0, 0, ''} end
+local first = first_push(ARGV[10])
+if first then return first end
 local delivered = live_sum(P .. 'conns_by_node', now)
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return delivered
+local e, n, frame = append('all', ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now, ARGV[5], ARGV[9])
+redis.call('PUBLISH', ARGV[3], placed(e, n, ARGV[4], frame))
+remember(ARGV[10], ARGV[11], ARGV[12], e, n)
+return {delivered, e, n, 0, ARGV[12]}
+"#;
+
+/// ARGV: prefix, epoch candidate, ttl ms, then quadruples: stream id,
+/// epoch wanted, after, limit. For each stream, {epoch, last seq, first
+/// seq held (last + 1 when none), entries}, entries being up to `limit`
+/// {seq, frame, sending connection} after `after` (from the first held),
+/// read only when `after` is before the last seq and the epoch wanted is
+/// "" (any) or the stream's. An epoch wanted written `~E` means "E, or
+/// from the start of another numbering": how a node fills what it missed
+/// of a stream whose numbering may have restarted meanwhile. Positions,
+/// resumes, the history API and gap fills all read through this one
+/// script, however many streams: one round trip.
+const READ: &str = r#"
+local now = now_ms()
+local candidate, ttl = ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV, 4 do
+  local s = ARGV[i]
+  local want, after, limit = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local e, n = meta(s, candidate, ttl)
+  local log = P .. 'log:' .. s
+  trim_old(log, now, ttl)
+  local first = n + 1
+  local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+  if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+  if string.sub(want, 1, 1) == '~' then
+    if string.sub(want, 2) ~= e then after = 0 end
+    want = ''
+  end
+  local entries = {}
+  if limit > 0 and after < n and (want == '' or want == e) then
+    local from = after + 1
+    if first > from then from = first end
+    local r = redis.call('XRANGE', log, string.format('%d', from) .. '-0', '+', 'COUNT', limit)
+    for _, entry in ipairs(r) do
+      entries[#entries + 1] = {
+        tonumber(string.match(entry[1], '^(%d+)')),
+        entry_field(entry[2], 'f') or '',
+        entry_field(entry[2], 'o') or '',
+      }
+    end
+  end
+  out[#out + 1] = {e, n, first, entries}
+end
+return out
 "#;
 
 /// ARGV: prefix, deadline, user, channel, payload. Returns how many
@@ -247,6 +387,7 @@ pub struct Scripts {
     pub heartbeat: Script,
     pub node_down: Script,
     pub connections: Script,
+    pub read: Script,
 }
 
 impl Default for Scripts {
@@ -264,6 +405,7 @@ impl Default for Scripts {
             heartbeat: s(HEARTBEAT),
             node_down: s(NODE_DOWN),
             connections: s(CONNECTIONS),
+            read: s(READ),
         }
     }
 }

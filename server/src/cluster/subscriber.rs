@@ -8,20 +8,116 @@
 //! sweeps later, so a user who reconnects at once does not cost an
 //! unsubscribe and a subscribe. After a lost connection everything is
 //! resubscribed from the hub's own list.
+//!
+//! Every channel carries one stream, numbered by the script that
+//! published on it, so a node knows per channel the last seq it delivered
+//! (`Track`). A seq past the next one (same epoch) means the node missed
+//! messages: it holds that channel's arrivals, reads what it missed from
+//! the stream's log in Redis (a spawned task: the read loop never waits)
+//! and delivers it, then what it held, in order. After the pub/sub
+//! connection was lost, every channel is held that way until the
+//! heartbeat has filled it (`catch_up`) — before the node serves again, so
+//! no connection welcomed meanwhile can get a message from before its
+//! welcome position. Unlike centrifuge, which disconnects the client on a
+//! gap (the spurious 3010s of centrifugo#1120), the gap is filled, and a
+//! client sees a jump only for messages the log no longer holds.
+//! A channel subscribed anew starts without a track: the first message
+//! sets it (what came before belongs to positions read after the
+//! subscribe).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering::SeqCst;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hub_core::{Control, Inbound, Placed, StreamName};
+use hub_core::{ConnId, Control, Epoch, Frame, Inbound, Placed, StreamName, Tag};
 use tokio_util::sync::CancellationToken;
 
 use super::backplane::{RedisBackplane, Subscriptions};
-use super::wire::{self, Arrived, Part};
+use super::wire::{self, Arrived};
 use hub_core::Unavailable;
+
+/// Arrivals a channel holds while its gap is filled; past this, new ones
+/// are dropped, and the next arrival after the fill is a gap again, filled
+/// from the log in turn.
+const MAX_HELD: usize = 10_000;
+/// Reads a live gap fill tries before it gives up and delivers what it
+/// holds, gap and all (the log is gone or Redis is).
+const FILL_TRIES: u32 = 5;
+const FILL_RETRY: Duration = Duration::from_millis(200);
+/// Channels caught up at once after a reconnect.
+const CATCH_UP_BATCH: usize = 64;
+
+static NEXT_TRACK: AtomicU64 = AtomicU64::new(1);
+
+/// Where one channel's stream stands on this node.
+#[derive(Debug)]
+pub struct Track {
+    /// Tells a track from a newer one of the same channel (a fill of an
+    /// old one must not touch it).
+    id: u64,
+    stream: StreamName,
+    epoch: Epoch,
+    /// The last seq delivered here.
+    last: u64,
+    /// While a fill runs: what arrived meanwhile, in order.
+    held: Option<Vec<Arrival>>,
+    /// Held since the pub/sub connection came back: the heartbeat fills it.
+    catch_up: bool,
+}
+
+/// One placed message as it arrived.
+#[derive(Debug)]
+struct Arrival {
+    stream: StreamName,
+    epoch: Epoch,
+    seq: u64,
+    skip: Option<ConnId>,
+    frame: Frame,
+}
+
+/// What a track makes of an arrival.
+enum Step {
+    Deliver,
+    Drop,
+    Gap,
+}
+
+fn tracks(bp: &RedisBackplane) -> MutexGuard<'_, std::collections::HashMap<String, Track>> {
+    bp.tracks.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Track {
+    fn step(&self, a: &Arrival) -> Step {
+        if a.epoch != self.epoch {
+            // Another numbering: from its start, or what came before is
+            // missing (Redis lost its data and others published first).
+            if a.seq <= 1 {
+                Step::Deliver
+            } else {
+                Step::Gap
+            }
+        } else if a.seq <= self.last {
+            Step::Drop
+        } else if a.seq == self.last + 1 {
+            Step::Deliver
+        } else {
+            Step::Gap
+        }
+    }
+
+    fn deliver(&mut self, bp: &RedisBackplane, a: Arrival) {
+        self.epoch = a.epoch;
+        self.last = a.seq;
+        bp.hub.deliver(&Placed {
+            stream: a.stream,
+            frame: a.frame,
+            skip: a.skip,
+        });
+    }
+}
 
 /// How long a subscribe may take before it counts as an outage.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -66,6 +162,9 @@ pub async fn ensure(bp: &RedisBackplane, channels: Vec<String>) -> Result<(), Un
     }
     match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&missing)).await {
         Ok(Ok(())) => {
+            // Whatever track these had is from before (an unsubscribe in
+            // flight): the first message from now on sets it.
+            forget(bp, &missing);
             let mut s = subs(bp);
             s.subscribed.extend(missing);
             Ok(())
@@ -101,6 +200,14 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
                 }
             }
         }
+        // Whatever was published while no connection was subscribed is
+        // missed: hold every channel until the heartbeat filled it. Tracks
+        // of channels not subscribed again are dropped.
+        {
+            let keep: HashSet<&String> = channels.iter().collect();
+            tracks(&bp).retain(|c, _| keep.contains(c));
+        }
+        hold_all(&bp);
         {
             let mut s = subs(&bp);
             s.sink = Some(sink);
@@ -113,7 +220,11 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => route(&bp, Bytes::copy_from_slice(msg.get_payload_bytes())),
+                    Some(msg) => route(
+                        &bp,
+                        msg.get_channel_name(),
+                        Bytes::copy_from_slice(msg.get_payload_bytes()),
+                    ),
                     None => break,
                 },
                 _ = shutdown.cancelled() => return,
@@ -130,24 +241,24 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
 
 /// Hands one payload to the hub. Never awaits: the pub/sub connection
 /// buffers without bound behind this loop, so anything slow is spawned.
-fn route(bp: &Arc<RedisBackplane>, payload: Bytes) {
+fn route(bp: &Arc<RedisBackplane>, channel: &str, payload: Bytes) {
     let hub = &bp.hub;
     match wire::decode(payload) {
-        Some(Arrived::Message(p, Part::Target)) => {
-            hub.deliver(&Placed {
-                stream: p.target.stream(),
+        Some(Arrived::Message(p, part)) => {
+            let Some(stream) = p.stream(part) else {
+                return;
+            };
+            let arrival = Arrival {
+                epoch: p.epoch,
+                seq: p.seq,
                 skip: p.origin.as_ref().map(|o| o.conn),
-                frame: p.frame,
-            });
-        }
-        Some(Arrived::Message(p, Part::SenderCopies)) => {
-            if let Some(origin) = p.origin {
-                hub.deliver(&Placed {
-                    stream: StreamName::Inbox(origin.user),
-                    skip: Some(origin.conn),
-                    frame: p.frame,
-                });
-            }
+                frame: p.frame.tagged(Tag {
+                    stream: stream.key(),
+                    seq: p.seq,
+                }),
+                stream,
+            };
+            arrive(bp, channel, arrival);
         }
         Some(Arrived::Control(control, ack)) => {
             hub.control(&control);
@@ -165,6 +276,160 @@ fn route(bp: &Arc<RedisBackplane>, payload: Bytes) {
         }
         Some(Arrived::JoinAck(token)) => bp.join_acked(token),
         None => tracing::debug!("unreadable pub/sub payload ignored"),
+    }
+}
+
+/// A placed message on `channel`: delivered in seq order, a gap filled
+/// first.
+fn arrive(bp: &Arc<RedisBackplane>, channel: &str, a: Arrival) {
+    let mut all = tracks(bp);
+    let Some(track) = all.get_mut(channel) else {
+        let mut track = Track {
+            id: NEXT_TRACK.fetch_add(1, SeqCst),
+            stream: a.stream.clone(),
+            epoch: a.epoch,
+            last: a.seq,
+            held: None,
+            catch_up: false,
+        };
+        track.deliver(bp, a);
+        all.insert(channel.to_owned(), track);
+        return;
+    };
+    if let Some(held) = &mut track.held {
+        if held.len() < MAX_HELD {
+            held.push(a);
+        }
+        return;
+    }
+    match track.step(&a) {
+        Step::Deliver => track.deliver(bp, a),
+        Step::Drop => {}
+        Step::Gap => {
+            tracing::debug!(
+                channel,
+                last = track.last,
+                seq = a.seq,
+                "gap: filling from the log"
+            );
+            track.held = Some(vec![a]);
+            let id = track.id;
+            drop(all);
+            let bp = bp.clone();
+            let channel = channel.to_owned();
+            tokio::spawn(async move {
+                fill(&bp, &channel, id, FILL_TRIES).await;
+            });
+        }
+    }
+}
+
+/// Fills a held channel from its stream's log and delivers what it held.
+/// With `tries` spent on failed reads: `false`, the channel still held
+/// when `tries` is 0 (a catch-up, which the heartbeat retries), else
+/// delivered gap and all.
+async fn fill(bp: &RedisBackplane, channel: &str, id: u64, tries: u32) -> bool {
+    let mut failed = 0u32;
+    loop {
+        let ask = {
+            let all = tracks(bp);
+            match all.get(channel) {
+                Some(t) if t.id == id && t.held.is_some() => {
+                    // `~`: this numbering after `last`, or another one
+                    // from its start.
+                    let limit = bp.history.max_messages;
+                    (t.stream.clone(), format!("~{}", t.epoch), t.last, limit)
+                }
+                _ => return true,
+            }
+        };
+        let read = bp.read_streams(std::slice::from_ref(&ask)).await;
+        let read = match read {
+            Ok(mut r) => r.pop(),
+            Err(_) => None,
+        };
+        if read.is_none() {
+            failed += 1;
+            if tries == 0 {
+                return false;
+            }
+            if failed < tries {
+                tokio::time::sleep(FILL_RETRY).await;
+                continue;
+            }
+        }
+        let mut all = tracks(bp);
+        let Some(track) = all.get_mut(channel).filter(|t| t.id == id) else {
+            return true;
+        };
+        if let Some(read) = read {
+            if read.current.epoch != track.epoch {
+                track.epoch = read.current.epoch;
+                track.last = 0;
+            }
+            for e in read.entries {
+                if e.seq > track.last {
+                    let arrival = Arrival {
+                        stream: track.stream.clone(),
+                        epoch: read.current.epoch,
+                        seq: e.seq,
+                        skip: e.origin,
+                        frame: e.frame,
+                    };
+                    track.deliver(bp, arrival);
+                }
+            }
+        }
+        // What is still missing is not in the log any more (or Redis is
+        // gone): deliver what was held, jumps and all, in order.
+        for a in track.held.take().unwrap_or_default() {
+            match track.step(&a) {
+                Step::Drop => {}
+                Step::Deliver | Step::Gap => track.deliver(bp, a),
+            }
+        }
+        track.catch_up = false;
+        return true;
+    }
+}
+
+/// After the pub/sub connection came back: fills every channel held since
+/// (`run` holds them before it reads the new connection). Fails when Redis
+/// did not answer; the channels stay held and the heartbeat tries again.
+pub async fn catch_up(bp: &RedisBackplane) -> Result<(), Unavailable> {
+    let due: Vec<(String, u64)> = tracks(bp)
+        .iter()
+        .filter(|(_, t)| t.catch_up)
+        .map(|(c, t)| (c.clone(), t.id))
+        .collect();
+    for batch in due.chunks(CATCH_UP_BATCH) {
+        let done = futures_util::future::join_all(
+            batch.iter().map(|(channel, id)| fill(bp, channel, *id, 0)),
+        )
+        .await;
+        if done.iter().any(|ok| !ok) {
+            return Err(Unavailable);
+        }
+    }
+    Ok(())
+}
+
+/// Holds every tracked channel until `catch_up` has filled what the lost
+/// connection missed.
+fn hold_all(bp: &RedisBackplane) {
+    for t in tracks(bp).values_mut() {
+        t.catch_up = true;
+        if t.held.is_none() {
+            t.held = Some(Vec::new());
+        }
+    }
+}
+
+/// Forgets the tracks of `channels`: subscribed anew, or not any more.
+fn forget(bp: &RedisBackplane, channels: &[String]) {
+    let mut all = tracks(bp);
+    for c in channels {
+        all.remove(c);
     }
 }
 
@@ -203,6 +468,7 @@ pub async fn sweep(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         if !stale.is_empty() {
             let mut sink = sink;
             let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&stale)).await;
+            forget(&bp, &stale);
             // A connection that arrived while the unsubscribe was on its
             // way may need one of them again: subscribe it back.
             let now_wanted = wanted(&bp);

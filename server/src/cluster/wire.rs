@@ -14,15 +14,41 @@
 //! - `nodes` (sorted set node → expiry, ms on Redis's clock): live nodes;
 //! - `run` (string): the dataset's id; when it is gone, Redis lost its data.
 //!
+//! History (§10), per stream `{s}` = `u:{user}` (an inbox), `g:{group}` or
+//! `all`:
+//! - `seq:{s}` (hash `e` → epoch, `n` → last seq): the numbering. Made with
+//!   a fresh random epoch by whichever script first finds it missing (an
+//!   append, or a read of positions, so `welcome` already gives the epoch
+//!   the first message will carry); `PEXPIRE --history-ttl` at each
+//!   append, so a stream with no new message for that long is forgotten
+//!   and numbers again from 1 under a new epoch, and so is a stream of a
+//!   Redis that lost its data.
+//! - `log:{s}` (stream, `MAXLEN --history`, same expiry): the retained
+//!   messages, entry id `{seq}-0`, fields `f` (the frame, exactly as
+//!   delivered live), `t` (added at, ms on Redis's clock: entries older
+//!   than the ttl are deleted by the next script touching the stream) and
+//!   `o` (the sending connection `{node}:{n}`, or empty: it gets an ack,
+//!   not a copy, also when a node fills a gap). Not written with
+//!   `--history 0`.
+//! - `idem:{s} {key}` (string `{id}\n{epoch}\n{seq}`, `PX` =
+//!   `--idempotency-window`): the first push with an `Idempotency-Key` to
+//!   that target; a repeat answers it and publishes nothing.
+//!
+//! One script per publication numbers it in each stream it enters, splices
+//! epoch and seq into the frame, appends it to the log and publishes it, so
+//! the order on a channel is the seq order.
+//!
 //! Channels carry the database number, because pub/sub ignores it:
 //! `wshub:{db}:u:{user}`, `wshub:{db}:g:{group}`, `wshub:{db}:all`,
-//! `wshub:{db}:n:{node}`. A payload starts with one byte that says what it
-//! is. `m`: a message, then one line of JSON (a plain struct, which serde
-//! reads without buffering) and the encoded frame, whose bytes are never
-//! parsed or encoded again on the way. `c`: a control message, JSON.
+//! `wshub:{db}:n:{node}`. Each of the first three carries exactly one
+//! stream (a user's channel: the user's inbox, copies included). A payload
+//! starts with one byte that says what it is. `p`: a placed message, then
+//! `{epoch}:{seq}` and a newline, one line of JSON (a plain struct, which
+//! serde reads without buffering) and the encoded frame, whose bytes are
+//! never parsed or encoded again on the way. `c`: a control message, JSON.
 
 use bytes::Bytes;
-use hub_core::{ConnId, Control, Frame, NodeId, Origin, Target, Topic};
+use hub_core::{ConnId, Control, Epoch, Frame, NodeId, Origin, StreamName, Target, Topic};
 use protocol::{GroupId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +89,15 @@ impl Names {
 
     pub fn node_channel(&self, node: NodeId) -> String {
         format!("{}n:{node}", self.channels)
+    }
+
+    /// A stream's name in the keys and scripts (`{s}` in the layout).
+    pub fn stream_id(stream: &StreamName) -> String {
+        match stream {
+            StreamName::Inbox(u) => format!("u:{u}"),
+            StreamName::Group(g) => format!("g:{g}"),
+            StreamName::All => "all".to_owned(),
+        }
     }
 
     pub fn topic_channel(&self, topic: &Topic) -> String {
@@ -133,7 +168,7 @@ pub enum Part {
     SenderCopies,
 }
 
-const MESSAGE: u8 = b'm';
+const PLACED: u8 = b'p';
 const CONTROL: u8 = b'c';
 
 /// A control message's payload.
@@ -144,21 +179,36 @@ pub fn control(envelope: &Envelope) -> Vec<u8> {
     out
 }
 
-/// An encoded message on a channel: where it goes and where it came from.
+/// A message on a channel, as it arrives: where it goes, where it came
+/// from, and its place in the channel's stream.
 #[derive(Debug, Clone)]
 pub struct WireMessage {
     pub target: Target,
     pub origin: Option<Origin>,
+    pub epoch: Epoch,
+    pub seq: u64,
     pub frame: Frame,
 }
 
-pub fn message(p: &WireMessage, part: Part) -> Vec<u8> {
-    let target = match &p.target {
+impl WireMessage {
+    /// The stream this message sits in for the channel it came on.
+    pub fn stream(&self, part: Part) -> Option<StreamName> {
+        match part {
+            Part::Target => Some(self.target.stream()),
+            Part::SenderCopies => Some(StreamName::Inbox(self.origin.as_ref()?.user.clone())),
+        }
+    }
+}
+
+/// The header line of a message (what the push scripts put between the
+/// place they give it and the frame they build).
+pub fn header(target: &Target, origin: Option<&Origin>, part: Part) -> String {
+    let target = match target {
         Target::User(u) => WireTarget::User(u.clone()),
         Target::Group(g) => WireTarget::Group(g.clone()),
         Target::All => WireTarget::All,
     };
-    let origin = p.origin.as_ref().map(|o| WireOrigin {
+    let origin = origin.map(|o| WireOrigin {
         user: o.user.clone(),
         node: o.conn.node.0,
         conn: o.conn.n,
@@ -168,11 +218,33 @@ pub fn message(p: &WireMessage, part: Part) -> Vec<u8> {
         origin,
         part,
     };
-    let mut out = Vec::with_capacity(p.frame.len() + 96);
-    out.push(MESSAGE);
-    let _ = serde_json::to_writer(&mut out, &header);
-    out.push(b'\n');
-    out.extend_from_slice(p.frame.bytes());
+    // Ids and numbers only: serialising cannot fail, and JSON text from
+    // serde_json never holds a raw newline.
+    serde_json::to_string(&header).unwrap_or_default()
+}
+
+/// The sending connection as the logs keep it (`o`): `{node}:{n}`.
+pub fn conn_field(origin: Option<&Origin>) -> String {
+    origin.map_or_else(String::new, |o| format!("{}:{}", o.conn.node.0, o.conn.n))
+}
+
+/// Reads `conn_field` back; `None` for empty or malformed.
+pub fn parse_conn(s: &str) -> Option<ConnId> {
+    let (node, n) = s.split_once(':')?;
+    Some(ConnId {
+        node: NodeId(node.parse().ok()?),
+        n: n.parse().ok()?,
+    })
+}
+
+/// What the scripts publish for a message: the same bytes, built here for
+/// tests (the scripts build them in Lua).
+#[cfg(test)]
+pub fn placed_payload(epoch: &Epoch, seq: u64, header: &str, frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + header.len() + 32);
+    out.push(PLACED);
+    out.extend_from_slice(format!("{epoch}:{seq}\n{header}\n").as_bytes());
+    out.extend_from_slice(frame);
     out
 }
 
@@ -188,9 +260,15 @@ pub enum Arrived {
 /// by the caller), which never takes the subscriber down.
 pub fn decode(payload: Bytes) -> Option<Arrived> {
     match *payload.first()? {
-        MESSAGE => {
-            let newline = payload.iter().position(|b| *b == b'\n')?;
-            let header: MessageHeader = serde_json::from_slice(&payload[1..newline]).ok()?;
+        PLACED => {
+            let place_end = payload.iter().position(|b| *b == b'\n')?;
+            let place = std::str::from_utf8(&payload[1..place_end]).ok()?;
+            let (epoch, seq) = place.split_once(':')?;
+            let epoch = Epoch::parse(epoch)?;
+            let seq: u64 = seq.parse().ok()?;
+            let rest = place_end + 1;
+            let newline = rest + payload[rest..].iter().position(|b| *b == b'\n')?;
+            let header: MessageHeader = serde_json::from_slice(&payload[rest..newline]).ok()?;
             let frame = Frame::from_shared(payload.slice(newline + 1..))?;
             let target = match header.target {
                 WireTarget::User(u) => Target::User(u),
@@ -207,6 +285,8 @@ pub fn decode(payload: Bytes) -> Option<Arrived> {
             let p = WireMessage {
                 target,
                 origin,
+                epoch,
+                seq,
                 frame,
             };
             Some(Arrived::Message(p, header.part))
@@ -226,34 +306,98 @@ pub fn decode(payload: Bytes) -> Option<Arrived> {
     }
 }
 
+/// The frame of `message` in the stream its wire name `stream` says, with
+/// its epoch and seq left for the script: the JSON up to and without its
+/// closing `}`. Serde writes fields in declaration order and `stream`,
+/// `epoch`, `seq` are the last three, so with the last two unset the text
+/// ends `,"stream":"…"}` and the script appends `,"epoch":"E","seq":N}`
+/// (`splice`). `None` if that ever stops being so.
+pub fn frame_prefix(message: &protocol::Message, stream: &str) -> Option<String> {
+    let mut m = message.clone();
+    m.stream = Some(stream.to_owned());
+    m.epoch = None;
+    m.seq = None;
+    let mut json = protocol::ServerFrame::message_json(&m);
+    let tail = format!(",\"stream\":{}}}", serde_json::to_string(stream).ok()?);
+    if !json.ends_with(&tail) {
+        return None;
+    }
+    json.pop();
+    Some(json)
+}
+
+/// What the scripts append to a `frame_prefix` (kept in step with
+/// `scripts.rs`'s `splice`; the tests compare both with one process's
+/// encoding).
+#[cfg(test)]
+pub fn splice(prefix: &str, epoch: &Epoch, seq: u64) -> String {
+    format!("{prefix},\"epoch\":\"{epoch}\",\"seq\":{seq}}}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::ServerFrame;
+    use protocol::{Body, Message, ServerFrame};
+
+    fn message() -> Message {
+        Message {
+            id: "m1".into(),
+            from: Some(UserId::new("a").unwrap()),
+            to: None,
+            group: Some(GroupId::new("g:1").unwrap()),
+            body: Body::from_value(&serde_json::json!({"x": "}\"\n", "y": [1, 2]})),
+            ts: 1_732_590_000_123,
+            stream: None,
+            epoch: None,
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn a_spliced_frame_is_what_one_process_encodes() {
+        let m = message();
+        let epoch = Epoch::parse("k3Jx9aZ0").unwrap();
+        for stream in ["group:g:1", "inbox", "all"] {
+            let prefix = frame_prefix(&m, stream).expect("stream is the last field set");
+            let mut full = m.clone();
+            full.stream = Some(stream.into());
+            full.epoch = Some(epoch.to_string());
+            full.seq = Some(4_000_000_001);
+            assert_eq!(
+                splice(&prefix, &epoch, 4_000_000_001),
+                ServerFrame::message_json(&full)
+            );
+        }
+    }
 
     #[test]
     fn a_message_survives_the_wire_with_its_bytes_unchanged() {
         let frame = Frame::encode(&ServerFrame::Pong { id: None });
-        let p = WireMessage {
-            target: Target::Group(GroupId::new("g").unwrap()),
-            origin: Some(Origin {
-                user: UserId::new("a").unwrap(),
-                conn: ConnId {
-                    node: NodeId(u64::MAX),
-                    n: 7,
-                },
-            }),
-            frame: frame.clone(),
+        let target = Target::Group(GroupId::new("g").unwrap());
+        let origin = Origin {
+            user: UserId::new("a").unwrap(),
+            conn: ConnId {
+                node: NodeId(u64::MAX),
+                n: 7,
+            },
         };
-        let Some(Arrived::Message(back, Part::Target)) =
-            decode(Bytes::from(message(&p, Part::Target)))
-        else {
+        let epoch = Epoch::parse("Ab3dEf9h").unwrap();
+        let h = header(&target, Some(&origin), Part::SenderCopies);
+        let payload = placed_payload(&epoch, 42, &h, frame.bytes());
+        let Some(Arrived::Message(back, Part::SenderCopies)) = decode(Bytes::from(payload)) else {
             panic!("not read back");
         };
         assert_eq!(back.frame, frame);
-        assert_eq!(back.origin, p.origin);
-        assert_eq!(back.target, p.target);
-        assert!(decode(Bytes::from_static(b"mno newline")).is_none());
+        assert_eq!(back.origin.as_ref(), Some(&origin));
+        assert_eq!(back.target, target);
+        assert_eq!((back.epoch, back.seq), (epoch, 42));
+        assert_eq!(
+            back.stream(Part::SenderCopies),
+            Some(StreamName::Inbox(UserId::new("a").unwrap()))
+        );
+        assert_eq!(parse_conn(&conn_field(Some(&origin))), Some(origin.conn));
+        assert!(decode(Bytes::from_static(b"pno newline")).is_none());
+        assert!(decode(Bytes::from_static(b"pAb3dEf9h:x\n{}\n")).is_none());
         assert!(decode(Bytes::from_static(b"c{\"k\":\"unknown\"}")).is_none());
         assert!(decode(Bytes::new()).is_none());
         let kick = Envelope::Kick {
