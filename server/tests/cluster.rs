@@ -736,3 +736,478 @@ async fn a_send_refused_while_redis_was_frozen_is_never_delivered() {
     // lee's first message is the one sent after: the refused one never came.
     expect_message(&mut lee, &json!("thawed")).await;
 }
+
+// History and recovery across processes (§10 in a cluster): numbering,
+// logs and idempotency keys live in Redis.
+
+/// A client of `user` in `groups` on `s` that connects with `resume=1`,
+/// sends `positions` as its first frame and reads up to the resume's ack:
+/// the client, the replayed messages, and the ack.
+async fn resumed(
+    s: &Server,
+    user: &str,
+    groups: &[&str],
+    positions: Value,
+) -> (Client, Vec<Value>, Value) {
+    let t = sign(
+        &json!({"sub": user, "groups": groups, "exp": now() + 3600}),
+        SECRET,
+    );
+    let mut c = Client::connect(&s.ws_url(&format!("token={t}&resume=1"))).await;
+    c.send(json!({"type":"resume","id":"r","positions":positions}))
+        .await;
+    let mut replay = Vec::new();
+    loop {
+        let f = c.recv().await;
+        if f["type"] == "ack" && f["id"] == "r" {
+            return (c, replay, f);
+        }
+        assert_eq!(f["type"], "message", "{f}");
+        replay.push(f);
+    }
+}
+
+/// `n` sends to rita from `c`, pipelined, then their acks.
+async fn sends(c: &mut Client, tag: &str, n: usize) {
+    for i in 0..n {
+        let id = format!("{tag}{i}");
+        c.send(json!({"type":"send","to":"rita","body":id,"id":id}))
+            .await;
+    }
+    for _ in 0..n {
+        let ack = c.recv().await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+}
+
+/// A message's place, as a resume names it.
+fn at(m: &Value) -> Value {
+    json!({"epoch": m["epoch"], "seq": m["seq"]})
+}
+
+/// Two processes of one hub, up.
+async fn two(redis: &RedisServer, extra: &[&str]) -> (Server, Server) {
+    let url = redis.url();
+    let (a, b) = tokio::join!(
+        Server::start_cluster(&url, extra),
+        Server::start_cluster(&url, extra)
+    );
+    for s in [&a, &b] {
+        s.wait_log("broker up").await;
+    }
+    (a, b)
+}
+
+#[tokio::test]
+async fn seqs_stay_continuous_per_stream_with_publishers_on_two_processes() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut on_a = a.client("rita", &["team"]).await;
+    let mut on_b = b.client("sam", &["team"]).await;
+    let start = on_a.welcome["streams"]["group:team"].clone();
+    assert_eq!(start["seq"], 0, "{start}");
+    assert_eq!(on_b.welcome["streams"]["group:team"], start);
+    await_connections(&a, "sam", 1).await;
+
+    // Pushes through both processes at once, and sends into one inbox
+    // from a connection on each.
+    let mut tom_a = a.client("tom", &[]).await;
+    let mut uma_b = b.client("uma", &[]).await;
+    const N: usize = 30;
+    let pushes = |s: &Server, tag: &'static str| {
+        let addr = s.addr;
+        async move {
+            for i in 0..N {
+                let body = json!({ "body": format!("{tag}{i}") }).to_string();
+                let res = request(
+                    addr,
+                    "POST",
+                    "/api/v1/groups/team/messages",
+                    Some(API_KEY),
+                    Some(&body),
+                    &[],
+                )
+                .await;
+                assert_eq!(res.status, 200, "{}", res.text());
+            }
+        }
+    };
+    tokio::join!(
+        pushes(&a, "a"),
+        pushes(&b, "b"),
+        sends(&mut tom_a, "t", N),
+        sends(&mut uma_b, "u", N)
+    );
+
+    // Each stream numbered 1, 2, 3, … under one epoch, and every reader
+    // sees the same order; each publisher's own messages stay in order.
+    let mut group_order = Vec::new();
+    let mut inbox = Vec::new();
+    for _ in 0..4 * N {
+        let m = on_a.recv().await;
+        if m["stream"] == "group:team" {
+            group_order.push(m);
+        } else {
+            assert_eq!(m["stream"], "inbox", "{m}");
+            inbox.push(m);
+        }
+    }
+    for (list, first) in [(&group_order, Some(&start)), (&inbox, None)] {
+        assert_eq!(list.len(), 2 * N);
+        for (i, m) in list.iter().enumerate() {
+            assert_eq!(m["seq"].as_u64(), Some(i as u64 + 1), "{m}");
+            assert_eq!(m["epoch"], list[0]["epoch"], "{m}");
+        }
+        if let Some(first) = first {
+            assert_eq!(list[0]["epoch"], first["epoch"]);
+        }
+        for tag in ["a", "b", "t", "u"] {
+            let mine: Vec<&Value> = list
+                .iter()
+                .map(|m| &m["body"])
+                .filter(|b| b.as_str().is_some_and(|s| s.starts_with(tag)))
+                .collect();
+            let expected: Vec<Value> = (0..N).map(|i| json!(format!("{tag}{i}"))).collect();
+            if !mine.is_empty() {
+                assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+            }
+        }
+    }
+    for m in &group_order {
+        let seen = on_b.recv().await;
+        assert_eq!(&seen, m);
+    }
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_process_than_the_one_it_left() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut dora = a.client("dora", &["crew"]).await;
+    let (status, _) = push(&a, "/api/v1/users/dora/messages", json!("one")).await;
+    assert_eq!(status, 200);
+    let one = expect_message(&mut dora, &json!("one")).await;
+    let (status, _) = push(&a, "/api/v1/groups/crew/messages", json!("g1")).await;
+    assert_eq!(status, 200);
+    let g1 = expect_message(&mut dora, &json!("g1")).await;
+    drop(dora);
+    await_connections(&b, "dora", 0).await;
+
+    // Missed while away, pushed through the other process.
+    for (path, body) in [
+        ("/api/v1/users/dora/messages", "two"),
+        ("/api/v1/groups/crew/messages", "g2"),
+        ("/api/v1/users/dora/messages", "three"),
+    ] {
+        let (status, res) = push(&b, path, json!(body)).await;
+        assert_eq!(status, 200, "{res}");
+    }
+    let (mut dora, replay, ack) = resumed(
+        &b,
+        "dora",
+        &["crew"],
+        json!({"inbox": at(&one), "group:crew": at(&g1), "group:other": at(&g1)}),
+    )
+    .await;
+    assert_eq!(
+        ack["recovered"],
+        json!({"inbox": true, "group:crew": true, "group:other": false}),
+        "{ack}"
+    );
+    let per = |stream: &str| -> Vec<(Value, Value)> {
+        replay
+            .iter()
+            .filter(|m| m["stream"] == stream)
+            .map(|m| (m["body"].clone(), m["seq"].clone()))
+            .collect()
+    };
+    assert_eq!(
+        per("inbox"),
+        [(json!("two"), json!(2)), (json!("three"), json!(3))]
+    );
+    assert_eq!(per("group:crew"), [(json!("g2"), json!(2))]);
+    assert_eq!(replay.len(), 3);
+    // Live delivery goes on after the replay, with no gap or repeat.
+    let (status, _) = push(&a, "/api/v1/users/dora/messages", json!("four")).await;
+    assert_eq!(status, 200);
+    let four = expect_message(&mut dora, &json!("four")).await;
+    assert_eq!((&four["seq"], &four["epoch"]), (&json!(4), &one["epoch"]));
+    // A position from the future is not recovered.
+    let (_c, replay, ack) = resumed(
+        &a,
+        "dora",
+        &["crew"],
+        json!({"inbox": {"epoch": one["epoch"], "seq": 99}}),
+    )
+    .await;
+    assert_eq!(
+        (replay.len(), &ack["recovered"]),
+        (0, &json!({"inbox": false}))
+    );
+}
+
+#[tokio::test]
+async fn history_and_acks_are_the_same_on_every_process() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &["--history", "3"]).await;
+    let mut alice = a.client("alice", &[]).await;
+    let mut bob = b.client("bob", &[]).await;
+    await_connections(&a, "bob", 1).await;
+    let ack = alice
+        .request(json!({"type":"send","to":"bob","body":"h1","id":"s1"}))
+        .await;
+    // The ack gives the sender's copy's place, in alice's own inbox.
+    assert_eq!(
+        (&ack["stream"], &ack["seq"], &ack["delivered"]),
+        (&json!("inbox"), &json!(1), &json!(1)),
+        "{ack}"
+    );
+    let mut live = vec![expect_message(&mut bob, &json!("h1")).await];
+    for body in ["h2", "h3"] {
+        let (status, res) = push(&a, "/api/v1/users/bob/messages", json!(body)).await;
+        assert_eq!(
+            (status, &res["seq"]),
+            (200, &json!(live.len() + 1)),
+            "{res}"
+        );
+        live.push(expect_message(&mut bob, &json!(body)).await);
+    }
+    // Through the other process: the very frames delivered live.
+    let (status, h) = a
+        .api("GET", "/api/v1/users/bob/history?since=1", None)
+        .await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(
+        (&h["seq"], &h["complete"], &h["epoch"]),
+        (&json!(3), &json!(true), &live[0]["epoch"])
+    );
+    assert_eq!(h["messages"], json!(&live[1..]));
+    let (_, h) = a
+        .api("GET", "/api/v1/users/bob/history?since=0&limit=2", None)
+        .await;
+    assert_eq!(h["messages"], json!(&live[..2]));
+    assert_eq!(h["complete"], true);
+    // The sender's copy is in alice's inbox, where the ack said.
+    let (_, h) = b.api("GET", "/api/v1/users/alice/history", None).await;
+    assert_eq!(
+        (&h["seq"], &h["epoch"], &h["messages"][0]["body"]),
+        (&json!(1), &ack["epoch"], &json!("h1")),
+        "{h}"
+    );
+    // Past `--history 3`, the oldest is dropped: incomplete from 0, and a
+    // resume from before it is not recovered.
+    let (status, _) = push(&b, "/api/v1/users/bob/messages", json!("h4")).await;
+    assert_eq!(status, 200);
+    live.push(expect_message(&mut bob, &json!("h4")).await);
+    let (_, h) = a.api("GET", "/api/v1/users/bob/history", None).await;
+    assert_eq!(h["complete"], false, "{h}");
+    assert_eq!(h["messages"], json!(&live[1..]));
+    let (_, h) = a
+        .api("GET", "/api/v1/users/bob/history?since=1", None)
+        .await;
+    assert_eq!(h["complete"], true, "{h}");
+    let (_, replay, ack) = resumed(
+        &a,
+        "bob",
+        &[],
+        json!({"inbox": {"epoch": live[0]["epoch"], "seq": 0}}),
+    )
+    .await;
+    assert_eq!(
+        (replay.len(), &ack["recovered"]),
+        (0, &json!({"inbox": false}))
+    );
+    let (_, replay, ack) = resumed(&a, "bob", &[], json!({"inbox": at(&live[0])})).await;
+    assert_eq!(ack["recovered"], json!({"inbox": true}));
+    assert_eq!(replay, &live[1..]);
+    // A stream never seen: seq 0, nothing, complete.
+    let (_, h) = b.api("GET", "/api/v1/groups/nobody/history", None).await;
+    assert_eq!(
+        (&h["seq"], &h["complete"], &h["messages"]),
+        (&json!(0), &json!(true), &json!([]))
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_repeated_through_two_processes_delivers_once() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut eve = b.client("eve", &[]).await;
+    await_connections(&a, "eve", 1).await;
+    let body = json!({"body": "once"}).to_string();
+    let mut answers = Vec::new();
+    for s in [&a, &b, &a] {
+        let res = request(
+            s.addr,
+            "POST",
+            "/api/v1/users/eve/messages",
+            Some(API_KEY),
+            Some(&body),
+            &[("Idempotency-Key", "order-17")],
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        answers.push(res.json());
+    }
+    assert_eq!(answers[0]["delivered"], 1);
+    assert!(answers[0].get("duplicate").is_none(), "{}", answers[0]);
+    for again in &answers[1..] {
+        assert_eq!(
+            (
+                &again["id"],
+                &again["seq"],
+                &again["delivered"],
+                &again["duplicate"]
+            ),
+            (
+                &answers[0]["id"],
+                &answers[0]["seq"],
+                &json!(0),
+                &json!(true)
+            ),
+            "{again}"
+        );
+    }
+    // The same key for another target is another push.
+    let res = request(
+        a.addr,
+        "POST",
+        "/api/v1/groups/g/messages",
+        Some(API_KEY),
+        Some(&body),
+        &[("Idempotency-Key", "order-17")],
+    )
+    .await;
+    assert!(res.json().get("duplicate").is_none(), "{}", res.text());
+    let m = expect_message(&mut eve, &json!("once")).await;
+    assert_eq!(m["id"], answers[0]["id"]);
+    let (status, _) = push(&a, "/api/v1/users/eve/messages", json!("next")).await;
+    assert_eq!(status, 200);
+    let next = expect_message(&mut eve, &json!("next")).await;
+    assert_eq!(next["seq"], 2);
+}
+
+#[tokio::test]
+async fn a_redis_back_empty_gives_new_epochs_and_resumes_answer_false() {
+    let mut redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut fay = a.client("fay", &[]).await;
+    await_connections(&b, "fay", 1).await;
+    let (status, _) = push(&b, "/api/v1/users/fay/messages", json!("before")).await;
+    assert_eq!(status, 200);
+    let before = expect_message(&mut fay, &json!("before")).await;
+
+    redis.kill();
+    for s in [&a, &b] {
+        s.wait_log("broker down").await;
+    }
+    let ups: Vec<usize> = [&a, &b].iter().map(|s| count_log(s, "broker up")).collect();
+    redis.restart_empty().await;
+    for (s, n) in [&a, &b].into_iter().zip(ups) {
+        s.wait_log_n("broker up", n + 1).await;
+    }
+
+    // The open connection keeps receiving, in a new numbering.
+    let (status, _) = push(&b, "/api/v1/users/fay/messages", json!("after")).await;
+    assert_eq!(status, 200);
+    let after = expect_message(&mut fay, &json!("after")).await;
+    assert_eq!(after["seq"], 1, "{after}");
+    assert_ne!(after["epoch"], before["epoch"]);
+    let (again, replay, ack) = resumed(&b, "fay", &[], json!({"inbox": at(&before)})).await;
+    assert_eq!(
+        (replay.len(), &ack["recovered"]),
+        (0, &json!({"inbox": false}))
+    );
+    assert_eq!(again.welcome["streams"]["inbox"], at(&after));
+}
+
+#[tokio::test]
+async fn a_redis_crash_during_pushes_loses_or_repeats_no_acknowledged_message() {
+    let mut redis = redis_with_aof().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut gus = b.client("gus", &[]).await;
+    await_connections(&a, "gus", 1).await;
+    let first = {
+        let (status, _) = push(&a, "/api/v1/users/gus/messages", json!("start")).await;
+        assert_eq!(status, 200);
+        expect_message(&mut gus, &json!("start")).await
+    };
+
+    // Pushes one after another through `a` while Redis dies and comes back.
+    let stop = stop_flag();
+    let addr = a.addr;
+    let flag = stop.clone();
+    let pusher = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let body = json!({ "body": format!("p{i}") }).to_string();
+            let res = request(
+                addr,
+                "POST",
+                "/api/v1/users/gus/messages",
+                Some(API_KEY),
+                Some(&body),
+                &[],
+            )
+            .await;
+            if res.status == 200 {
+                acked.push(format!("p{i}"));
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    for s in [&a, &b] {
+        s.wait_log("broker down").await;
+    }
+    let ups: Vec<usize> = [&a, &b].iter().map(|s| count_log(s, "broker up")).collect();
+    redis.restart().await;
+    for (s, n) in [&a, &b].into_iter().zip(ups) {
+        s.wait_log_n("broker up", n + 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = pusher.await.expect("pusher");
+    let (status, _) = push(&a, "/api/v1/users/gus/messages", json!("end")).await;
+    assert_eq!(status, 200);
+
+    // Live: seq order without a gap or a repeat, every acked push there.
+    let mut live = Vec::new();
+    loop {
+        let m = gus.recv().await;
+        assert_eq!(m["type"], "message", "{m}");
+        let end = m["body"] == "end";
+        live.push(m);
+        if end {
+            break;
+        }
+    }
+    for (i, m) in live.iter().enumerate() {
+        assert_eq!(m["seq"].as_u64(), Some(i as u64 + 2), "{m}");
+        assert_eq!(m["epoch"], first["epoch"], "{m}");
+    }
+    let bodies: Vec<String> = live
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_owned))
+        .collect();
+    for p in &acked {
+        assert_eq!(
+            bodies.iter().filter(|b| *b == p).count(),
+            1,
+            "{p}: {bodies:?}"
+        );
+    }
+    assert!(acked.len() >= 10, "only {} pushes acked", acked.len());
+    // A client that resumes after, on the other process, gets the same.
+    let (_, replay, ack) = resumed(&a, "gus", &[], json!({"inbox": at(&first)})).await;
+    assert_eq!(ack["recovered"], json!({"inbox": true}), "{ack}");
+    assert_eq!(replay, live);
+}
+
+fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
