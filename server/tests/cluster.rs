@@ -3,6 +3,7 @@
 //! caps and presence across processes, processes dying or stopping, and
 //! Redis crashing, coming back with or without its data, or freezing.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -1210,4 +1211,86 @@ async fn a_redis_crash_during_pushes_loses_or_repeats_no_acknowledged_message() 
 
 fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+#[tokio::test]
+async fn messages_published_while_a_node_resubscribes_are_filled_from_the_log() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut hal = b.client("hal", &["band"]).await;
+    await_connections(&a, "hal", 1).await;
+
+    // Pushes through `a` while `b`'s pub/sub connection is killed again and
+    // again (`a`'s stays: it serves on): `b` misses what is published
+    // while it resubscribes.
+    let stop = stop_flag();
+    let flag = stop.clone();
+    let addr = a.addr;
+    let pusher = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let path = if i % 2 == 0 {
+                "/api/v1/users/hal/messages"
+            } else {
+                "/api/v1/groups/band/messages"
+            };
+            let body = json!({ "body": format!("q{i}") }).to_string();
+            let res = request(addr, "POST", path, Some(API_KEY), Some(&body), &[]).await;
+            if res.status == 200 {
+                acked.push(format!("q{i}"));
+            }
+            i += 1;
+        }
+        acked
+    });
+    let lost_before = count_log(&b, "pub/sub connection lost");
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // `b` reads 4 channels (all, its node's, hal's, band's), `a` 2.
+        let list = redis.cli(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+        let id = list
+            .lines()
+            .find(|l| l.split(' ').any(|f| f == "sub=4"))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .unwrap_or_else(|| panic!("no pub/sub client of b in {list}"))
+            .to_owned();
+        redis.cli(&["CLIENT", "KILL", "ID", &id]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = pusher.await.expect("pusher");
+    assert!(count_log(&b, "pub/sub connection lost") >= lost_before + 5);
+    assert_eq!(count_log(&a, "pub/sub connection lost"), 0);
+    for path in ["/api/v1/users/hal/messages", "/api/v1/groups/band/messages"] {
+        let (status, _) = push(&a, path, json!("end")).await;
+        assert_eq!(status, 200);
+    }
+
+    // Each stream in seq order from 1 with no gap or repeat, and every
+    // acknowledged push in it: nothing was dropped and no one was closed.
+    let mut seen: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut ends = 0;
+    while ends < 2 {
+        let m = hal.recv().await;
+        assert_eq!(m["type"], "message", "{m}");
+        if m["body"] == "end" {
+            ends += 1;
+        }
+        seen.entry(m["stream"].as_str().unwrap_or("?").to_owned())
+            .or_default()
+            .push(m);
+    }
+    let mut bodies = Vec::new();
+    for (stream, list) in &seen {
+        for (i, m) in list.iter().enumerate() {
+            assert_eq!(m["seq"].as_u64(), Some(i as u64 + 1), "{stream}: {m}");
+        }
+        bodies.extend(list.iter().filter_map(|m| m["body"].as_str()));
+    }
+    for p in &acked {
+        assert_eq!(bodies.iter().filter(|b| *b == p).count(), 1, "{p}");
+    }
+    assert!(acked.len() >= 20, "only {} pushes acked", acked.len());
+    ping(&mut hal, "still-open").await;
 }

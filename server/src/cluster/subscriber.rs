@@ -216,6 +216,14 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         }
         bp.pubsub_generation.fetch_add(1, SeqCst);
         bp.pubsub_up.store(true, SeqCst);
+        // Filled at once, while the logs still hold what was missed; the
+        // heartbeat waits for it (and retries it) before serving again.
+        {
+            let bp = bp.clone();
+            tokio::spawn(async move {
+                let _ = catch_up(&bp).await;
+            });
+        }
         tracing::debug!(node = %bp.node, "pub/sub connected and subscribed");
         loop {
             tokio::select! {
