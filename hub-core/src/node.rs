@@ -720,6 +720,15 @@ impl Connection {
         false
     }
 
+    /// Queues a reply behind the frames already queued to this connection.
+    /// For an ack that carries a stream position: written after every
+    /// message of that stream with a smaller seq that routing queued here,
+    /// so a client never holds a position past a message it has not seen.
+    /// False when the connection is closing (or just overflowed).
+    pub fn queue_own(&self, frame: &Frame) -> bool {
+        self.rx.push_own(frame)
+    }
+
     /// Holds delivery until `release` (a `resume=1` connect).
     pub fn hold(&mut self) {
         self.held = true;

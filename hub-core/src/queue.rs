@@ -204,6 +204,20 @@ impl QueueReceiver {
         self.shared.reason.get().copied()
     }
 
+    /// Queues a frame of the connection's own behind what routing queued:
+    /// the same bound and the same overflow rule as any push.
+    pub(crate) fn push_own(&self, frame: &Frame) -> bool {
+        QueueSender {
+            id: ConnId {
+                node: NodeId(0),
+                n: 0,
+            },
+            shared: self.shared.clone(),
+        }
+        .push(frame)
+            == Pushed::Queued
+    }
+
     /// Asks the connection to close. Returns true for the first call only.
     pub(crate) fn close(&self, reason: Disconnect) -> bool {
         self.shared.close(reason)

@@ -358,3 +358,26 @@ fn a_resume_replays_and_skips_what_was_queued_while_held() {
     done(node.push(Target::User(user("u")), body(json!(3)), None)).unwrap();
     assert_eq!(bodies(&drain(&mut c)), vec![json!(3)]);
 }
+
+/// An ack that carries a position is queued behind the messages routing
+/// queued before it, so the client never sees the position first.
+#[test]
+fn a_reply_queued_by_the_connection_goes_behind_queued_messages() {
+    let node = node(64);
+    let (mut a, _) = connect(&node, user("a"), &[]);
+    done(node.push(Target::User(user("a")), body(json!("first")), None)).unwrap();
+    let d = done(node.send(&a, user("b"), body(json!("out")))).unwrap();
+    let ack = protocol::ServerFrame::ack_delivered(
+        protocol::CorrelationId::new("s").unwrap(),
+        d.delivered,
+        d.place.clone(),
+    );
+    assert!(a.queue_own(&hub_core::Frame::encode(&ack)));
+    let frames = drain(&mut a);
+    assert_eq!(bodies(&frames[..1]), vec![json!("first")]);
+    assert!(
+        matches!(&frames[1], protocol::ServerFrame::Ack { seq: Some(2), .. }),
+        "{frames:?}"
+    );
+    assert_eq!(frames.len(), 2);
+}

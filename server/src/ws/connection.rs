@@ -64,6 +64,18 @@ pub async fn serve(
     slot: Option<OwnedSemaphorePermit>,
     state: SharedState,
 ) {
+    let label = state.node.conn_label(conn.id);
+    let user = conn.user.clone();
+    let heartbeat = Duration::from_secs(u64::from(state.config.heartbeat.get()));
+    // Encoded at once: the frame, with a position per stream, would
+    // otherwise sit in this task's state for the life of the connection.
+    let welcome = Frame::encode(&ServerFrame::Welcome {
+        user: user.clone(),
+        conn: label.clone(),
+        groups: welcome.groups,
+        heartbeat: heartbeat.as_secs(),
+        streams: welcome.streams,
+    });
     // Unwrap hyper's boxed IO back to the TcpStream: one less indirection
     // on every read and write, and the few bytes read past the request
     // go to tungstenite.
@@ -91,17 +103,7 @@ pub async fn serve(
     if state.is_shutting_down() {
         conn.close(Disconnect::Shutdown);
     }
-    let label = state.node.conn_label(conn.id);
-    let user = conn.user.clone();
     tracing::info!(user = %user, conn = %label, "connection opened");
-    let heartbeat = Duration::from_secs(u64::from(state.config.heartbeat.get()));
-    let welcome = ServerFrame::Welcome {
-        user: user.clone(),
-        conn: label.clone(),
-        groups: welcome.groups,
-        heartbeat: heartbeat.as_secs(),
-        streams: welcome.streams,
-    };
     let now = Instant::now();
     let mut handler = Handler {
         hold_until: conn.is_held().then(|| now + RESUME_WAIT),
@@ -115,7 +117,7 @@ pub async fn serve(
         session,
         state,
     };
-    let ended = handler.run(&welcome).await;
+    let ended = handler.run(welcome).await;
     // Out of presence and stats first, so the numbers are exact while the
     // close handshake (bounded, below) is still under way, and so whoever
     // reads the log line may rely on the connection being gone.
@@ -147,10 +149,10 @@ struct Handler {
 }
 
 impl Handler {
-    async fn run(&mut self, welcome: &ServerFrame) -> Ended {
+    async fn run(&mut self, welcome: Frame) -> Ended {
         if let Err(ended) = self
             .writer
-            .send_own(&mut self.ws, welcome, self.state.node.stats())
+            .send_encoded(&mut self.ws, welcome, self.state.node.stats())
         {
             return ended;
         }
@@ -317,7 +319,8 @@ impl Handler {
         }
         let frame = ClientFrame::parse(text);
         if let Ok(ClientFrame::Resume { positions, id }) = frame {
-            return self.on_resume(id, positions).await;
+            // Boxed for the same reason as `dispatch` below.
+            return Box::pin(self.on_resume(id, positions)).await;
         }
         // Any other first frame: handled as usual, after an empty resume.
         self.release();
@@ -331,6 +334,13 @@ impl Handler {
             Err(e) => Some(ServerFrame::error(e.id, e.code, e.message)),
         };
         match reply {
+            // An ack with a position goes behind what is queued (see
+            // `Connection::queue_own`); a full queue has closed the
+            // connection, which the loop sees next.
+            Some(reply @ ServerFrame::Ack { seq: Some(_), .. }) => {
+                self.conn.queue_own(&Frame::encode(&reply));
+                Ok(())
+            }
             Some(reply) => self.reply(&reply),
             None => Ok(()),
         }

@@ -71,6 +71,17 @@ impl Writer {
         self.start_send(ws, Message::Text(Utf8Bytes::from(text)))
     }
 
+    /// `send_own` for a frame encoded already (the welcome).
+    pub fn send_encoded(&mut self, ws: &mut Ws, frame: Frame, stats: &Stats) -> Result<(), Ended> {
+        if !self.front.is_empty() {
+            self.front.push_back(frame);
+            return Ok(());
+        }
+        self.replied_while_blocked |= self.blocked;
+        stats.frames_out(1, frame.len() as u64);
+        self.start_send(ws, shared_text(frame))
+    }
+
     /// Puts frames ahead of the connection's queue (a resume's replay, then
     /// its ack); written as the socket takes them, like queued frames.
     pub fn send_first(&mut self, frames: impl IntoIterator<Item = Frame>) {
