@@ -657,3 +657,124 @@ fn listen_notices_a_silent_dead_link_and_resumes() {
     );
     assert_eq!(l.next()["recovered"]["inbox"], true);
 }
+
+/// A Redis whose data survives a SIGKILL and a restart (AOF, written before
+/// each answer, not fsynced: see server/tests/cluster.rs). Without
+/// `redis-server` this fails, saying how to install it; it is never skipped.
+fn redis_with_aof() -> test_support::RedisServer {
+    test_support::RedisServer::builder()
+        .args(&["--appendfsync", "no"])
+        .start_blocking()
+}
+
+/// A cluster process (PROTOCOL.md §11) on `redis`, like [`start`], on
+/// `listen`; returns once it has reached Redis.
+fn start_cluster(redis: &test_support::RedisServer, listen: &str) -> Server {
+    let s = Server::builder()
+        .secret(SECRET)
+        .api_key(API_KEY)
+        .args(&["--public-group", "pub", "--redis", &redis.url()])
+        .listen(listen)
+        .start_blocking();
+    s.blocking_wait_log("broker up");
+    s
+}
+
+fn publish_to(server: &Server, group: &str, body: &str) {
+    ok(&run(cli(server).args([
+        "--api-key",
+        API_KEY,
+        "push",
+        "--group",
+        group,
+        body,
+    ])));
+}
+
+#[test]
+fn listen_on_a_killed_cluster_process_resumes_from_redis_what_another_process_took() {
+    let redis = redis_with_aof();
+    let mut a = start_cluster(&redis, "127.0.0.1:0");
+    let b = start_cluster(&redis, "127.0.0.1:0");
+    let l = Listener::start(&a, &token(&a, "tess", &["--groups", "team"]));
+
+    // Through the other process: the inbox and a group, each numbered from 1.
+    push_to(&b, "tess", "inbox 1");
+    publish_to(&b, "team", "team 1");
+    let mut last = std::collections::BTreeMap::new();
+    let mut take = |m: &serde_json::Value, body: &str| {
+        assert_eq!(m["type"], "message", "{m}");
+        assert_eq!(m["body"], body, "{m}");
+        let stream = m["stream"].as_str().unwrap().to_owned();
+        let seq = m["seq"].as_u64().unwrap();
+        let prev = last.insert(stream.clone(), seq).unwrap_or(0);
+        assert_eq!(
+            seq,
+            prev + 1,
+            "{stream} goes on without a gap or a repeat: {m}"
+        );
+    };
+    take(&l.next(), "inbox 1");
+    take(&l.next(), "team 1");
+
+    // The process `listen` is on crashes; the hub goes on through `b`,
+    // whose appends land in Redis.
+    kill(&mut a);
+    let err = l.next_err();
+    assert!(err.contains("connection lost"), "{err}");
+    let missed = ["inbox 2", "team 2", "inbox 3", "team 3", "inbox 4"];
+    for body in missed {
+        if body.starts_with("inbox") {
+            push_to(&b, "tess", body);
+        } else {
+            publish_to(&b, "team", body);
+        }
+    }
+
+    // A new process on the same address and the same Redis: the history
+    // (and its epochs) is still there.
+    let a2 = start_cluster(&redis, &a.addr.to_string());
+    let welcome = l.next();
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    // Every message sent meanwhile, once, in order within its stream (the
+    // order across streams is not promised), then the ack.
+    let mut replayed = Vec::new();
+    let ack = loop {
+        let f = l.next();
+        if f["type"] != "message" {
+            break f;
+        }
+        replayed.push(f);
+    };
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for stream in ["inbox", "group:team"] {
+        let prefix = if stream == "inbox" { "inbox" } else { "team" };
+        let got: Vec<_> = replayed.iter().filter(|m| m["stream"] == stream).collect();
+        let want: Vec<_> = missed.iter().filter(|b| b.starts_with(prefix)).collect();
+        assert_eq!(got.len(), want.len(), "{stream}: {replayed:?}");
+        for (m, body) in got.into_iter().zip(want) {
+            take(m, body);
+        }
+    }
+    assert_eq!(replayed.len(), missed.len(), "{replayed:?}");
+    assert_eq!(
+        (&ack["recovered"]["inbox"], &ack["recovered"]["group:team"]),
+        (&serde_json::json!(true), &serde_json::json!(true)),
+        "{ack}"
+    );
+    // The epochs did not change: the welcome's positions are the last seen.
+    assert_eq!(welcome["streams"]["inbox"]["seq"], 4, "{welcome}");
+    assert_eq!(welcome["streams"]["group:team"]["seq"], 3, "{welcome}");
+
+    // Live delivery goes on, through either process, nothing twice.
+    push_to(&b, "tess", "inbox 5");
+    take(&l.next(), "inbox 5");
+    publish_to(&a2, "team", "team 4");
+    take(&l.next(), "team 4");
+    push_to(&a2, "tess", "inbox 6");
+    take(&l.next(), "inbox 6");
+    // Nothing was reported lost on the way.
+    while let Ok(err) = l.errs.try_recv() {
+        assert!(!err.contains("could not be recovered"), "{err}");
+    }
+}
