@@ -110,17 +110,26 @@ local function splice(prefix, e, n)
   return prefix .. ',"epoch":"' .. e .. '","seq":' .. string.format('%d', n) .. '}'
 end
 -- Numbers one message in stream `s`, keeps it (unless max is 0) and
--- returns its epoch, seq and frame.
+-- returns its epoch, seq and frame. The seq first: on a stream with no
+-- numbering HINCRBY starts it at 1, and the missing epoch says it is new.
+-- Messages past the ttl are not looked for here but by every read
+-- (`trim_old` in READ): the log is bounded by `max` meanwhile, and this
+-- keeps the per-message cost to five commands.
 local function append(s, candidate, ttl, max, now, prefix, origin)
   local key = P .. 'seq:' .. s
-  local e = meta(s, candidate, ttl)
   local n = redis.call('HINCRBY', key, 'n', 1)
+  local e = redis.call('HGET', key, 'e')
+  if not e then
+    e = candidate
+    redis.call('HSET', key, 'e', e)
+    -- A log outliving its numbering would clash with the new seqs.
+    redis.call('DEL', P .. 'log:' .. s)
+  end
   local frame = splice(prefix, e, n)
   if max > 0 then
     local log = P .. 'log:' .. s
-    redis.call('XADD', log, 'MAXLEN', max, string.format('%d', n) .. '-0',
-      'f', frame, 't', string.format('%d', now), 'o', origin)
-    trim_old(log, now, ttl)
+    redis.call('XADD', log, 'MAXLEN', max, n .. '-0',
+      'f', frame, 't', now, 'o', origin)
     redis.call('PEXPIRE', log, ttl)
   end
   redis.call('PEXPIRE', key, ttl)
