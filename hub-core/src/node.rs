@@ -413,13 +413,25 @@ impl Node {
         let mut recovered = BTreeMap::new();
         let mut asked = Vec::new();
         let mut names = Vec::new();
+        // One look-up of the user's groups, however many are named: a
+        // resume is one pass over the shared store, not a trip per stream.
+        let groups: BTreeSet<GroupId> = if positions.keys().any(|k| k.starts_with("group:")) {
+            inner
+                .membership
+                .groups_of(&conn.user)
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         for (wire, p) in positions {
             recovered.insert(wire.clone(), false);
             let Ok(name) = StreamName::parse(wire, &conn.user) else {
                 continue;
             };
             if let StreamName::Group(g) = &name {
-                if !inner.membership.is_member(g, &conn.user).await? {
+                if !groups.contains(g) {
                     continue;
                 }
             }
