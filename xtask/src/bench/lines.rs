@@ -59,6 +59,36 @@ impl Line for LoadResult {
     const TAG: &'static str = "result";
 }
 
+/// What a resume-storm process saw after "go" (`storm.rs`): its clients'
+/// acks, what each replay held, and when the storm started and ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StormResult {
+    pub clients: u64,
+    /// Acks of the resume frame, and how many said the stream was recovered.
+    pub acks: u64,
+    pub recovered: u64,
+    /// Message frames replayed before the ack, each seq counted once.
+    pub replayed: u64,
+    /// Frames whose seq was not after the last one the client had.
+    pub duplicates: u64,
+    /// Seqs skipped between replayed frames, or missing at the ack.
+    pub gaps: u64,
+    /// Clients that failed to connect, resume or get an ack in time.
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Wall-clock nanoseconds: the first reconnect started, the last ack read.
+    pub first_start_ns: u64,
+    pub last_ack_ns: u64,
+    /// Per client, reconnect start to ack read, microseconds.
+    pub ack_hist_us: Buckets,
+    pub cpu_s: f64,
+}
+
+impl Line for StormResult {
+    const TAG: &'static str = "storm";
+}
+
 /// A histogram's recorded values as `[value, count]` pairs: compact, and
 /// exact enough to merge, since each value is already the histogram's own
 /// rounding of what was recorded.

@@ -23,11 +23,14 @@ use super::load_args::Mode;
 use super::receiver;
 use super::report::latency_histogram;
 
-type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<TcpStream>;
 
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let commands = commands();
+    if args.mode == Mode::Resume {
+        return super::storm::load(&args, &commands);
+    }
     let users: Vec<String> = (0..args.conns)
         .map(|i| format!("{}{i}", args.prefix))
         .collect();
@@ -83,7 +86,7 @@ pub fn cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn say(line: &impl Line) -> anyhow::Result<()> {
+pub(super) fn say(line: &impl Line) -> anyhow::Result<()> {
     let line = line.render()?;
     let mut out = std::io::stdout().lock();
     // A driver that has gone away reads nothing either way.
@@ -106,6 +109,18 @@ fn token(secret: &str, user: &str, groups: &[&str]) -> String {
 }
 
 async fn connect(args: &LoadArgs, user: &str, groups: &[&str]) -> anyhow::Result<Ws> {
+    Ok(handshake(args, user, groups, false).await?.0)
+}
+
+/// Opens one connection from this process's source address; against wshub
+/// (a secret given) also reads the welcome, returned as its text. With
+/// `resume`, the URL asks for `resume=1` (PROTOCOL.md §10).
+pub(super) async fn handshake(
+    args: &LoadArgs,
+    user: &str,
+    groups: &[&str],
+    resume: bool,
+) -> anyhow::Result<(Ws, String)> {
     let socket = if args.server.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -117,7 +132,7 @@ async fn connect(args: &LoadArgs, user: &str, groups: &[&str]) -> anyhow::Result
     socket.set_zero_linger()?;
     let stream = socket.connect(args.server).await?;
     stream.set_nodelay(true)?;
-    let url = match &args.secret {
+    let mut url = match &args.secret {
         Some(secret) => format!(
             "ws://{}/ws?token={}",
             args.server,
@@ -125,15 +140,19 @@ async fn connect(args: &LoadArgs, user: &str, groups: &[&str]) -> anyhow::Result
         ),
         None => format!("ws://{}/ws?userId={user}", args.server),
     };
+    if resume {
+        url.push_str("&resume=1");
+    }
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    let mut welcome = String::new();
     if args.secret.is_some() {
         // wshub greets first; wait for it so "ready" means registered.
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => {}
+            Some(Ok(Message::Text(t))) if t.contains("\"welcome\"") => welcome = t.to_string(),
             other => anyhow::bail!("no welcome: {other:?}"),
         }
     }
-    Ok(ws)
+    Ok((ws, welcome))
 }
 
 /// Opens this process's connections (64 handshakes in flight) and returns

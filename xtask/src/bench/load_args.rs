@@ -18,6 +18,10 @@ pub enum Mode {
     Direct,
     /// Report how long the handshakes took and exit.
     Connect,
+    /// Resume storm (`storm.rs`): connect once, note the group stream's
+    /// position, disconnect; on "go" reconnect all at once with `resume=1`
+    /// and check the replay of `--expect` messages.
+    Resume,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -150,6 +154,7 @@ mod tests {
             (Mode::Direct, None, Some("p4u".to_owned())),
             (Mode::Connect, None, None),
             (Mode::Idle, Some("x".to_owned()), None),
+            (Mode::Resume, Some("y".to_owned()), None),
         ] {
             let args = LoadArgs {
                 server: "127.0.0.1:4000".parse().unwrap(),

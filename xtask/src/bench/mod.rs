@@ -15,6 +15,7 @@ mod procs;
 mod receiver;
 mod report;
 mod scenarios;
+mod storm;
 mod wire;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,7 +26,7 @@ use serde_json::json;
 
 use crate::cmd::{cargo, root, run as run_cmd};
 use procs::{RunContext, Servers, Target};
-use report::{cluster_summary, machine, print_table, source};
+use report::{cluster_summary, history_summary, machine, print_table, source};
 use scenarios::{connect_rate, direct, fanout, idle};
 
 pub(crate) const SECRET: &str = "bench-secret-0123456789abcdef";
@@ -58,6 +59,11 @@ pub enum Scenario {
     /// Cluster: from a restarted Redis accepting connections until every
     /// server serves again, holding `--subscribers` user channels.
     Resubscribe,
+    /// History: `--storm-clients` group members away while
+    /// `--storm-missed` pushes go out, then all reconnecting at once with
+    /// `resume=1` (PROTOCOL.md §10).
+    #[value(name = "resume-storm")]
+    ResumeStorm,
 }
 
 impl Scenario {
@@ -67,9 +73,16 @@ impl Scenario {
     /// process's.
     fn targets(self) -> &'static [Target] {
         match self {
-            Scenario::Burst | Scenario::Paced => {
-                &[Target::Wshub, Target::Hub, Target::Raw, Target::Cluster]
-            }
+            // Burst also against `--history 0`: what keeping history costs.
+            Scenario::Burst => &[
+                Target::Wshub,
+                Target::WshubNoHistory,
+                Target::Hub,
+                Target::Raw,
+                Target::Cluster,
+            ],
+            Scenario::Paced => &[Target::Wshub, Target::Hub, Target::Raw, Target::Cluster],
+            Scenario::ResumeStorm => &[Target::Wshub, Target::Cluster],
             Scenario::Idle => &[Target::Wshub, Target::Hub],
             Scenario::Direct => &[Target::Wshub, Target::Cluster],
             Scenario::Connect => &[Target::Wshub],
@@ -79,14 +92,20 @@ impl Scenario {
 }
 
 /// The scenarios and targets a plain run measures.
-const DEFAULT_SCENARIOS: [Scenario; 5] = [
+const DEFAULT_SCENARIOS: [Scenario; 6] = [
     Scenario::Burst,
     Scenario::Paced,
     Scenario::Direct,
+    Scenario::ResumeStorm,
     Scenario::Connect,
     Scenario::Idle,
 ];
-const DEFAULT_TARGETS: [Target; 3] = [Target::Wshub, Target::Hub, Target::Raw];
+const DEFAULT_TARGETS: [Target; 4] = [
+    Target::Wshub,
+    Target::WshubNoHistory,
+    Target::Hub,
+    Target::Raw,
+];
 /// What `--cluster` measures: one process against a cluster, same run.
 const CLUSTER_SCENARIOS: [Scenario; 4] = [
     Scenario::Burst,
@@ -109,7 +128,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub cluster: bool,
     /// Scenarios to run, comma-separated, in order [default:
-    /// burst,paced,direct,connect,idle; with --cluster:
+    /// burst,paced,direct,resume-storm,connect,idle; with --cluster:
     /// burst,direct,redis-commands,resubscribe] (connect before idle:
     /// tearing down 19,000 sockets disturbs what follows).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -149,7 +168,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 250)]
     pub poll_us: u64,
     /// Servers to measure, comma-separated [default:
-    /// wshub,minimal-hub,raw-limit; with --cluster: wshub,wshub-cluster]
+    /// wshub,wshub-history-0,minimal-hub,raw-limit; with --cluster:
+    /// wshub,wshub-cluster]
     /// (each only runs the scenarios it takes part in).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub targets: Option<Vec<Target>>,
@@ -160,6 +180,18 @@ pub struct BenchArgs {
     /// resubscribe: Redis restarts to measure.
     #[arg(long, default_value_t = 3)]
     pub restarts: u32,
+    /// resume-storm: clients (distinct users of one group) that leave and
+    /// come back all at once.
+    #[arg(long, default_value_t = 5_000)]
+    pub storm_clients: usize,
+    /// resume-storm: pushes to the group while they are away.
+    #[arg(long, default_value_t = 20)]
+    pub storm_missed: usize,
+    /// burst: messages pushed after it, 100 to each of as many new groups
+    /// as that takes, to weigh what history holds per message against
+    /// `wshub-history-0` (0: only what the burst left).
+    #[arg(long, default_value_t = 100_000)]
+    pub history_fill: usize,
     /// Pin the server to CPU 0 and the load processes to CPU 1 (taskset),
     /// so neither preempts the other; halves the server's cores.
     #[arg(long)]
@@ -179,6 +211,8 @@ impl BenchArgs {
             self.procs = 2;
             self.group_sizes = vec![100, 1_000];
             self.restarts = 1;
+            self.storm_clients = 1_000;
+            self.history_fill = 20_000;
         }
     }
 
@@ -254,6 +288,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                     Scenario::Connect => connect_rate(&mut ctx, &args, &servers),
                     Scenario::RedisCommands => cluster::redis_commands(&mut ctx, &args, &servers),
                     Scenario::Resubscribe => cluster::resubscribe(&mut ctx, &args, &mut servers),
+                    Scenario::ResumeStorm => storm::resume_storm(&mut ctx, &args, &servers),
                 };
                 let mut r = r.with_context(|| format!("{name} against {target_name}"))?;
                 load_cpu += r["load_cpu_s"].as_f64().unwrap_or(0.0);
@@ -274,6 +309,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     });
     if let Some(summary) = cluster_summary(&report["results"]) {
         report["cluster"] = summary;
+    }
+    if let Some(summary) = history_summary(&report["results"]) {
+        report["history"] = summary;
     }
     print_table(&report);
     let dir = root().join("target/bench");
@@ -311,11 +349,43 @@ mod tests {
                 Scenario::Burst,
                 Scenario::Paced,
                 Scenario::Direct,
+                Scenario::ResumeStorm,
                 Scenario::Connect,
                 Scenario::Idle
             ]
         );
-        assert_eq!(args.targets(), [Target::Wshub, Target::Hub, Target::Raw]);
+        assert_eq!(
+            args.targets(),
+            [
+                Target::Wshub,
+                Target::WshubNoHistory,
+                Target::Hub,
+                Target::Raw
+            ]
+        );
+        // History's price: burst against both; the storm against wshub.
+        assert!(Scenario::Burst.targets().contains(&Target::WshubNoHistory));
+        assert_eq!(Scenario::ResumeStorm.targets()[0], Target::Wshub);
+    }
+
+    #[test]
+    fn history_measures_are_spelled_as_the_issue_names_them() {
+        let args = parse(&[
+            "--targets",
+            "wshub,wshub-history-0",
+            "--scenarios",
+            "burst,resume-storm",
+        ])
+        .unwrap();
+        assert_eq!(args.targets(), [Target::Wshub, Target::WshubNoHistory]);
+        assert_eq!(args.scenarios(), [Scenario::Burst, Scenario::ResumeStorm]);
+        assert_eq!(
+            (args.storm_clients, args.storm_missed, args.history_fill),
+            (5_000, 20, 100_000)
+        );
+        let mut quick = parse(&["--quick"]).unwrap();
+        quick.apply_quick();
+        assert_eq!((quick.storm_clients, quick.history_fill), (1_000, 20_000));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const CLUSTER_SERVERS: usize = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
     Wshub,
+    /// The same wshub binary started with `--history 0`: numbers messages
+    /// but keeps none, so a burst against it prices what history costs.
+    #[value(name = "wshub-history-0")]
+    WshubNoHistory,
     #[value(name = "minimal-hub")]
     Hub,
     #[value(name = "raw-limit")]
@@ -42,7 +46,7 @@ impl Target {
     /// The baseline process that plays this target; none for wshub.
     fn baseline(self) -> Option<Kind> {
         match self {
-            Target::Wshub | Target::Cluster => None,
+            Target::Wshub | Target::WshubNoHistory | Target::Cluster => None,
             Target::Hub => Some(Kind::Hub),
             Target::Raw => Some(Kind::Raw),
         }
@@ -169,6 +173,9 @@ impl ServerProc {
                 if let Some(url) = redis {
                     c.args(["--redis", url]);
                 }
+                if target == Target::WshubNoHistory {
+                    c.args(["--history", "0"]);
+                }
                 c
             }
             Some(kind) => {
@@ -259,6 +266,44 @@ impl ServerProc {
     pub fn cpu(&self) -> f64 {
         load::cpu_seconds(&self.pid())
     }
+
+    /// One sample of the server's `GET /metrics`: the value on the line
+    /// whose name (with its labels, as printed) is `key`; `None` when the
+    /// server prints no such line.
+    pub fn metric(&self, key: &str) -> anyhow::Result<Option<f64>> {
+        let mut s = std::net::TcpStream::connect(self.addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text)?;
+        Ok(metric_value(&text, key))
+    }
+
+    /// Waits (at most `limit`) until the `key` gauge reads `want`.
+    pub fn wait_metric(&self, key: &str, want: f64, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.metric(key)?;
+            if now == Some(want) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "server {}: {key} is {now:?}, not {want}, after {limit:?}",
+                    self.addr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50)); // polling the server's gauge
+        }
+    }
+}
+
+/// The value of the Prometheus text line named `key` (labels included).
+fn metric_value(text: &str, key: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok())?
+    })
 }
 
 impl Drop for ServerProc {
@@ -577,6 +622,18 @@ mod tests {
         assert_eq!(one, [(502, 0, None), (499, 0, None)]);
         // Fewer processes than servers would leave a server without load.
         assert_eq!(plan(10, 1, Layout::Spread).shares(2).len(), 2);
+    }
+
+    #[test]
+    fn metric_lines_are_found_by_name_and_labels() {
+        let text = "# HELP wshub_connections x\n# TYPE wshub_connections gauge\nwshub_connections 12\nwshub_history_messages 300\nwshub_recoveries_total{result=\"recovered\"} 7\nwshub_recoveries_total{result=\"reset\"} 1\n# EOF\n";
+        assert_eq!(metric_value(text, "wshub_connections"), Some(12.0));
+        assert_eq!(metric_value(text, "wshub_history_messages"), Some(300.0));
+        assert_eq!(
+            metric_value(text, r#"wshub_recoveries_total{result="reset"}"#),
+            Some(1.0)
+        );
+        assert_eq!(metric_value(text, "wshub_users"), None);
     }
 
     #[test]

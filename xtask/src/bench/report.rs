@@ -84,7 +84,7 @@ pub fn print_table(report: &Value) {
         report["commit"].as_str().unwrap_or("?")
     );
     println!(
-        "{:<8} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
+        "{:<12} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
         "scenario", "target", "rate", "p50 ms", "p99 ms", "p999 ms", "KiB/conn"
     );
     let results = report["results"].as_array().cloned().unwrap_or_default();
@@ -105,10 +105,11 @@ pub fn print_table(report: &Value) {
         let lat = &r["latency"];
         let rate = r["deliveries_per_s"]
             .as_f64()
-            .or(r["connects_per_s"].as_f64());
+            .or(r["connects_per_s"].as_f64())
+            .or(r["resumes_per_s"].as_f64());
         let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
         println!(
-            "{:<8} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
+            "{:<12} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
             r["scenario"].as_str().unwrap_or(""),
             match (r["scenario"].as_str(), r["connections"].as_u64()) {
                 (Some("idle"), Some(n)) => format!("{} {n}", r["target"].as_str().unwrap_or("")),
@@ -141,6 +142,7 @@ pub fn print_table(report: &Value) {
         }
     }
     print_cluster(&report["cluster"]);
+    print_history(&report["history"]);
     println!(
         "load side used {:.1} CPU-seconds in all",
         report["load_cpu_seconds"].as_f64().unwrap_or(0.0)
@@ -228,6 +230,126 @@ pub fn cluster_summary(results: &Value) -> Option<Value> {
         );
     }
     (!out.is_empty()).then(|| out.into())
+}
+
+/// What history costs and does (issue 12's targets), from the rows of one
+/// run: burst with history against `--history 0`, the memory history holds
+/// per message, the resume storm. `None` when none of them ran.
+pub fn history_summary(results: &Value) -> Option<Value> {
+    let rows = results.as_array()?;
+    let find = |scenario: &str, target: &str| {
+        rows.iter()
+            .find(|r| r["scenario"] == scenario && r["target"] == target)
+    };
+    let mut out = serde_json::Map::new();
+    let with = find("burst", "wshub");
+    let without = find("burst", "wshub-history-0");
+    if let (Some(w), Some(n)) = (with, without) {
+        let (wr, nr) = (
+            w["deliveries_per_s"].as_f64().unwrap_or(0.0),
+            n["deliveries_per_s"].as_f64().unwrap_or(0.0),
+        );
+        let ratio = if nr > 0.0 { wr / nr } else { 0.0 };
+        out.insert(
+            "burst".into(),
+            json!({
+                "history_per_s": wr, "history_0_per_s": nr, "ratio": ratio,
+                "target": 0.9, "met": ratio >= 0.9,
+            }),
+        );
+        let (hw, hn) = (&w["history"], &n["history"]);
+        if !hw.is_null() && !hn.is_null() {
+            out.insert("memory".into(), history_memory(hw, hn));
+        }
+    }
+    if let Some(r) = find("resume-storm", "wshub") {
+        out.insert(
+            "resume_storm".into(),
+            json!({
+                "clients": r["clients"], "missed": r["missed"],
+                "recovered_true": r["recovered_true"], "all_recovered": r["all_recovered"],
+                "replayed": r["replayed"], "expected_replayed": r["expected_replayed"],
+                "duplicates": r["duplicates"], "gaps": r["gaps"],
+                "replay_exact": r["replay_exact"], "errors": r["errors"],
+                "first_reconnect_to_last_ack_ms": r["first_reconnect_to_last_ack_ms"],
+                "p50_ack_ms": r["latency"]["p50_ms"], "p99_ack_ms": r["latency"]["p99_ms"],
+            }),
+        );
+    }
+    (!out.is_empty()).then(|| out.into())
+}
+
+/// Bytes per held message, two ways: the RSS after the burst with history
+/// against without (few messages held: mostly noise), and the growth over
+/// `--history-fill` with history less the same growth without, over the
+/// messages that fill added.
+fn history_memory(with: &Value, without: &Value) -> Value {
+    let kib = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let per = |bytes: f64, held: f64| (held > 0.0).then(|| bytes / held);
+    let held_burst = kib(with, "held_after_burst");
+    let burst_diff =
+        (kib(with, "rss_after_burst_kib") - kib(without, "rss_after_burst_kib")) * 1024.0;
+    let grow = |v: &Value| kib(v, "rss_after_fill_kib") - kib(v, "rss_after_burst_kib");
+    let fill_held = kib(with, "held_after_fill") - held_burst;
+    let fill_diff = (grow(with) - grow(without)) * 1024.0;
+    json!({
+        "held_after_burst": held_burst,
+        "held_after_burst_history_0": without["held_after_burst"],
+        "rss_diff_after_burst_bytes": burst_diff,
+        "bytes_per_message_burst": per(burst_diff, held_burst),
+        "fill_held": fill_held,
+        "fill_rss_growth_kib": grow(with),
+        "fill_rss_growth_history_0_kib": grow(without),
+        "bytes_per_message_fill": per(fill_diff, fill_held),
+        "held_after_fill": with["held_after_fill"],
+    })
+}
+
+fn print_history(h: &Value) {
+    if h.is_null() {
+        return;
+    }
+    let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.0}"));
+    let b = &h["burst"];
+    if !b.is_null() {
+        println!(
+            "history: burst with history {:.0}/s, with --history 0 {:.0}/s in this run: {:.3}x (target within 10%: {})",
+            b["history_per_s"].as_f64().unwrap_or(0.0),
+            b["history_0_per_s"].as_f64().unwrap_or(0.0),
+            b["ratio"].as_f64().unwrap_or(0.0),
+            if b["met"].as_bool() == Some(true) { "met" } else { "MISSED" }
+        );
+    }
+    let m = &h["memory"];
+    if !m.is_null() {
+        println!(
+            "  memory after the burst: {} messages held, RSS {} bytes above --history 0 ({} bytes per message; RSS noise dominates)",
+            f(&m["held_after_burst"]),
+            f(&m["rss_diff_after_burst_bytes"]),
+            f(&m["bytes_per_message_burst"]),
+        );
+        println!(
+            "  after {} more held messages: RSS +{} KiB, +{} KiB with --history 0: {} bytes per held message",
+            f(&m["fill_held"]),
+            f(&m["fill_rss_growth_kib"]),
+            f(&m["fill_rss_growth_history_0_kib"]),
+            f(&m["bytes_per_message_fill"]),
+        );
+    }
+    let s = &h["resume_storm"];
+    if !s.is_null() {
+        println!(
+            "  resume storm: {} clients, {} missed each: {} acks recovered true ({}), {} of {} replayed, {} duplicates, {} gaps, {} errors",
+            s["clients"], s["missed"], s["recovered_true"],
+            if s["all_recovered"].as_bool() == Some(true) { "all" } else { "NOT ALL" },
+            s["replayed"], s["expected_replayed"], s["duplicates"], s["gaps"], s["errors"],
+        );
+        println!(
+            "  first reconnect to last ack {:.0} ms; per client connect to ack p50 {} ms, p99 {} ms",
+            s["first_reconnect_to_last_ack_ms"].as_f64().unwrap_or(0.0),
+            s["p50_ack_ms"], s["p99_ack_ms"],
+        );
+    }
 }
 
 fn print_cluster(c: &Value) {

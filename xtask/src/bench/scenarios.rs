@@ -114,15 +114,21 @@ pub fn fanout(
     } else {
         args.pushes
     };
+    // History's weight is one process's memory: wshub with and without it,
+    // weighed with the subscribers still connected (their memory freed
+    // would take in what history adds, unseen by RSS).
+    let weigh = !paced && matches!(servers.target, Target::Wshub | Target::WshubNoHistory);
     let tuning = Tuning {
         expect: pushes as u64,
         secs: 60,
         poll_us: args.poll_us,
+        hold: weigh,
         ..Tuning::default()
     };
     let plan = LoadPlan::new(args.subscribers, args.procs, Mode::Subscribe, tuning);
     let (mut loads, _) = start_loads(ctx, servers, &plan)?;
     let mut pushers = Pushers::new(servers, &plan.group)?;
+    let rss_before_pushes = servers.first().rss_kib();
     let stats0 = servers.redis.as_ref().map(CommandStats::read).transpose()?;
     let (cpu0, redis_cpu0) = (servers.cpu(), servers.redis_cpu());
     for l in loads.iter_mut() {
@@ -179,8 +185,70 @@ pub fn fanout(
     if let Some(redis) = redis_row {
         row["redis"] = redis;
     }
+    if weigh {
+        row["history"] = history_weight(args, servers, rss_before_pushes)?;
+    }
+    drop(loads);
     Ok(row)
 }
+
+/// What the server holds for history after a burst (its subscribers still
+/// connected), then after `--history-fill` more pushes: 100 to each of as
+/// many new groups, 4 API connections at a time. The bytes per held message
+/// come from comparing this growth with `wshub-history-0`'s
+/// (`report::history_summary`).
+fn history_weight(
+    args: &BenchArgs,
+    servers: &Servers,
+    rss_before_pushes: u64,
+) -> anyhow::Result<Value> {
+    let server = servers.first();
+    let held =
+        || -> anyhow::Result<f64> { Ok(server.metric("wshub_history_messages")?.unwrap_or(0.0)) };
+    let (held_after_burst, rss_after_burst) = (held()?, server.rss_kib());
+    let groups = args.history_fill.div_ceil(FILL_PER_GROUP);
+    let t0 = Instant::now();
+    let pushed = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..FILL_THREADS)
+            .map(|w| {
+                s.spawn(move || -> anyhow::Result<usize> {
+                    let mut n = 0;
+                    for g in (w..groups).step_by(FILL_THREADS) {
+                        let mut p = Pusher::new(server.addr, &format!("fill-{g}"))?;
+                        let left = args.history_fill - g * FILL_PER_GROUP;
+                        for _ in 0..left.min(FILL_PER_GROUP) {
+                            p.push()?;
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("fill thread panicked"))?
+            })
+            .sum::<anyhow::Result<usize>>()
+    })?;
+    let fill_secs = t0.elapsed().as_secs_f64();
+    let (held_after_fill, rss_after_fill) = (held()?, server.rss_kib());
+    Ok(json!({
+        "rss_before_pushes_kib": rss_before_pushes,
+        "held_after_burst": held_after_burst,
+        "rss_after_burst_kib": rss_after_burst,
+        "fill_pushed": pushed, "fill_groups": groups, "fill_secs": fill_secs,
+        "held_after_fill": held_after_fill,
+        "rss_after_fill_kib": rss_after_fill,
+    }))
+}
+
+/// `--history-fill`: messages per new group (the server's default
+/// `--history`, so each is held), and API connections pushing at once.
+const FILL_PER_GROUP: usize = 100;
+const FILL_THREADS: usize = 4;
 
 pub fn direct(ctx: &mut RunContext, args: &BenchArgs, servers: &Servers) -> anyhow::Result<Value> {
     let tuning = Tuning {
