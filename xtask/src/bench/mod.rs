@@ -192,6 +192,12 @@ pub struct BenchArgs {
     /// `wshub-history-0` (0: only what the burst left).
     #[arg(long, default_value_t = 100_000)]
     pub history_fill: usize,
+    /// Runs of every scenario against every target, the targets' order
+    /// reversed every other round; summaries report medians. These
+    /// machines are noisy: two runs of one server differ by up to a
+    /// quarter, so a comparison within 10 % needs several rounds.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Pin the server to CPU 0 and the load processes to CPU 1 (taskset),
     /// so neither preempts the other; halves the server's cores.
     #[arg(long)]
@@ -265,37 +271,58 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             continue;
         }
         for size in sizes {
-            for &target in scenario.targets() {
-                if !targets.contains(&target) {
-                    continue;
+            // Several rounds alternate the order of the targets (forward,
+            // then backward), so neither always runs first on a warm or a
+            // cold machine; summaries take the median over rounds.
+            for round in 0..args.rounds.max(1) {
+                let mut order: Vec<Target> = scenario
+                    .targets()
+                    .iter()
+                    .copied()
+                    .filter(|t| targets.contains(t))
+                    .collect();
+                if round % 2 == 1 {
+                    order.reverse();
                 }
-                let target_name = spelling(&target);
-                eprintln!(
-                    "bench: {name} {target_name} {}",
-                    if size > 0 {
-                        size.to_string()
-                    } else {
-                        String::new()
-                    }
-                );
-                let mut servers = Servers::start(&ctx, target)
-                    .with_context(|| format!("starting {target_name}"))?;
-                let r = match scenario {
-                    Scenario::Burst => fanout(&mut ctx, &args, &servers, false),
-                    Scenario::Paced => fanout(&mut ctx, &args, &servers, true),
-                    Scenario::Direct => direct(&mut ctx, &args, &servers),
-                    Scenario::Idle => idle(&mut ctx, &args, &servers, size),
-                    Scenario::Connect => connect_rate(&mut ctx, &args, &servers),
-                    Scenario::RedisCommands => cluster::redis_commands(&mut ctx, &args, &servers),
-                    Scenario::Resubscribe => cluster::resubscribe(&mut ctx, &args, &mut servers),
-                    Scenario::ResumeStorm => storm::resume_storm(&mut ctx, &args, &servers),
-                };
-                let mut r = r.with_context(|| format!("{name} against {target_name}"))?;
-                load_cpu += r["load_cpu_s"].as_f64().unwrap_or(0.0);
-                r["scenario"] = json!(name);
-                r["target"] = json!(target_name);
-                eprintln!("  {r}");
-                results.push(r);
+                for target in order {
+                    let target_name = spelling(&target);
+                    eprintln!(
+                        "bench: {name} {target_name} {}{}",
+                        if size > 0 {
+                            size.to_string()
+                        } else {
+                            String::new()
+                        },
+                        if args.rounds > 1 {
+                            format!(" (round {})", round + 1)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    let mut servers = Servers::start(&ctx, target)
+                        .with_context(|| format!("starting {target_name}"))?;
+                    let r = match scenario {
+                        Scenario::Burst => fanout(&mut ctx, &args, &servers, false),
+                        Scenario::Paced => fanout(&mut ctx, &args, &servers, true),
+                        Scenario::Direct => direct(&mut ctx, &args, &servers),
+                        Scenario::Idle => idle(&mut ctx, &args, &servers, size),
+                        Scenario::Connect => connect_rate(&mut ctx, &args, &servers),
+                        Scenario::RedisCommands => {
+                            cluster::redis_commands(&mut ctx, &args, &servers)
+                        }
+                        Scenario::Resubscribe => {
+                            cluster::resubscribe(&mut ctx, &args, &mut servers)
+                        }
+                        Scenario::ResumeStorm => storm::resume_storm(&mut ctx, &args, &servers),
+                    };
+                    let mut r = r.with_context(|| format!("{name} against {target_name}"))?;
+                    load_cpu += r["load_cpu_s"].as_f64().unwrap_or(0.0);
+                    r["scenario"] = json!(name);
+                    r["target"] = json!(target_name);
+                    r["round"] = json!(round + 1);
+                    eprintln!("  {r}");
+                    results.push(r);
+                }
             }
         }
     }
