@@ -53,6 +53,8 @@ pub struct LoadResult {
     pub read_hist_us: Buckets,
     pub shared_stamp: u64,
     pub cpu_s: f64,
+    /// Bytes of the data frames received, headers included.
+    pub frame_bytes: u64,
 }
 
 impl Line for LoadResult {

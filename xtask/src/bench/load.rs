@@ -138,7 +138,14 @@ pub(super) async fn handshake(
             args.server,
             token(secret, user, groups)
         ),
-        None => format!("ws://{}/ws?userId={user}", args.server),
+        // A baseline has no tokens: the user, and the group to join.
+        None => {
+            let mut url = format!("ws://{}/ws?userId={user}", args.server);
+            for g in groups {
+                url.push_str(&format!("&group={g}"));
+            }
+            url
+        }
     };
     if resume {
         url.push_str("&resume=1");
@@ -227,5 +234,6 @@ fn finish(outcome: &receiver::Outcome, cpu_at_go: f64) -> anyhow::Result<()> {
         read_hist_us: Buckets::of(&outcome.read_hist),
         shared_stamp: outcome.shared_stamp,
         cpu_s: cpu_seconds("self") - cpu_at_go,
+        frame_bytes: outcome.frame_bytes,
     })
 }

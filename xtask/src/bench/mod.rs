@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: drives a release `wshub-server` over loopback from
-//! separate load processes, runs the same load against two baselines, and
+//! separate load processes, runs the same load against the baselines
+//! (`baseline.rs`: a careful minimal hub, a minimal hub that flushes every
+//! frame, and the raw limit; their frames padded to wshub's length), and
 //! prints a table (JSON under `target/bench/`). See BENCHMARKS.md.
 //!
 //! `--cluster` runs fan-out and direct against one process and against a
@@ -26,7 +28,7 @@ use serde_json::json;
 
 use crate::cmd::{cargo, root, run as run_cmd};
 use procs::{RunContext, Servers, Target};
-use report::{cluster_summary, history_summary, machine, print_table, source};
+use report::{baseline_summary, cluster_summary, history_summary, machine, print_table, source};
 use scenarios::{connect_rate, direct, fanout, idle};
 
 pub(crate) const SECRET: &str = "bench-secret-0123456789abcdef";
@@ -43,7 +45,8 @@ pub(crate) fn spelling<T: ValueEnum>(choice: &T) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// Fan-out: pushes to the group as fast as the API answers.
+    /// Fan-out: pushes to the group as fast as the API answers
+    /// (`--push-conns` at once), each push's API latency recorded.
     Burst,
     /// Fan-out: pushes at `--paced-rate` for `--paced-secs`.
     Paced,
@@ -77,13 +80,20 @@ impl Scenario {
             Scenario::Burst => &[
                 Target::Wshub,
                 Target::WshubNoHistory,
+                Target::CarefulHub,
                 Target::Hub,
                 Target::Raw,
                 Target::Cluster,
             ],
-            Scenario::Paced => &[Target::Wshub, Target::Hub, Target::Raw, Target::Cluster],
+            Scenario::Paced => &[
+                Target::Wshub,
+                Target::CarefulHub,
+                Target::Hub,
+                Target::Raw,
+                Target::Cluster,
+            ],
             Scenario::ResumeStorm => &[Target::Wshub, Target::Cluster],
-            Scenario::Idle => &[Target::Wshub, Target::Hub],
+            Scenario::Idle => &[Target::Wshub, Target::CarefulHub, Target::Hub],
             Scenario::Direct => &[Target::Wshub, Target::Cluster],
             Scenario::Connect => &[Target::Wshub],
             Scenario::RedisCommands | Scenario::Resubscribe => &[Target::Cluster],
@@ -100,9 +110,10 @@ const DEFAULT_SCENARIOS: [Scenario; 6] = [
     Scenario::Connect,
     Scenario::Idle,
 ];
-const DEFAULT_TARGETS: [Target; 4] = [
+const DEFAULT_TARGETS: [Target; 5] = [
     Target::Wshub,
     Target::WshubNoHistory,
+    Target::CarefulHub,
     Target::Hub,
     Target::Raw,
 ];
@@ -139,6 +150,11 @@ pub struct BenchArgs {
     /// Pushes in the fan-out burst.
     #[arg(long, default_value_t = 200)]
     pub pushes: usize,
+    /// burst and paced: API connections pushing at once, each waiting for
+    /// its answer before its next push (so at most this many pushes in
+    /// flight); every push's API latency is reported.
+    #[arg(long, default_value_t = 16)]
+    pub push_conns: usize,
     /// Pushes per second in the paced fan-out.
     #[arg(long, default_value_t = 20)]
     pub paced_rate: u64,
@@ -168,9 +184,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 250)]
     pub poll_us: u64,
     /// Servers to measure, comma-separated [default:
-    /// wshub,wshub-history-0,minimal-hub,raw-limit; with --cluster:
-    /// wshub,wshub-cluster]
-    /// (each only runs the scenarios it takes part in).
+    /// wshub,wshub-history-0,careful-hub,minimal-hub-flush-each,raw-limit;
+    /// with --cluster: wshub,wshub-cluster] (each only runs the scenarios
+    /// it takes part in). The baselines: careful-hub (broadcast channel
+    /// per group, tokio-tungstenite with 8 KiB read and 16 KiB write
+    /// buffers, up to 64 frames per flush), minimal-hub-flush-each
+    /// (default buffers, a flush per frame; `minimal-hub` also chooses
+    /// it), raw-limit (one pre-framed buffer written to every socket);
+    /// none has auth or an envelope, and the bodies pushed to them are
+    /// padded so their frames are as long as wshub's.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub targets: Option<Vec<Target>>,
     /// redis-commands: group sizes to push to, comma-separated
@@ -340,6 +362,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if let Some(summary) = history_summary(&report["results"]) {
         report["history"] = summary;
     }
+    if let Some(summary) = baseline_summary(&report["results"]) {
+        report["baselines"] = summary;
+    }
     print_table(&report);
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -386,10 +411,17 @@ mod tests {
             [
                 Target::Wshub,
                 Target::WshubNoHistory,
+                Target::CarefulHub,
                 Target::Hub,
                 Target::Raw
             ]
         );
+        // The burst compares wshub with the careful hub and the raw limit
+        // in one invocation, with 16 pushes in flight.
+        for t in [Target::Wshub, Target::CarefulHub, Target::Raw] {
+            assert!(Scenario::Burst.targets().contains(&t), "{t:?}");
+        }
+        assert_eq!(args.push_conns, 16);
         // History's price: burst against both; the storm against wshub.
         assert!(Scenario::Burst.targets().contains(&Target::WshubNoHistory));
         assert_eq!(Scenario::ResumeStorm.targets()[0], Target::Wshub);
@@ -459,10 +491,27 @@ mod tests {
 
     #[test]
     fn the_report_names_are_the_flag_spellings() {
-        let args = parse(&["--targets", "raw-limit,minimal-hub", "--scenarios", "idle"]).unwrap();
-        assert_eq!(args.targets(), [Target::Raw, Target::Hub]);
+        let args = parse(&[
+            "--targets",
+            "raw-limit,minimal-hub-flush-each,careful-hub",
+            "--scenarios",
+            "idle",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.targets(),
+            [Target::Raw, Target::Hub, Target::CarefulHub]
+        );
         let names: Vec<String> = args.targets().iter().map(spelling).collect();
-        assert_eq!(names, ["raw-limit", "minimal-hub"]);
+        assert_eq!(
+            names,
+            ["raw-limit", "minimal-hub-flush-each", "careful-hub"]
+        );
+        // The old name still chooses the hub that flushes every frame, and
+        // the report calls it by its new one.
+        let old = parse(&["--targets", "minimal-hub"]).unwrap();
+        assert_eq!(old.targets(), [Target::Hub]);
+        assert_eq!(spelling(&Target::Hub), "minimal-hub-flush-each");
         assert_eq!(spelling(&Scenario::Connect), "connect");
     }
 }

@@ -32,8 +32,15 @@ pub enum Target {
     /// but keeps none, so a burst against it prices what history costs.
     #[value(name = "wshub-history-0")]
     WshubNoHistory,
-    #[value(name = "minimal-hub")]
+    /// The careful minimal hub (`baseline.rs`): broadcast channel per
+    /// group, small buffers, up to 64 frames per flush.
+    #[value(name = "careful-hub")]
+    CarefulHub,
+    /// The minimal hub that flushes after every frame (`baseline.rs`);
+    /// `minimal-hub`, its earlier name, still chooses it.
+    #[value(name = "minimal-hub-flush-each", alias = "minimal-hub")]
     Hub,
+    /// The same bytes written straight to every socket (`baseline.rs`).
     #[value(name = "raw-limit")]
     Raw,
     /// Two wshub processes with `--redis` on one private redis-server
@@ -47,7 +54,8 @@ impl Target {
     fn baseline(self) -> Option<Kind> {
         match self {
             Target::Wshub | Target::WshubNoHistory | Target::Cluster => None,
-            Target::Hub => Some(Kind::Hub),
+            Target::CarefulHub => Some(Kind::Careful),
+            Target::Hub => Some(Kind::FlushEach),
             Target::Raw => Some(Kind::Raw),
         }
     }
@@ -55,6 +63,11 @@ impl Target {
     /// wshub verifies tokens; the baselines take `?userId=`.
     fn takes_token(self) -> bool {
         self.baseline().is_none()
+    }
+
+    /// A baseline: no envelope, so the bench pads what it pushes to it.
+    pub fn is_baseline(self) -> bool {
+        self.baseline().is_some()
     }
 }
 
@@ -564,6 +577,8 @@ pub struct Collected {
     pub shared_stamp: u64,
     pub last_ns: u64,
     pub cpu_s: f64,
+    /// Bytes of the data frames received, headers included.
+    pub frame_bytes: u64,
 }
 
 pub fn collect(loads: &mut [LoadProc], limit: Duration) -> anyhow::Result<Collected> {
@@ -574,6 +589,7 @@ pub fn collect(loads: &mut [LoadProc], limit: Duration) -> anyhow::Result<Collec
         shared_stamp: 0,
         last_ns: 0,
         cpu_s: 0.0,
+        frame_bytes: 0,
     };
     let deadline = Instant::now() + limit;
     for l in loads.iter_mut() {
@@ -589,6 +605,7 @@ pub fn collect(loads: &mut [LoadProc], limit: Duration) -> anyhow::Result<Collec
         all.shared_stamp += r.shared_stamp;
         all.last_ns = all.last_ns.max(r.last_ns);
         all.cpu_s += r.cpu_s;
+        all.frame_bytes += r.frame_bytes;
         r.hist_us.add_to(&mut all.hist)?;
         r.read_hist_us.add_to(&mut all.read_hist)?;
     }

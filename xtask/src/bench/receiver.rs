@@ -43,6 +43,8 @@ pub struct Outcome {
     /// later frame's receive timestamp (the kernel gives one per read).
     pub shared_stamp: u64,
     pub last_ns: u64,
+    /// Bytes of the data frames received, headers included.
+    pub frame_bytes: u64,
     /// The run ended on "stop" or a closed stdin, not by itself.
     pub stopped: bool,
 }
@@ -55,6 +57,7 @@ impl Outcome {
             received: 0,
             shared_stamp: 0,
             last_ns: 0,
+            frame_bytes: 0,
             stopped: false,
         })
     }
@@ -193,6 +196,7 @@ fn walk_frames(c: &mut Conn, stamp: Option<u64>, out: &mut Outcome) -> bool {
                     out.last_ns = out.last_ns.max(arrived);
                 }
                 data_frames += 1;
+                out.frame_bytes += end as u64;
                 c.received += 1;
                 out.received += 1;
             }

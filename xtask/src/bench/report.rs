@@ -12,7 +12,7 @@ pub fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
 
 pub fn percentiles(h: &Histogram<u64>) -> Value {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    json!({"p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "samples": h.len()})
+    json!({"p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "samples": h.len()})
 }
 
 /// The commit the servers were built from, with `-dirty` when the server's
@@ -84,20 +84,10 @@ pub fn print_table(report: &Value) {
         report["commit"].as_str().unwrap_or("?")
     );
     println!(
-        "{:<12} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
-        "scenario", "target", "rate", "p50 ms", "p99 ms", "p999 ms", "KiB/conn"
+        "{:<12} {:<22} {:>14} {:>10} {:>10} {:>10} {:>12} {:>13}",
+        "scenario", "target", "rate", "p50 ms", "p99 ms", "p999 ms", "KiB/conn", "API p99 ms"
     );
     let results = report["results"].as_array().cloned().unwrap_or_default();
-    let find = |scenario: &str, target: &str, size: Option<u64>| {
-        results
-            .iter()
-            .find(|r| {
-                r["scenario"] == scenario
-                    && r["target"] == target
-                    && size.is_none_or(|s| r["connections"].as_u64() == Some(s))
-            })
-            .cloned()
-    };
     for r in &results {
         if r["scenario"] == "redis-commands" || r["scenario"] == "resubscribe" {
             continue; // printed with the cluster summary below
@@ -109,7 +99,7 @@ pub fn print_table(report: &Value) {
             .or(r["resumes_per_s"].as_f64());
         let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
         println!(
-            "{:<12} {:<18} {:>14} {:>10} {:>10} {:>10} {:>12}",
+            "{:<12} {:<22} {:>14} {:>10} {:>10} {:>10} {:>12} {:>13}",
             r["scenario"].as_str().unwrap_or(""),
             match (r["scenario"].as_str(), r["connections"].as_u64()) {
                 (Some("idle"), Some(n)) => format!("{} {n}", r["target"].as_str().unwrap_or("")),
@@ -120,27 +110,10 @@ pub fn print_table(report: &Value) {
             f(&lat["p99_ms"]),
             f(&lat["p999_ms"]),
             f(&r["kib_per_connection"]),
+            f(&r["push_latency"]["p99_ms"]),
         );
     }
-    // wshub as a fraction of each baseline.
-    for scenario in ["burst", "paced"] {
-        if let Some(w) = find(scenario, "wshub", None) {
-            for base in ["minimal-hub", "raw-limit"] {
-                if let Some(b) = find(scenario, base, None) {
-                    let (wr, br) = (
-                        w["deliveries_per_s"].as_f64().unwrap_or(0.0),
-                        b["deliveries_per_s"].as_f64().unwrap_or(0.0),
-                    );
-                    if br > 0.0 {
-                        println!(
-                            "{scenario}: wshub delivers at {:.0}% of {base}",
-                            100.0 * wr / br
-                        );
-                    }
-                }
-            }
-        }
-    }
+    print_baselines(&report["baselines"]);
     print_cluster(&report["cluster"]);
     print_history(&report["history"]);
     println!(
@@ -440,5 +413,133 @@ fn print_cluster(c: &Value) {
                 .unwrap_or_default(),
             met(u)
         );
+    }
+}
+
+/// The baselines wshub is compared with, in the order the summary names
+/// them; its deliveries as a fraction of each.
+const BASELINES: [&str; 3] = ["careful-hub", "minimal-hub-flush-each", "raw-limit"];
+
+/// What issue 13 asks of the API while a burst goes out.
+const PUSH_P99_TARGET_MS: f64 = 50.0;
+
+/// wshub against the baselines (issue 13), from the rows of one run: per
+/// fan-out scenario, each target's median deliveries/s over its rounds,
+/// bytes per delivered frame, and API push latency (medians of the
+/// rounds' percentiles, the worst round's p99 and the largest max); wshub
+/// as a fraction of each baseline; for the burst, wshub's push p99 against
+/// 50 ms. `None` when no fan-out ran.
+pub fn baseline_summary(results: &Value) -> Option<Value> {
+    let rows = results.as_array()?;
+    let mut out = serde_json::Map::new();
+    for scenario in ["burst", "paced"] {
+        let runs: Vec<&Value> = rows.iter().filter(|r| r["scenario"] == scenario).collect();
+        let mut names: Vec<&str> = Vec::new();
+        for r in &runs {
+            let t = r["target"].as_str().unwrap_or("");
+            if !names.contains(&t) {
+                names.push(t);
+            }
+        }
+        if names.is_empty() {
+            continue;
+        }
+        let mut targets = serde_json::Map::new();
+        for &t in &names {
+            let of: Vec<&Value> = runs.iter().copied().filter(|r| r["target"] == t).collect();
+            let each = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<f64> {
+                of.iter().filter_map(|r| f(r)).collect()
+            };
+            let push = |k: &str| each(&|r| r["push_latency"][k].as_f64());
+            let worst = |xs: Vec<f64>| {
+                xs.into_iter()
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            };
+            targets.insert(
+                t.to_owned(),
+                json!({
+                    "rounds": of.len(),
+                    "deliveries_per_s": median(each(&|r| r["deliveries_per_s"].as_f64())),
+                    "runs_per_s": each(&|r| r["deliveries_per_s"].as_f64()),
+                    "bytes_per_delivery": median(each(&|r| r["bytes_per_delivery"].as_f64())),
+                    "push_conns": of.first().map(|r| r["push_conns"].clone()),
+                    "push_p50_ms": median(push("p50_ms")),
+                    "push_p90_ms": median(push("p90_ms")),
+                    "push_p99_ms": median(push("p99_ms")),
+                    "push_p99_ms_worst": worst(push("p99_ms")),
+                    "push_max_ms": worst(push("max_ms")),
+                }),
+            );
+        }
+        let rate = |t: &str| targets.get(t).and_then(|v| v["deliveries_per_s"].as_f64());
+        let mut ratios = serde_json::Map::new();
+        if let Some(w) = rate("wshub") {
+            for base in BASELINES {
+                if let Some(b) = rate(base).filter(|b| *b > 0.0) {
+                    ratios.insert(base.to_owned(), json!(w / b));
+                }
+            }
+        }
+        let mut row = json!({"targets": targets, "wshub_fraction_of": ratios});
+        if scenario == "burst" {
+            if let Some(w) = targets.get("wshub") {
+                let worst = w["push_p99_ms_worst"].as_f64().unwrap_or(f64::MAX);
+                row["wshub_push_p99"] = json!({
+                    "median_ms": w["push_p99_ms"], "worst_round_ms": worst,
+                    "target_ms": PUSH_P99_TARGET_MS, "met": worst <= PUSH_P99_TARGET_MS,
+                });
+            }
+        }
+        out.insert(scenario.to_owned(), row);
+    }
+    (!out.is_empty()).then(|| out.into())
+}
+
+fn print_baselines(b: &Value) {
+    let Some(scenarios) = b.as_object() else {
+        return;
+    };
+    let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+    for (scenario, s) in scenarios {
+        let Some(targets) = s["targets"].as_object() else {
+            continue;
+        };
+        println!(
+            "{scenario}: deliveries/s (median over rounds), bytes per delivered frame, API push latency (medians of the rounds' percentiles; max of all)"
+        );
+        for (t, v) in targets {
+            println!(
+                "  {:<24} {:>10.0}/s  {:>6.1} B/frame  {} rounds  {} API conns  push p50 {} ms, p90 {} ms, p99 {} ms (worst round {} ms), max {} ms",
+                t,
+                v["deliveries_per_s"].as_f64().unwrap_or(0.0),
+                v["bytes_per_delivery"].as_f64().unwrap_or(0.0),
+                v["rounds"],
+                v["push_conns"],
+                f(&v["push_p50_ms"]),
+                f(&v["push_p90_ms"]),
+                f(&v["push_p99_ms"]),
+                f(&v["push_p99_ms_worst"]),
+                f(&v["push_max_ms"]),
+            );
+        }
+        if let Some(ratios) = s["wshub_fraction_of"].as_object() {
+            for (base, r) in ratios {
+                println!(
+                    "  {scenario}: wshub delivers at {:.3}x {base} ({:.0}%)",
+                    r.as_f64().unwrap_or(0.0),
+                    100.0 * r.as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        let p = &s["wshub_push_p99"];
+        if !p.is_null() {
+            println!(
+                "  {scenario}: wshub API push p99 {} ms (median of rounds; worst round {} ms) with pushes in flight (target <= {:.0} ms: {})",
+                f(&p["median_ms"]),
+                f(&p["worst_round_ms"]),
+                PUSH_P99_TARGET_MS,
+                if p["met"].as_bool() == Some(true) { "met" } else { "MISSED" }
+            );
+        }
     }
 }

@@ -6,9 +6,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use super::cluster::{CommandStats, PushShare};
@@ -16,7 +18,7 @@ use super::lines::{LoadResult, Order};
 use super::load_args::{Mode, Tuning};
 use super::procs::{collect, start_loads, Layout, LoadPlan, RunContext, Servers, Target};
 use super::report::{latency_histogram, percentiles};
-use super::wire::now_ns;
+use super::wire::{now_ns, push_body};
 use super::{BenchArgs, API_KEY};
 
 /// A keep-alive HTTP/1.1 connection for API pushes to one group.
@@ -24,6 +26,10 @@ pub struct Pusher {
     stream: TcpStream,
     buf: Vec<u8>,
     path: String,
+    group: String,
+    /// Pad bodies to wshub's frame length (`wire::push_body`): for a
+    /// baseline, which sends the body as it came.
+    like_wshub: bool,
 }
 
 impl Pusher {
@@ -34,16 +40,28 @@ impl Pusher {
             stream,
             buf: Vec::with_capacity(4096),
             path: format!("/api/v1/groups/{group}/messages"),
+            group: group.to_owned(),
+            like_wshub: false,
         })
+    }
+
+    /// A pusher to a baseline of `target`, whose bodies are padded.
+    pub fn padded_for(mut self, target: Target) -> Self {
+        self.like_wshub = target.is_baseline();
+        self
     }
 
     /// Pushes a ~100-byte body carrying the send time; waits for the answer.
     pub fn push(&mut self) -> anyhow::Result<()> {
-        let body = format!(
-            r#"{{"body":{{"t":{},"pad":"{}"}}}}"#,
-            now_ns(),
-            "x".repeat(64)
-        );
+        self.push_nth(1).map(drop)
+    }
+
+    /// Pushes the group's `n`th message (from 1; only its digit count
+    /// matters, for the padding); returns how long the API took to answer,
+    /// from before the request was written to the end of the response.
+    pub fn push_nth(&mut self, n: u64) -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        let body = push_body(now_ns(), &self.group, n, self.like_wshub);
         let req = format!(
             "POST {} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.path,
@@ -76,7 +94,7 @@ impl Pusher {
                     }
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
-                return Ok(());
+                return Ok(t0.elapsed());
             }
         }
     }
@@ -103,6 +121,63 @@ impl Pushers {
     }
 }
 
+/// `pushes` pushes to `group` from `conns` API connections at once (each
+/// waits for its answer before its next push; connection j goes to server
+/// j mod servers), each push at its due time when `interval` is given.
+/// Returns each push's API latency (microseconds) and the seconds it took.
+fn push_concurrently(
+    servers: &Servers,
+    group: &str,
+    pushes: usize,
+    conns: usize,
+    interval: Option<Duration>,
+) -> anyhow::Result<(Histogram<u64>, f64)> {
+    let addrs = servers.addrs();
+    let pushers = (0..conns.clamp(1, pushes.max(1)))
+        .map(|j| Ok(Pusher::new(addrs[j % addrs.len()], group)?.padded_for(servers.target)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let next = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    let hists = std::thread::scope(|s| {
+        let workers: Vec<_> = pushers
+            .into_iter()
+            .map(|mut p| {
+                let next = &next;
+                s.spawn(move || -> anyhow::Result<Histogram<u64>> {
+                    let mut h = latency_histogram()?;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= pushes {
+                            return Ok(h);
+                        }
+                        if let Some(every) = interval {
+                            let due = t0 + every * i as u32;
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait); // pacing the load, not waiting for a result
+                            }
+                        }
+                        let took = p.push_nth(i as u64 + 1)?;
+                        h.record((took.as_micros() as u64).max(1))?;
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("push thread panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let mut all = latency_histogram()?;
+    for h in &hists {
+        all.add(h)?;
+    }
+    Ok((all, secs))
+}
+
 pub fn fanout(
     ctx: &mut RunContext,
     args: &BenchArgs,
@@ -127,7 +202,6 @@ pub fn fanout(
     };
     let plan = LoadPlan::new(args.subscribers, args.procs, Mode::Subscribe, tuning);
     let (mut loads, _) = start_loads(ctx, servers, &plan)?;
-    let mut pushers = Pushers::new(servers, &plan.group)?;
     let rss_before_pushes = servers.first().rss_kib();
     let stats0 = servers.redis.as_ref().map(CommandStats::read).transpose()?;
     let (cpu0, redis_cpu0) = (servers.cpu(), servers.redis_cpu());
@@ -135,18 +209,9 @@ pub fn fanout(
         l.say(Order::Go);
     }
     let start = now_ns();
-    let t0 = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / args.paced_rate.max(1) as f64);
-    for i in 0..pushes {
-        if paced {
-            let due = t0 + interval * i as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait); // pacing the load, not waiting for a result
-            }
-        }
-        pushers.push(i)?;
-    }
-    let push_secs = t0.elapsed().as_secs_f64();
+    let interval = paced.then(|| Duration::from_secs_f64(1.0 / args.paced_rate.max(1) as f64));
+    let (push_hist, push_secs) =
+        push_concurrently(servers, &plan.group, pushes, args.push_conns, interval)?;
     // Redis as the pushes left it (the load processes close their
     // connections as they finish, which Redis hears of too).
     let redis_row = match (&servers.redis, stats0) {
@@ -176,6 +241,9 @@ pub fn fanout(
         "deliveries": got.received, "expected": expected,
         "deliveries_per_s": if secs > 0.0 { got.received as f64 / secs } else { 0.0 },
         "push_secs": push_secs,
+        "push_conns": args.push_conns.clamp(1, pushes.max(1)),
+        "push_latency": percentiles(&push_hist),
+        "bytes_per_delivery": got.frame_bytes as f64 / got.received.max(1) as f64,
         "latency": percentiles(&got.hist),
         "read_latency": percentiles(&got.read_hist),
         "shared_stamp": got.shared_stamp,

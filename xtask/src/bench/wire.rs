@@ -35,9 +35,79 @@ pub(crate) fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The `"pad"` every push's body carries (about 100 bytes in all).
+const PUSH_PAD: usize = 64;
+
+/// The message body of a push: its send time `t` (wall-clock ns, read
+/// back by the receivers) and `pad` bytes of padding.
+fn push_inner(t: u64, pad: usize) -> String {
+    format!(r#"{{"t":{t},"pad":"{}"}}"#, "x".repeat(pad))
+}
+
+/// The frame wshub writes to a member of `group` for message number `n`
+/// (the `n`th message the process and the group stream have numbered, both
+/// from 1) carrying `body`, as `protocol::ServerFrame::message_json`
+/// encodes it: the node id is 16 hex digits, the epoch 8 characters, `ts`
+/// milliseconds.
+pub(crate) fn wshub_group_frame(node: u64, n: u64, group: &str, body: &str, ts_ms: u64) -> String {
+    format!(
+        r#"{{"type":"message","id":"{node:016x}-{n}","group":"{group}","body":{body},"ts":{ts_ms},"stream":"group:{group}","epoch":"AbCd1234","seq":{n}}}"#
+    )
+}
+
+/// The request body of push number `n` (from 1) to `group`, sent at `t`
+/// (wall-clock ns): `{"body":{"t":..,"pad":".."}}`.
+///
+/// wshub wraps the body in its envelope; a baseline (`like_wshub`) sends
+/// the request body as it came. So for a baseline the pad is lengthened
+/// until the request body is exactly as long as wshub's frame for the
+/// unpadded push (`wshub_group_frame` with the same `n` and a send time in
+/// `ts`): every frame a baseline writes is then as long, header included,
+/// as the frame wshub writes for the same push. With pushes in flight
+/// together wshub may number them in another order; the lengths then
+/// differ only where the number gains a digit (push 10, 100, ...), by a
+/// byte or two on those few pushes.
+pub(crate) fn push_body(t: u64, group: &str, n: u64, like_wshub: bool) -> String {
+    let inner = push_inner(t, PUSH_PAD);
+    let plain = format!(r#"{{"body":{inner}}}"#);
+    if !like_wshub {
+        return plain;
+    }
+    let want = wshub_group_frame(0, n, group, &inner, t / 1_000_000).len();
+    let pad = PUSH_PAD + want.saturating_sub(plain.len());
+    format!(r#"{{"body":{}}}"#, push_inner(t, pad))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wshub_frame_is_spelled_as_the_server_writes_it() {
+        // The frame issue 13 quotes from a running wshub.
+        let frame = wshub_group_frame(0x1a2b3c4d5e6f7a8b, 123, "bench", "<body>", 1764655589123);
+        assert_eq!(
+            frame,
+            r#"{"type":"message","id":"1a2b3c4d5e6f7a8b-123","group":"bench","body":<body>,"ts":1764655589123,"stream":"group:bench","epoch":"AbCd1234","seq":123}"#
+        );
+    }
+
+    #[test]
+    fn a_baseline_push_is_padded_to_wshubs_frame_length() {
+        let t = 1_764_655_589_123_456_789;
+        let plain = push_body(t, "bench", 7, false);
+        assert_eq!(plain.len(), 107);
+        for n in [1, 9, 10, 99, 100, 12_345] {
+            let inner = push_inner(t, PUSH_PAD);
+            let wshub = wshub_group_frame(u64::MAX, n, "bench", &inner, t / 1_000_000);
+            let padded = push_body(t, "bench", n, true);
+            assert_eq!(padded.len(), wshub.len(), "push {n}");
+            let v: serde_json::Value = serde_json::from_str(&padded).unwrap();
+            assert_eq!(v["body"]["t"], t);
+        }
+        // About 230 bytes: a frame header of 4 bytes either way.
+        assert!((126..=u16::MAX as usize).contains(&push_body(t, "bench", 1, true).len()));
+    }
 
     #[test]
     fn frame_lengths_use_the_shortest_form() {
