@@ -1,9 +1,114 @@
-//! Bodies of the server API (PROTOCOL.md §6).
+//! The server API (PROTOCOL.md §6): its routes, the bodies it reads and
+//! answers, and the checks of its headers and query strings. Pure parsing:
+//! the server feeds these the bytes of a request, the fuzz targets feed them
+//! anything.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::body::Body;
 use crate::ids::{GroupId, UserId};
+
+/// One API route, `/api/v1/<rest>`, with the ids it names already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiRoute {
+    PushUser(UserId),
+    PushGroup(GroupId),
+    Broadcast,
+    Member(GroupId, UserId),
+    Members(GroupId),
+    User(UserId),
+    Connections(UserId),
+    Stats,
+    UserHistory(UserId),
+    GroupHistory(GroupId),
+}
+
+impl ApiRoute {
+    /// Matches `rest`, the path after `/api/v1/` (not percent-decoded).
+    /// `Ok(None)`: no such path (404); `Err`: a path of the right shape
+    /// naming a bad id (400), with a message that shows at most 40
+    /// characters of it.
+    pub fn parse(rest: &str) -> Result<Option<ApiRoute>, String> {
+        let user = |s: &str| UserId::new(s).map_err(|e| format!("bad user id `{}`: {e}", clip(s)));
+        let group =
+            |s: &str| GroupId::new(s).map_err(|e| format!("bad group id `{}`: {e}", clip(s)));
+        let parts: Vec<&str> = rest.split('/').collect();
+        Ok(Some(match parts.as_slice() {
+            ["users", u, "messages"] => ApiRoute::PushUser(user(u)?),
+            ["groups", g, "messages"] => ApiRoute::PushGroup(group(g)?),
+            ["broadcast"] => ApiRoute::Broadcast,
+            ["groups", g, "members", u] => ApiRoute::Member(group(g)?, user(u)?),
+            ["groups", g, "members"] => ApiRoute::Members(group(g)?),
+            ["users", u] => ApiRoute::User(user(u)?),
+            ["users", u, "connections"] => ApiRoute::Connections(user(u)?),
+            ["stats"] => ApiRoute::Stats,
+            ["users", u, "history"] => ApiRoute::UserHistory(user(u)?),
+            ["groups", g, "history"] => ApiRoute::GroupHistory(group(g)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Whether the route answers `method` (an HTTP method name, as sent);
+    /// any other method is a 405.
+    pub fn allows(&self, method: &str) -> bool {
+        match self {
+            ApiRoute::PushUser(_) | ApiRoute::PushGroup(_) | ApiRoute::Broadcast => {
+                method == "POST"
+            }
+            ApiRoute::Member(..) => method == "PUT" || method == "DELETE",
+            ApiRoute::Members(_)
+            | ApiRoute::User(_)
+            | ApiRoute::Stats
+            | ApiRoute::UserHistory(_)
+            | ApiRoute::GroupHistory(_) => method == "GET",
+            ApiRoute::Connections(_) => method == "DELETE",
+        }
+    }
+
+    /// The path after `/api/v1/` that names this route: `parse` of it gives
+    /// the route back.
+    pub fn path(&self) -> String {
+        match self {
+            ApiRoute::PushUser(u) => format!("users/{u}/messages"),
+            ApiRoute::PushGroup(g) => format!("groups/{g}/messages"),
+            ApiRoute::Broadcast => "broadcast".to_owned(),
+            ApiRoute::Member(g, u) => format!("groups/{g}/members/{u}"),
+            ApiRoute::Members(g) => format!("groups/{g}/members"),
+            ApiRoute::User(u) => format!("users/{u}"),
+            ApiRoute::Connections(u) => format!("users/{u}/connections"),
+            ApiRoute::Stats => "stats".to_owned(),
+            ApiRoute::UserHistory(u) => format!("users/{u}/history"),
+            ApiRoute::GroupHistory(g) => format!("groups/{g}/history"),
+        }
+    }
+}
+
+/// At most 40 characters of `s`, for messages that show client input.
+pub fn clip(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// Reads the body of a push, `{"body": <any JSON>}`: the `body` is kept as
+/// raw JSON so it is delivered exactly as sent. Anything else is an error
+/// whose message is a `bad_request`'s.
+pub fn parse_push_body(bytes: &[u8]) -> Result<Body, String> {
+    // serde would read a JSON array into the struct by position.
+    if !bytes.trim_ascii_start().starts_with(b"{") {
+        return Err("body must be a JSON object: {\"body\": ..}".to_owned());
+    }
+    match serde_json::from_slice::<RawPush<'_>>(bytes) {
+        Ok(request) => Ok(Body::from_raw(request.body.to_owned())),
+        Err(e) => Err(format!("body must be {{\"body\": ..}}: {e}")),
+    }
+}
+
+/// `PushRequest`, borrowed: `{"body": <any JSON>}`.
+#[derive(Deserialize)]
+struct RawPush<'a> {
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
 
 /// `POST /api/v1/users/{user}/messages`, `/groups/{group}/messages`, `/broadcast`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,6 @@
 //! `wshub-server`: parses flags, sets up logs and the open-file limit, binds
 //! the listener and runs the server until SIGINT/SIGTERM (see `server.rs`).
 
-mod auth;
 mod cluster;
 mod config;
 mod http;
@@ -9,6 +8,9 @@ mod metrics;
 mod server;
 mod state;
 mod ws;
+
+// Shared with the fuzz targets through the library (`lib.rs`).
+use wshub_server::{auth, handshake};
 
 use std::process::ExitCode;
 

@@ -12,71 +12,16 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONNECTION};
 use hyper::{Method, Request, StatusCode};
 use protocol::api::{
-    valid_idempotency_key, GroupMembersResponse, HistoryQuery, KickResponse, MemberInfo,
-    MembershipResponse, PushResponse, StatsResponse, UserResponse,
+    clip, parse_push_body, valid_idempotency_key, ApiRoute as Route, GroupMembersResponse,
+    HistoryQuery, KickResponse, MemberInfo, MembershipResponse, PushResponse, StatsResponse,
+    UserResponse,
 };
-use protocol::{Body, ErrorCode, GroupId, UserId};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use protocol::ErrorCode;
 
 use super::response::{error, json, raw_json, HttpResponse};
 use super::REQUEST_TIMEOUT;
 use crate::auth::{api_key_matches, bearer};
 use crate::state::SharedState;
-
-/// One API route, with the ids it names already validated.
-enum Route {
-    PushUser(UserId),
-    PushGroup(GroupId),
-    Broadcast,
-    Member(GroupId, UserId),
-    Members(GroupId),
-    User(UserId),
-    Connections(UserId),
-    Stats,
-    UserHistory(UserId),
-    GroupHistory(GroupId),
-}
-
-impl Route {
-    /// Methods this route answers, for 405s.
-    fn allows(&self, m: &Method) -> bool {
-        match self {
-            Route::PushUser(_) | Route::PushGroup(_) | Route::Broadcast => m == Method::POST,
-            Route::Member(..) => m == Method::PUT || m == Method::DELETE,
-            Route::Members(_)
-            | Route::User(_)
-            | Route::Stats
-            | Route::UserHistory(_)
-            | Route::GroupHistory(_) => m == Method::GET,
-            Route::Connections(_) => m == Method::DELETE,
-        }
-    }
-}
-
-/// Matches `/api/v1/<rest>`. `Ok(None)`: no such path; `Err`: a bad id.
-fn parse_route(rest: &str) -> Result<Option<Route>, String> {
-    let user = |s: &str| UserId::new(s).map_err(|e| format!("bad user id `{}`: {e}", clip(s)));
-    let group = |s: &str| GroupId::new(s).map_err(|e| format!("bad group id `{}`: {e}", clip(s)));
-    let parts: Vec<&str> = rest.split('/').collect();
-    Ok(Some(match parts.as_slice() {
-        ["users", u, "messages"] => Route::PushUser(user(u)?),
-        ["groups", g, "messages"] => Route::PushGroup(group(g)?),
-        ["broadcast"] => Route::Broadcast,
-        ["groups", g, "members", u] => Route::Member(group(g)?, user(u)?),
-        ["groups", g, "members"] => Route::Members(group(g)?),
-        ["users", u] => Route::User(user(u)?),
-        ["users", u, "connections"] => Route::Connections(user(u)?),
-        ["stats"] => Route::Stats,
-        ["users", u, "history"] => Route::UserHistory(user(u)?),
-        ["groups", g, "history"] => Route::GroupHistory(group(g)?),
-        _ => return Ok(None),
-    }))
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(40).collect()
-}
 
 pub async fn handle(req: Request<Incoming>, rest: &str, state: &SharedState) -> HttpResponse {
     let started = Instant::now();
@@ -108,7 +53,7 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
         (None, true) => {} // dev mode: no key needed
     }
 
-    let route = match parse_route(rest) {
+    let route = match Route::parse(rest) {
         Ok(Some(route)) => route,
         Ok(None) => {
             return error(
@@ -118,7 +63,7 @@ async fn answer(req: Request<Incoming>, rest: &str, state: &SharedState) -> Http
         }
         Err(msg) => return error(ErrorCode::BadRequest, msg),
     };
-    if !route.allows(req.method()) {
+    if !route.allows(req.method().as_str()) {
         return error(
             ErrorCode::MethodNotAllowed,
             format!("{} is not allowed here", req.method()),
@@ -266,24 +211,10 @@ async fn push(req: Request<Incoming>, state: &SharedState, target: Target) -> Ht
         }
         Ok(Err(_)) => return error(ErrorCode::BadRequest, "could not read the request body"),
     };
-    // serde would read a JSON array into the struct by position.
-    if !bytes.trim_ascii_start().starts_with(b"{") {
-        return error(
-            ErrorCode::BadRequest,
-            "body must be a JSON object: {\"body\": ..}",
-        );
-    }
-    // Read `body` as raw JSON so it is delivered exactly as sent.
-    let request: RawPush<'_> = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                ErrorCode::BadRequest,
-                format!("body must be {{\"body\": ..}}: {e}"),
-            )
-        }
+    let body = match parse_push_body(&bytes) {
+        Ok(body) => body,
+        Err(msg) => return error(ErrorCode::BadRequest, msg),
     };
-    let body = Body::from_raw(request.body.to_owned());
     let d = match state.node.push(target, body, key).await {
         Ok(d) => d,
         Err(e) => return error(e.code(), e.message()),
@@ -313,11 +244,4 @@ fn request_timeout() -> HttpResponse {
     r.headers_mut()
         .insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
     r
-}
-
-/// `protocol::api::PushRequest`, borrowed: `{"body": <any JSON>}`.
-#[derive(Deserialize)]
-struct RawPush<'a> {
-    #[serde(borrow)]
-    body: &'a RawValue,
 }

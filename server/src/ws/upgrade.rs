@@ -5,17 +5,17 @@
 //! connection is admitted under the caps and its socket handed to
 //! `connection::serve`.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use hub_core::Session;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use protocol::connect::ConnectQuery;
 use protocol::{ErrorCode, UserId};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::connection::{self, Welcome};
 use crate::auth::{bearer, expiry_instant, TokenError};
+use crate::handshake::{origin_allowed, websocket_key};
 use crate::http::response::{error, HttpResponse};
 use crate::state::SharedState;
 
@@ -35,27 +35,16 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
         );
     };
 
-    let mut token = None;
-    let mut user_param = None;
     // §10: `resume=1` holds delivery until the client's first frame.
-    let mut resume = false;
-    if let Some(q) = req.uri().query() {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            match &*k {
-                // An empty `token=` counts as absent, so a header can still
-                // carry the token.
-                "token" if !v.is_empty() => token = Some(v.into_owned()),
-                "userId" => user_param = Some(v.into_owned()),
-                "resume" => resume = v == "1",
-                _ => {}
-            }
-        }
-    }
-    let claimed_user = match user_param.as_deref().map(UserId::new) {
-        None => None,
-        Some(Ok(u)) => Some(u),
-        Some(Err(e)) => return error(ErrorCode::BadRequest, format!("bad userId: {e}")),
+    let query = match ConnectQuery::parse(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return error(ErrorCode::BadRequest, format!("bad userId: {e}")),
     };
+    let ConnectQuery {
+        mut token,
+        user_id: claimed_user,
+        resume,
+    } = query;
     if token.is_none() {
         token = req
             .headers()
@@ -85,7 +74,11 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
             return error(ErrorCode::Forbidden, "userId does not match the token");
         }
     }
-    if !origin_allowed(state, req.headers(), token.is_some()) {
+    if !origin_allowed(
+        &state.config.allowed_origins,
+        req.headers(),
+        token.is_some(),
+    ) {
         state.node.stats().auth_failure();
         return error(ErrorCode::Forbidden, "origin not allowed");
     }
@@ -142,31 +135,6 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
     res
 }
 
-/// The `Sec-WebSocket-Key` of a well-formed opening handshake (RFC 6455
-/// §4.2.1): HTTP/1.1, `Upgrade: websocket`, `Connection: upgrade`, version
-/// 13, and a key that is the base64 of 16 bytes.
-fn websocket_key(version: Version, h: &HeaderMap) -> Option<String> {
-    if version != Version::HTTP_11 {
-        return None;
-    }
-    let has_token = |name: header::HeaderName, want: &str| {
-        h.get_all(name).iter().any(|v| {
-            v.to_str()
-                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
-                .unwrap_or(false)
-        })
-    };
-    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return None;
-    }
-    if h.get(header::SEC_WEBSOCKET_VERSION)?.as_bytes() != b"13" {
-        return None;
-    }
-    let key = h.get(header::SEC_WEBSOCKET_KEY)?.to_str().ok()?.trim();
-    let decoded = BASE64.decode(key).ok()?;
-    (decoded.len() == 16).then(|| key.to_owned())
-}
-
 fn authenticate(
     state: &SharedState,
     token: Option<&str>,
@@ -185,73 +153,5 @@ fn authenticate(
             (true, Some(user)) => Ok(Session::new(user.clone())),
             _ => Err(TokenError::Missing),
         },
-    }
-}
-
-/// `--allowed-origin` when given; otherwise any origin with a token, and in
-/// dev mode without a token only pages served from this machine, so a
-/// random site cannot open tokenless sockets in a developer's browser.
-fn origin_allowed(state: &SharedState, h: &HeaderMap, with_token: bool) -> bool {
-    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true; // not a browser
-    };
-    let allowed = &state.config.allowed_origins;
-    if !allowed.is_empty() {
-        return allowed
-            .iter()
-            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
-    }
-    if with_token {
-        return true;
-    }
-    let host = origin
-        .split_once("://")
-        .map_or(origin, |(_, rest)| rest)
-        .trim_start_matches('[');
-    let host = host.split([':', ']', '/']).next().unwrap_or("");
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(key: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, Upgrade"),
-        );
-        h.insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        h.insert(
-            header::SEC_WEBSOCKET_KEY,
-            HeaderValue::from_str(key).unwrap(),
-        );
-        h
-    }
-
-    #[test]
-    fn the_key_must_be_base64_of_sixteen_bytes_over_http_1_1() {
-        let good = "dGhlIHNhbXBsZSBub25jZQ==";
-        assert!(websocket_key(Version::HTTP_11, &headers(good)).is_some());
-        assert!(websocket_key(Version::HTTP_10, &headers(good)).is_none());
-        for bad in [
-            "x",
-            "not base64 at all!!",
-            "dGhlIHNhbXBsZQ==",
-            "dGhlIHNhbXBsZSBub25jZSEh",
-        ] {
-            assert!(
-                websocket_key(Version::HTTP_11, &headers(bad)).is_none(),
-                "{bad}"
-            );
-        }
     }
 }
