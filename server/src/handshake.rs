@@ -51,11 +51,13 @@ pub fn origin_allowed(allowed: &[String], h: &HeaderMap, with_token: bool) -> bo
     if with_token {
         return true;
     }
-    let host = origin
-        .split_once("://")
-        .map_or(origin, |(_, rest)| rest)
-        .trim_start_matches('[');
-    let host = host.split([':', ']', '/']).next().unwrap_or("");
+    let rest = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    // An IPv6 host is in brackets, and holds colons of its own.
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next(),
+        None => rest.split([':', '/']).next(),
+    }
+    .unwrap_or("");
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -127,6 +129,10 @@ mod tests {
         assert!(!origin_allowed(&[], &origin("https://evil.example"), false));
         assert!(origin_allowed(&[], &origin("http://localhost:8080"), false));
         assert!(origin_allowed(&[], &origin("http://127.0.0.1:8080"), false));
+        // Found by the upgrade_request fuzz target: IPv6 loopback was refused.
+        assert!(origin_allowed(&[], &origin("http://[::1]:8080"), false));
+        assert!(origin_allowed(&[], &origin("http://[::1]"), false));
+        assert!(!origin_allowed(&[], &origin("http://[2001:db8::1]:80"), false));
         assert!(!origin_allowed(
             &[],
             &origin("http://localhost.evil.example"),
