@@ -1,8 +1,13 @@
 //! `cargo xtask ci`: what CI runs on a clean clone, and what a contributor
 //! runs before pushing: format, clippy, every test, the end-to-end run on
-//! one process and on a two-process cluster, and the browser test.
+//! one process and on a two-process cluster, a short pass of every fuzz
+//! target, and the browser test.
 
 use crate::cmd::{cargo, run as run_cmd};
+
+/// Seconds per fuzz target in CI: seven targets, about a minute and a half
+/// of fuzzing in all (the long runs are in docs/testing.md).
+const CI_FUZZ_SECONDS: u64 = 12;
 
 pub fn run() -> anyhow::Result<()> {
     let mut fmt = cargo();
@@ -25,6 +30,23 @@ pub fn run() -> anyhow::Result<()> {
     // Cluster mode needs redis-server, which .ci/run installs; like the
     // cluster-mode tests, this fails (saying how to install it) without one.
     crate::e2e::run(true)?;
+    // A short pass of every fuzz target (docs/testing.md): cargo-fuzz, which
+    // .ci/run installs; a developer machine without it skips this.
+    let fuzz_required = std::env::var_os("WSHUB_REQUIRE_FUZZ").is_some();
+    match crate::fuzz::available() {
+        Ok(()) => {
+            let mut fmt = cargo();
+            fmt.args(["fmt", "--manifest-path", "xtask/fuzz/Cargo.toml", "--check"]);
+            run_cmd(fmt)?;
+            crate::fuzz::run(crate::fuzz::FuzzArgs {
+                seconds: CI_FUZZ_SECONDS,
+                targets: Vec::new(),
+                sanitizer: "none".to_owned(),
+            })?;
+        }
+        Err(why) if !fuzz_required => eprintln!("ci: fuzzing skipped: {why}"),
+        Err(why) => return Err(why),
+    }
     // The browser test needs Chromium and npm; a developer machine may not
     // have them, CI (which sets WSHUB_REQUIRE_BROWSER) always does.
     let required = std::env::var_os("WSHUB_REQUIRE_BROWSER").is_some();

@@ -6,12 +6,14 @@
 //!   `e2e --cluster` the same on two servers sharing a private Redis.
 //! - `browser`: the chat page in headless Chromium.
 //! - `bench`: the benchmark suite against a release server over loopback.
+//! - `fuzz`: every fuzz target of `xtask/fuzz` for N seconds (cargo-fuzz).
 
 mod bench;
 mod browser;
 mod ci;
 mod cmd;
 mod e2e;
+mod fuzz;
 mod tidy;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,9 @@ enum Command {
     },
     /// Drive the chat page in headless Chromium (needs `chromium` and npm).
     Browser,
+    /// Run every fuzz target for `--seconds` each (needs cargo-fuzz; see
+    /// docs/testing.md).
+    Fuzz(fuzz::FuzzArgs),
     /// Run the benchmark suite (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Internal: one load-generating process of the benchmark.
@@ -51,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ci => ci::run(),
         Command::E2e { cluster } => e2e::run(cluster),
         Command::Browser => browser::run(),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Load(args) => bench::load::run(args),
         Command::Baseline(args) => bench::baseline::run(args),
