@@ -132,7 +132,11 @@ mod tests {
         // Found by the upgrade_request fuzz target: IPv6 loopback was refused.
         assert!(origin_allowed(&[], &origin("http://[::1]:8080"), false));
         assert!(origin_allowed(&[], &origin("http://[::1]"), false));
-        assert!(!origin_allowed(&[], &origin("http://[2001:db8::1]:80"), false));
+        assert!(!origin_allowed(
+            &[],
+            &origin("http://[2001:db8::1]:80"),
+            false
+        ));
         assert!(!origin_allowed(
             &[],
             &origin("http://localhost.evil.example"),
