@@ -28,6 +28,9 @@ pub const SECRET: &str = "test-secret-which-is-long-enough";
 /// The API key `Server::start` gives the server and `Server::api` sends.
 pub const API_KEY: &str = "test-api-key";
 /// Bound on any single wait; a healthy run never gets near it.
+/// Receive buffer of `Server::silent_client`.
+pub const SILENT_RCVBUF: u32 = 4 * 1024;
+
 pub const LIMIT: Duration = Duration::from_secs(20);
 
 /// A frame without the stream placement of §10 (`stream`, `epoch`,

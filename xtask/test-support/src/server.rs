@@ -400,6 +400,29 @@ impl Server {
         Client::connect(&self.ws_url(&format!("token={t}"))).await
     }
 
+    /// Connects `user` like `client`, but over a socket whose receive
+    /// buffer is 4 KiB (`SILENT_RCVBUF`), so what the server has not
+    /// written yet waits in its queue, not in this host's kernel.
+    pub async fn silent_client(&self, user: &str, groups: &[&str]) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .set_recv_buffer_size(crate::SILENT_RCVBUF)
+            .expect("SO_RCVBUF");
+        let stream = socket.connect(self.addr).await.expect("connect");
+        let secret = self.secret.as_deref().expect("started without .secret()");
+        let t = sign(
+            &json!({"sub": user, "groups": groups, "exp": now() + 3600}),
+            secret,
+        );
+        let (ws, _) = tokio_tungstenite::client_async(
+            self.ws_url(&format!("token={t}")),
+            tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .expect("upgrade");
+        Client::after_upgrade(ws).await
+    }
+
     /// One request to the server API with the key it was started with;
     /// returns the status and the JSON body.
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
