@@ -4,7 +4,9 @@
 //! two users chat directly, a third joins a group, the backend pushes a
 //! promotion to the group, a user with two connections gets everything on
 //! both, and a bad frame gets its error. Then SIGTERM, and every process
-//! must end cleanly. Any miss exits non-zero.
+//! must end: the listeners run with `--no-reconnect` (otherwise they would
+//! wait for the server to come back) and exit 3, the server exits 0. Any
+//! miss exits non-zero.
 //!
 //! `cargo xtask e2e --cluster` runs the same scenario on a cluster
 //! (PROTOCOL.md §11): a private `redis-server` and two `wshub-server`
@@ -270,11 +272,20 @@ pub fn run(cluster: bool) -> anyhow::Result<()> {
     )?;
 
     // In a cluster, bob is on server 2 and alice has a connection on each.
-    let bob = Proc::spawn("bob", cli(&url2, &["--token", &bob_token, "listen"]))?;
+    let bob = Proc::spawn(
+        "bob",
+        cli(&url2, &["--token", &bob_token, "listen", "--no-reconnect"]),
+    )?;
     bob.expect("\"welcome\"")?;
-    let alice1 = Proc::spawn("alice-phone", cli(&url1, &["--as", "alice", "listen"]))?;
+    let alice1 = Proc::spawn(
+        "alice-phone",
+        cli(&url1, &["--as", "alice", "listen", "--no-reconnect"]),
+    )?;
     alice1.expect("\"welcome\"")?;
-    let alice2 = Proc::spawn("alice-laptop", cli(&url2, &["--as", "alice", "listen"]))?;
+    let alice2 = Proc::spawn(
+        "alice-laptop",
+        cli(&url2, &["--as", "alice", "listen", "--no-reconnect"]),
+    )?;
     alice2.expect("\"welcome\"")?;
     if cluster {
         settle(&rt, s1, "bob", 1)?;
@@ -392,8 +403,11 @@ pub fn run(cluster: bool) -> anyhow::Result<()> {
         for p in [&mut bob, &mut alice2] {
             let s = p.wait()?;
             check(
-                &format!("{}'s listen ends cleanly on 1001 from server 2", p.name),
-                s.success(),
+                &format!(
+                    "{}'s listen --no-reconnect ends (exit 3) on 1001 from server 2",
+                    p.name
+                ),
+                s.code() == Some(3),
                 s,
             )?;
         }
@@ -421,8 +435,8 @@ pub fn run(cluster: bool) -> anyhow::Result<()> {
     for p in left {
         let s = p.wait()?;
         check(
-            &format!("{}'s listen ends cleanly on 1001", p.name),
-            s.success(),
+            &format!("{}'s listen --no-reconnect ends (exit 3) on 1001", p.name),
+            s.code() == Some(3),
             s,
         )?;
     }
