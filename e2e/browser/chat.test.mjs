@@ -15,35 +15,15 @@
 // The script starts the server itself (so it can restart it and watch the
 // page reconnect). Environment (set by xtask): WSHUB_SERVER (binary),
 // WSHUB_SECRET, ALICE_TOKEN, BOB_TOKEN, API_KEY, SHOTS (directory),
-// CHROMIUM (executable).
+// CHROMIUM (executable). What it shares with cluster.test.mjs (server start,
+// the problem watch, page and API helpers) is in common.mjs.
 
-import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import net from "node:net";
-
-// Starts wshub-server on `listen`; resolves with the process and its address
-// once it logs "listening on ADDR".
-function startServer(listen) {
-  const child = spawn(process.env.WSHUB_SERVER, [
-    "--listen", listen, "--secret", process.env.WSHUB_SECRET,
-    "--api-key", process.env.API_KEY, "--public-group", "lobby",
-  ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } });
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stderr });
-    lines.on("line", (line) => {
-      const m = line.match(/listening on (\S+)/);
-      if (m) resolve({ child, addr: m[1] });
-    });
-    child.on("exit", (code) => reject(new Error("server exited early: " + code)));
-  });
-}
-
-function stopServer(child) {
-  return new Promise((resolve) => { child.on("exit", resolve); child.kill("SIGTERM"); });
-}
+import {
+  api as serverApi, connect, eventually, launchBrowser, openPage, problemWatch, send, shotsDir,
+  shown, startServer, stopServer,
+} from "./common.mjs";
 
 // A TCP proxy in front of the server, so the test can cut a page's
 // connection at will without touching the server: cut() drops every open
@@ -78,50 +58,16 @@ async function startProxy() {
 let server = await startServer("127.0.0.1:0");
 const proxy = await startProxy();
 const base = "http://" + server.addr;
-const shots = process.env.SHOTS;
-mkdirSync(shots, { recursive: true });
-const timeout = 15000;
+const shots = shotsDir();
+const browser = await launchBrowser();
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-
-// What went wrong on the pages, as "who: what". step() fails the run if a
-// step leaves anything here, so a problem is reported next to its step.
-const problems = [];
 // While the server is deliberately down, the pages' reconnect attempts fail
 // and Chromium logs each one as a console error; only those are expected.
 let serverDown = false;
-const RECONNECT_REFUSED = /^WebSocket connection to 'ws:\/\/([^'\/]+)\/ws\?[^']*' failed/;
 // Likewise while the proxy is cut, but only for sockets to the proxy: a
 // failure to reach the server itself is still a problem then.
 let proxyDown = false;
-function expectedRefusal(text) {
-  const m = text.match(RECONNECT_REFUSED);
-  return !!m && (serverDown || (proxyDown && m[1] === proxy.addr));
-}
-
-function watch(page, who, sink = problems) {
-  const report = (what) => sink.push(who + ": " + what);
-  page.on("console", (m) => {
-    // The page warns when it skips a message it already showed: the server
-    // promises exactly once, so that is a bug here, not a fix.
-    if (m.type() === "warning" && /duplicate/.test(m.text())) report("console warning: " + m.text());
-    if (m.type() !== "error") return;
-    if (expectedRefusal(m.text())) return;
-    const at = m.location().url ? " (at " + m.location().url + ")" : "";
-    report("console error: " + m.text() + at);
-  });
-  page.on("pageerror", (e) => report("uncaught error: " + e.message));
-  page.on("crash", () => report("page crashed"));
-  page.on("requestfailed", (r) =>
-    report("request failed: " + r.method() + " " + r.url() + " " + (r.failure()?.errorText ?? "")));
-  page.on("response", (r) => {
-    if (r.status() >= 400) report("HTTP " + r.status() + " for " + r.request().method() + " " + r.url());
-  });
-}
+const { watch, step } = problemWatch((addr) => serverDown || (proxyDown && addr === proxy.addr));
 
 // The policy as a map from directive to its sources.
 function directives(policy) {
@@ -156,60 +102,22 @@ function checkPageHeaders(res) {
 // Opens the page from `origin` (the server, or the proxy in front of it) and
 // connects with `token`.
 async function signIn(token, viewport, who, origin = base) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  page.setDefaultTimeout(timeout);
-  watch(page, who);
-  checkPageHeaders(await page.goto(origin + "/"));
+  const { page, res } = await openPage(browser, watch, who, origin + "/", viewport);
+  checkPageHeaders(res);
   // The stylesheet applied (body margin is 8px by default) and the script
   // ran (the connect button works below): both are allowed by the policy.
   assert.equal(await page.evaluate(() => getComputedStyle(document.body).marginTop), "0px");
-  await page.fill("#token", token);
-  await page.click("#connect");
-  await page.waitForSelector("#state.connected");
+  await connect(page, token);
   return page;
 }
 
-async function send(page, to, text) {
-  await page.fill("#to", to);
-  await page.fill("#text", text);
-  await page.click("#send");
-}
-
-function step(name) {
-  if (problems.length) {
-    throw new Error("problems on the pages during \"" + name + "\":\n  " + problems.join("\n  "));
-  }
-  console.log("  ok  " + name);
-}
-
-// Polls `cond` until it holds or `ms` pass; for events that arrive after
-// the action that caused them.
-async function eventually(cond, ms = 5000) {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) {
-    if (await cond()) return true;
-  }
-  return cond();
-}
-
-// The server API, as a backend calls it.
-async function api(method, path, body) {
-  const res = await fetch(base + "/api/v1" + path, {
-    method,
-    headers: { "authorization": "Bearer " + process.env.API_KEY, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, method + " " + path);
-  return res.json();
+// The server API, as a backend calls it, through the current server.
+function api(method, path, body) {
+  return serverApi(server, method, path, body);
 }
 
 async function connections(user) {
   return (await api("GET", "/users/" + user)).connections;
-}
-
-// How many messages in `page`'s log show `text`.
-function shown(page, text) {
-  return page.locator("#log .msg", { hasText: text }).count();
 }
 
 try {

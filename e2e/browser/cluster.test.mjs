@@ -15,126 +15,37 @@
 // Environment (set by `cargo xtask browser`): WSHUB_SERVER (binary),
 // WSHUB_REDIS (redis://HOST:PORT/DB), WSHUB_SECRET, ALICE_TOKEN (groups:
 // promo), BOB_TOKEN, API_KEY, SHOTS (directory), CHROMIUM (executable).
+// The helpers it shares with chat.test.mjs are in common.mjs.
 
-import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
+import {
+  api, connect, launchBrowser, openPage, problemWatch, send, shotsDir, shown, startServer,
+  stopServer,
+} from "./common.mjs";
 
-// Starts a cluster process on `listen`; resolves once it logged both
-// "listening on ADDR" and "broker up" (it has reached Redis), with the
-// process and its address.
-function startServer(listen) {
-  const child = spawn(process.env.WSHUB_SERVER, [
-    "--listen", listen, "--secret", process.env.WSHUB_SECRET,
-    "--api-key", process.env.API_KEY, "--public-group", "lobby",
-    "--redis", process.env.WSHUB_REDIS,
-  ], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, RUST_LOG: "info" } });
-  const log = [];
-  return new Promise((resolve, reject) => {
-    let addr = null, up = false;
-    const lines = createInterface({ input: child.stderr });
-    lines.on("line", (line) => {
-      log.push(line);
-      const m = line.match(/listening on (\S+)/);
-      if (m) addr = m[1];
-      if (/broker up/.test(line)) up = true;
-      if (addr && up) resolve({ child, addr });
-    });
-    child.on("exit", (code, signal) =>
-      reject(new Error("server exited early (" + (code ?? signal) + "):\n" + log.join("\n"))));
-  });
+// A cluster process on `listen`, on the Redis xtask started; resolves once
+// it has reached Redis.
+function startNode(listen) {
+  return startServer(listen, { redis: process.env.WSHUB_REDIS });
 }
 
-// SIGKILL; resolves once the process is gone.
-function killServer(child) {
-  return new Promise((resolve) => { child.on("exit", resolve); child.kill("SIGKILL"); });
-}
+let a = await startNode("127.0.0.1:0");
+const b = await startNode("127.0.0.1:0");
+const shots = shotsDir();
+const browser = await launchBrowser();
 
-let a = await startServer("127.0.0.1:0");
-const b = await startServer("127.0.0.1:0");
-const shots = process.env.SHOTS;
-mkdirSync(shots, { recursive: true });
-const timeout = 15000;
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-
-const problems = [];
 // While A is down, alice's page tries to reconnect to it and Chromium logs
 // each failed attempt as a console error; only those are expected, and only
 // for sockets to A's address: a failure to reach B is still a problem.
 let aDown = false;
-const RECONNECT_REFUSED = /^WebSocket connection to 'ws:\/\/([^'\/]+)\/ws\?[^']*' failed/;
-function expectedRefusal(text) {
-  const m = text.match(RECONNECT_REFUSED);
-  return !!m && aDown && m[1] === a.addr;
-}
-
-function watch(page, who) {
-  const report = (what) => problems.push(who + ": " + what);
-  page.on("console", (m) => {
-    // The page warns when it skips a message it already showed: the server
-    // promises exactly once, so that is a bug here, not a fix.
-    if (m.type() === "warning" && /duplicate/.test(m.text())) report("console warning: " + m.text());
-    if (m.type() !== "error") return;
-    if (expectedRefusal(m.text())) return;
-    const at = m.location().url ? " (at " + m.location().url + ")" : "";
-    report("console error: " + m.text() + at);
-  });
-  page.on("pageerror", (e) => report("uncaught error: " + e.message));
-  page.on("crash", () => report("page crashed"));
-  page.on("requestfailed", (r) =>
-    report("request failed: " + r.method() + " " + r.url() + " " + (r.failure()?.errorText ?? "")));
-  page.on("response", (r) => {
-    if (r.status() >= 400) report("HTTP " + r.status() + " for " + r.request().method() + " " + r.url());
-  });
-}
+const { watch, step } = problemWatch((addr) => aDown && addr === a.addr);
 
 async function signIn(token, who, server) {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(timeout);
-  watch(page, who);
-  const res = await page.goto("http://" + server.addr + "/");
+  const viewport = { width: 1000, height: 800 };
+  const { page, res } = await openPage(browser, watch, who, "http://" + server.addr + "/", viewport);
   assert.equal(res.status(), 200);
-  await page.fill("#token", token);
-  await page.click("#connect");
-  await page.waitForSelector("#state.connected");
+  await connect(page, token);
   return page;
-}
-
-async function send(page, to, text) {
-  await page.fill("#to", to);
-  await page.fill("#text", text);
-  await page.click("#send");
-}
-
-function step(name) {
-  if (problems.length) {
-    throw new Error("problems on the pages during \"" + name + "\":\n  " + problems.join("\n  "));
-  }
-  console.log("  ok  " + name);
-}
-
-// The server API through `server`, as a backend calls it.
-async function api(server, method, path, body) {
-  const res = await fetch("http://" + server.addr + "/api/v1" + path, {
-    method,
-    headers: { "authorization": "Bearer " + process.env.API_KEY, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, method + " " + path + " through " + server.addr);
-  return res.json();
-}
-
-// How many messages in `page`'s log show `text`.
-function shown(page, text) {
-  return page.locator("#log .msg", { hasText: text }).count();
 }
 
 // The messages `page` shows with their place: [{text, stream, seq}].
@@ -162,7 +73,7 @@ try {
   // A crashes. The hub goes on through B, and what is sent to alice
   // meanwhile is stored in Redis.
   aDown = true;
-  await killServer(a.child);
+  await stopServer(a.child, "SIGKILL");
   await alice.waitForSelector("#state.reconnecting");
   const away = [];
   await api(b, "POST", "/users/alice/messages", { body: "pushed while A was down" });
@@ -177,7 +88,7 @@ try {
   await alice.screenshot({ path: shots + "/cluster-alice-away.png" });
 
   // A new process on A's address and the same Redis.
-  a = await startServer(a.addr);
+  a = await startNode(a.addr);
   await alice.waitForSelector("#state.connected");
   aDown = false;
   await send(bob, "alice", "live after the restart");
