@@ -1,13 +1,18 @@
 //! `cargo xtask ci`: what CI runs on a clean clone, and what a contributor
 //! runs before pushing: format, clippy, every test, the end-to-end run on
-//! one process and on a two-process cluster, a short pass of every fuzz
-//! target, and the browser test.
+//! one process and on a two-process cluster, the soak (two minutes on one
+//! process, two on a cluster), a short pass of every fuzz target, and the
+//! browser test.
 
 use crate::cmd::{cargo, run as run_cmd};
 
 /// Seconds per fuzz target in CI: seven targets, about a minute and a half
 /// of fuzzing in all (the long runs are in docs/testing.md).
 const CI_FUZZ_SECONDS: u64 = 12;
+
+/// Minutes of load per soak run in CI (docs/testing.md, "Soak"): one run on
+/// one process, one on a cluster; each adds about 10 s of start and drain.
+const CI_SOAK_MINUTES: f64 = 2.0;
 
 pub fn run() -> anyhow::Result<()> {
     let mut fmt = cargo();
@@ -30,6 +35,10 @@ pub fn run() -> anyhow::Result<()> {
     // Cluster mode needs redis-server, which .ci/run installs; like the
     // cluster-mode tests, this fails (saying how to install it) without one.
     crate::e2e::run(true)?;
+    // The soak: no loss, no duplicate, no panic, flat RSS, files and
+    // threads. The cluster run needs redis-server like the e2e above.
+    crate::soak::run_default(CI_SOAK_MINUTES, false)?;
+    crate::soak::run_default(CI_SOAK_MINUTES, true)?;
     // A short pass of every fuzz target (docs/testing.md): cargo-fuzz, which
     // .ci/run installs; a developer machine without it skips this.
     let fuzz_required = std::env::var_os("WSHUB_REQUIRE_FUZZ").is_some();

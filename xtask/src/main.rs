@@ -7,6 +7,8 @@
 //! - `browser`: the chat page in headless Chromium.
 //! - `bench`: the benchmark suite against a release server over loopback.
 //! - `fuzz`: every fuzz target of `xtask/fuzz` for N seconds (cargo-fuzz).
+//! - `soak`: a bounded mixed load for N minutes with an exactly-once checker
+//!   and RSS, open-file and thread samples (`--cluster`: on two servers).
 
 mod bench;
 mod browser;
@@ -14,6 +16,7 @@ mod ci;
 mod cmd;
 mod e2e;
 mod fuzz;
+mod soak;
 mod tidy;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +44,9 @@ enum Command {
     /// Run every fuzz target for `--seconds` each (needs cargo-fuzz; see
     /// docs/testing.md).
     Fuzz(fuzz::FuzzArgs),
+    /// A bounded mixed load for `--minutes` with an exactly-once checker and
+    /// resource samples (see docs/testing.md, "Soak").
+    Soak(soak::SoakArgs),
     /// Run the benchmark suite (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Internal: one load-generating process of the benchmark.
@@ -57,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::E2e { cluster } => e2e::run(cluster),
         Command::Browser => browser::run(),
         Command::Fuzz(args) => fuzz::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Load(args) => bench::load::run(args),
         Command::Baseline(args) => bench::baseline::run(args),

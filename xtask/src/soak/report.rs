@@ -1,0 +1,287 @@
+//! The soak's verdict: growth of RSS, open files and threads, the checker's
+//! tallies, a summary on stderr, and `target/soak/<stamp>.json` with the
+//! samples in `target/soak/<stamp>.csv`.
+//!
+//! Growth is the mean of the last quarter of the load phase over the mean
+//! of its second quarter, minus one: the first quarter is warm-up (buffers,
+//! allocator arenas, histories filling up to `--history`), the drain after
+//! the load is left out.
+
+use std::fmt::Write as _;
+
+use anyhow::bail;
+use serde_json::{json, Value};
+
+use super::load::Outcome;
+use super::sample::Sample;
+use super::{Phase, SoakArgs};
+
+/// (mean of the second quarter, mean of the last quarter, growth in %) of
+/// `value` over the samples of one process taken while the load ran.
+pub(crate) fn growth(points: &[(f64, f64)], load_s: f64) -> Option<(f64, f64, f64)> {
+    let mean = |from: f64, to: f64| {
+        let v: Vec<f64> = points
+            .iter()
+            .filter(|(t, _)| *t >= from * load_s && *t <= to * load_s)
+            .map(|(_, v)| *v)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let q2 = mean(0.25, 0.5)?;
+    let q4 = mean(0.75, 1.0)?;
+    let pct = if q2 > 0.0 {
+        (q4 / q2 - 1.0) * 100.0
+    } else {
+        0.0
+    };
+    Some((q2, q4, pct))
+}
+
+/// `YYYYMMDDTHHMMSSZ` of now (UTC).
+fn stamp() -> String {
+    let secs = test_support::now();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn csv(samples: &[Sample]) -> String {
+    let mut out = String::from(
+        "t_s,phase,process,rss_kib,threads,fds,connections,delivered_total,\
+         delivered_per_s,frames_sent_total,client_received_total,client_received_per_s\n",
+    );
+    let mut prev: std::collections::HashMap<usize, (f64, f64, u64)> = Default::default();
+    for s in samples {
+        let (rate, crate_) = match prev.get(&s.proc) {
+            Some(&(t, d, c)) if s.t_s > t => (
+                (s.delivered_total - d) / (s.t_s - t),
+                (s.client_received_total - c) as f64 / (s.t_s - t),
+            ),
+            _ => (f64::NAN, f64::NAN),
+        };
+        prev.insert(s.proc, (s.t_s, s.delivered_total, s.client_received_total));
+        let name = if s.proc == 0 {
+            "redis".to_owned()
+        } else {
+            format!("server{}", s.proc)
+        };
+        let _ = writeln!(
+            out,
+            "{:.2},{:?},{name},{},{},{},{},{},{:.1},{},{},{:.1}",
+            s.t_s,
+            s.phase,
+            s.rss_kib,
+            s.threads,
+            s.fds,
+            s.connections,
+            s.delivered_total,
+            rate,
+            s.frames_sent_total,
+            s.client_received_total,
+            crate_
+        );
+    }
+    out
+}
+
+pub(crate) fn finish(
+    args: &SoakArgs,
+    outcome: Outcome,
+    exits: Vec<Value>,
+    panics: Vec<String>,
+    log_errors: u64,
+) -> anyhow::Result<()> {
+    let load_s = args.load_secs();
+    let tally = &outcome.ctx.tally;
+    let counts = tally.counts();
+    let failures = tally.failures();
+    let mut verdicts = Vec::new();
+    let mut growth_rows = Vec::new();
+    let procs: std::collections::BTreeSet<usize> = outcome.samples.iter().map(|s| s.proc).collect();
+    for p in procs {
+        let of = |f: &dyn Fn(&Sample) -> f64| -> Vec<(f64, f64)> {
+            outcome
+                .samples
+                .iter()
+                .filter(|s| s.proc == p && s.phase == Phase::Load)
+                .map(|s| (s.t_s, f(s)))
+                .collect()
+        };
+        let name = if p == 0 {
+            "redis".to_owned()
+        } else {
+            format!("server{p}")
+        };
+        for (what, points) in [
+            ("rss_kib", of(&|s| s.rss_kib as f64)),
+            ("fds", of(&|s| s.fds as f64)),
+            ("threads", of(&|s| s.threads as f64)),
+        ] {
+            let Some((q2, q4, pct)) = growth(&points, load_s) else {
+                continue;
+            };
+            // Redis is shown, not judged: its memory is the history it keeps.
+            let judged = p != 0;
+            let ok = !judged || pct <= args.max_growth_pct;
+            if !ok {
+                verdicts.push(format!(
+                    "{name} {what} grew {pct:.1} % (> {} %)",
+                    args.max_growth_pct
+                ));
+            }
+            growth_rows.push(json!({
+                "process": name, "what": what, "q2_mean": q2, "q4_mean": q4,
+                "growth_pct": pct, "judged": judged, "ok": ok,
+            }));
+        }
+    }
+    for (kind, (n, _)) in &failures {
+        verdicts.push(format!("{n} × {kind}"));
+    }
+    for p in &panics {
+        verdicts.push(format!("panic in the log: {p}"));
+    }
+    for e in &exits {
+        if e["ok"] != true {
+            verdicts.push(format!("server exit: {e}"));
+        }
+    }
+    let pass = verdicts.is_empty();
+
+    let dir = crate::cmd::root().join("target").join("soak");
+    std::fs::create_dir_all(&dir)?;
+    let mode = if args.cluster { "cluster" } else { "single" };
+    let base = format!("{}-{mode}", stamp());
+    let json_path = dir.join(format!("{base}.json"));
+    let csv_path = dir.join(format!("{base}.csv"));
+    let received = outcome
+        .ctx
+        .received
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let peak = |f: &dyn Fn(&Sample) -> u64| {
+        outcome
+            .samples
+            .iter()
+            .filter(|s| s.proc != 0)
+            .map(f)
+            .max()
+            .unwrap_or(0)
+    };
+    let doc = json!({
+        "mode": mode,
+        "pass": pass,
+        "verdicts": verdicts,
+        "args": format!("{args:?}"),
+        "load_s": load_s,
+        "elapsed_s": outcome.elapsed_s,
+        "servers": outcome.ctx.servers.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "messages_received_by_clients": received,
+        "checked_streams_at_end": outcome.checked_streams,
+        "not_connected_at_end": outcome.not_connected_at_end,
+        "counts": counts,
+        "failures": failures.iter().map(|(k, (n, ex))| (k.clone(), json!({"count": n, "examples": ex}))).collect::<serde_json::Map<_, _>>(),
+        "recovered_false": tally.resets(),
+        "growth": growth_rows,
+        "growth_rule": "mean of the last quarter of the load over the mean of its second quarter, per server process; threads stand for tasks (the server does not expose a tokio task count)",
+        "peak": {"rss_kib": peak(&|s| s.rss_kib), "fds": peak(&|s| s.fds), "threads": peak(&|s| s.threads)},
+        "server_exits": exits,
+        "panics": panics,
+        "server_log_error_lines": log_errors,
+        "csv": csv_path.display().to_string(),
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    std::fs::write(&csv_path, csv(&outcome.samples))?;
+
+    eprintln!(
+        "\nsoak ({mode}): {:.0} s of load, {} clients",
+        load_s, args.clients
+    );
+    eprintln!("  messages received by clients: {received}");
+    for (k, v) in &counts {
+        eprintln!("  {k:<36} {v}");
+    }
+    eprintln!(
+        "  streams checked at the end: {}; not connected at the end: {}",
+        outcome.checked_streams, outcome.not_connected_at_end
+    );
+    eprintln!("  growth (q4 mean / q2 mean, load phase):");
+    for g in &growth_rows {
+        eprintln!(
+            "    {:<8} {:<8} {:>12.1} -> {:>12.1}  {:>+6.2} %{}",
+            g["process"].as_str().unwrap_or_default(),
+            g["what"].as_str().unwrap_or_default(),
+            g["q2_mean"].as_f64().unwrap_or(0.0),
+            g["q4_mean"].as_f64().unwrap_or(0.0),
+            g["growth_pct"].as_f64().unwrap_or(0.0),
+            if g["judged"] == true {
+                ""
+            } else {
+                "  (shown only)"
+            }
+        );
+    }
+    for (kind, (n, ex)) in &failures {
+        eprintln!("  FAIL {n} × {kind}");
+        for e in ex {
+            eprintln!("       {e}");
+        }
+    }
+    for p in &panics {
+        eprintln!("  PANIC {p}");
+    }
+    eprintln!("  report: {}", json_path.display());
+    eprintln!("  samples: {}", csv_path.display());
+    if !pass {
+        bail!("soak ({mode}) failed: {}", verdicts.join("; "));
+    }
+    eprintln!("soak ({mode}): PASS");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_compares_the_last_quarter_with_the_second() {
+        // 0..100 s: flat at 100 after a warm-up ramp, then 104 at the end.
+        let pts: Vec<(f64, f64)> = (0..=100)
+            .map(|t| {
+                let t = t as f64;
+                let v = if t < 20.0 {
+                    t * 5.0
+                } else if t < 75.0 {
+                    100.0
+                } else {
+                    104.0
+                };
+                (t, v)
+            })
+            .collect();
+        let (q2, q4, pct) = growth(&pts, 100.0).unwrap();
+        assert_eq!((q2, q4), (100.0, 104.0));
+        assert!((pct - 4.0).abs() < 1e-9);
+        assert!(growth(&[], 100.0).is_none());
+    }
+
+    #[test]
+    fn the_stamp_is_a_utc_date_and_time() {
+        let s = stamp();
+        assert_eq!(s.len(), 16);
+        assert!(s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[8] == b'T');
+    }
+}
