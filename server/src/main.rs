@@ -89,9 +89,12 @@ async fn start(config: Config) -> anyhow::Result<()> {
     let listener = bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!("listening on {addr}");
+    let signal = server::ShutdownSignal::listen()
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT/SIGTERM: {e}"))?;
     let state = State::new(config, CancellationToken::new())?;
-    server::run(listener, state).await;
+    // Last: whoever waits for this line may connect and signal at once.
+    tracing::info!("listening on {addr}");
+    server::run(listener, state, signal).await;
     Ok(())
 }
 

@@ -61,27 +61,45 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened for from the moment this is made: made
+/// before the server says it is listening, so a signal that comes right
+/// after that line is never met by the default action (which would kill
+/// the process without a drain, and lose the log lines still buffered).
+pub struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers now. Needs a running tokio runtime.
+    pub fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Resolves on the first SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -102,10 +120,10 @@ async fn expire_history(state: SharedState) {
 /// Runs the server until a shutdown signal, then drains: from the signal on,
 /// `/healthz` and new upgrades answer 503 and every open socket gets what was
 /// queued for it and a 1001 close, within `--shutdown-grace`.
-pub async fn run(listener: TcpListener, state: SharedState) {
+pub async fn run(listener: TcpListener, state: SharedState, mut signal: ShutdownSignal) {
     let accept = tokio::spawn(accept_loop(listener, state.clone()));
     tokio::spawn(expire_history(state.clone()));
-    shutdown_signal().await;
+    signal.recv().await;
     // First the flag (so /healthz and new upgrades answer 503 and a
     // connection registering right now closes itself), then the log line
     // (whoever reads it may rely on the flag), then the close signal to
