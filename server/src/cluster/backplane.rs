@@ -387,10 +387,7 @@ impl RedisBackplane {
 
     /// Reads streams in one script (`READ`): per (stream, epoch wanted,
     /// after, limit), where it stands and the entries asked for.
-    pub async fn read_streams(
-        &self,
-        asks: &[(StreamName, String, u64, usize)],
-    ) -> Result<Vec<StreamRead>, Unavailable> {
+    pub async fn read_streams(&self, asks: &[ReadAsk]) -> Result<Vec<StreamRead>, Unavailable> {
         if asks.is_empty() {
             return Ok(Vec::new());
         }
@@ -441,6 +438,11 @@ impl RedisBackplane {
 /// A push script's answer: delivered (-1: late), epoch, seq, duplicate,
 /// id.
 type PushAnswer = (i64, String, u64, i64, String);
+
+/// One stream to read (`READ` in scripts.rs): the stream, the epoch
+/// wanted ("" any, `~E` E or a new numbering from its start), the seq to
+/// read after, and how many entries at most.
+pub type ReadAsk = (StreamName, String, u64, usize);
 
 /// One stream as `read_streams` found it.
 #[derive(Debug)]

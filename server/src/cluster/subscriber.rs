@@ -35,7 +35,7 @@ use futures_util::StreamExt;
 use hub_core::{ConnId, Control, Epoch, Frame, Inbound, Placed, StreamName, Tag};
 use tokio_util::sync::CancellationToken;
 
-use super::backplane::{RedisBackplane, Subscriptions};
+use super::backplane::{ReadAsk, RedisBackplane, StreamRead, Subscriptions};
 use super::wire::{self, Arrived};
 use hub_core::Unavailable;
 
@@ -325,85 +325,88 @@ fn arrive(bp: &Arc<RedisBackplane>, channel: &str, a: Arrival) {
             drop(all);
             let bp = bp.clone();
             let channel = channel.to_owned();
-            tokio::spawn(async move {
-                fill(&bp, &channel, id, FILL_TRIES).await;
-            });
+            tokio::spawn(async move { fill(&bp, &channel, id, FILL_TRIES).await });
         }
     }
 }
 
-/// Fills a held channel from its stream's log and delivers what it held.
-/// With `tries` spent on failed reads: `false`, the channel still held
-/// when `tries` is 0 (a catch-up, which the heartbeat retries), else
-/// delivered gap and all.
-async fn fill(bp: &RedisBackplane, channel: &str, id: u64, tries: u32) -> bool {
+/// What to read to fill `channel` (track `id`), if it is still held.
+fn fill_ask(bp: &RedisBackplane, channel: &str, id: u64) -> Option<ReadAsk> {
+    let all = tracks(bp);
+    match all.get(channel) {
+        Some(t) if t.id == id && t.held.is_some() => {
+            // `~`: this numbering after `last`, or another one from its
+            // start.
+            let limit = bp.history.max_messages;
+            Some((t.stream.clone(), format!("~{}", t.epoch), t.last, limit))
+        }
+        _ => None,
+    }
+}
+
+/// Delivers what the log gave for a held channel, then what it held, in
+/// order. What is still missing is not in the log any more (or Redis is
+/// gone): delivered jumps and all.
+fn fill_apply(bp: &RedisBackplane, channel: &str, id: u64, read: Option<StreamRead>) {
+    let mut all = tracks(bp);
+    let Some(track) = all.get_mut(channel).filter(|t| t.id == id) else {
+        return;
+    };
+    if let Some(read) = read {
+        if read.current.epoch != track.epoch {
+            track.epoch = read.current.epoch;
+            track.last = 0;
+        }
+        for e in read.entries {
+            if e.seq > track.last {
+                let arrival = Arrival {
+                    stream: track.stream.clone(),
+                    epoch: read.current.epoch,
+                    seq: e.seq,
+                    skip: e.origin,
+                    frame: e.frame,
+                };
+                track.deliver(bp, arrival);
+            }
+        }
+    }
+    for a in track.held.take().unwrap_or_default() {
+        match track.step(&a) {
+            Step::Drop => {}
+            Step::Deliver | Step::Gap => track.deliver(bp, a),
+        }
+    }
+    track.catch_up = false;
+}
+
+/// Fills one held channel (a gap seen on it), retrying a failed read up
+/// to `tries` times before delivering what it held anyway.
+async fn fill(bp: &RedisBackplane, channel: &str, id: u64, tries: u32) {
     let mut failed = 0u32;
     loop {
-        let ask = {
-            let all = tracks(bp);
-            match all.get(channel) {
-                Some(t) if t.id == id && t.held.is_some() => {
-                    // `~`: this numbering after `last`, or another one
-                    // from its start.
-                    let limit = bp.history.max_messages;
-                    (t.stream.clone(), format!("~{}", t.epoch), t.last, limit)
-                }
-                _ => return true,
-            }
+        let Some(ask) = fill_ask(bp, channel, id) else {
+            return;
         };
-        let read = bp.read_streams(std::slice::from_ref(&ask)).await;
-        let read = match read {
+        let read = match bp.read_streams(std::slice::from_ref(&ask)).await {
             Ok(mut r) => r.pop(),
             Err(_) => None,
         };
         if read.is_none() {
             failed += 1;
-            if tries == 0 {
-                return false;
-            }
             if failed < tries {
                 tokio::time::sleep(FILL_RETRY).await;
                 continue;
             }
         }
-        let mut all = tracks(bp);
-        let Some(track) = all.get_mut(channel).filter(|t| t.id == id) else {
-            return true;
-        };
-        if let Some(read) = read {
-            if read.current.epoch != track.epoch {
-                track.epoch = read.current.epoch;
-                track.last = 0;
-            }
-            for e in read.entries {
-                if e.seq > track.last {
-                    let arrival = Arrival {
-                        stream: track.stream.clone(),
-                        epoch: read.current.epoch,
-                        seq: e.seq,
-                        skip: e.origin,
-                        frame: e.frame,
-                    };
-                    track.deliver(bp, arrival);
-                }
-            }
-        }
-        // What is still missing is not in the log any more (or Redis is
-        // gone): deliver what was held, jumps and all, in order.
-        for a in track.held.take().unwrap_or_default() {
-            match track.step(&a) {
-                Step::Drop => {}
-                Step::Deliver | Step::Gap => track.deliver(bp, a),
-            }
-        }
-        track.catch_up = false;
-        return true;
+        fill_apply(bp, channel, id, read);
+        return;
     }
 }
 
 /// After the pub/sub connection came back: fills every channel held since
-/// (`run` holds them before it reads the new connection). Fails when Redis
-/// did not answer; the channels stay held and the heartbeat tries again.
+/// (`run` holds them before it reads the new connection), `CATCH_UP_BATCH`
+/// channels per read of Redis. Fails when Redis did not answer; those
+/// channels stay held and the heartbeat tries again.
 pub async fn catch_up(bp: &RedisBackplane) -> Result<(), Unavailable> {
     let due: Vec<(String, u64)> = tracks(bp)
         .iter()
@@ -411,12 +414,13 @@ pub async fn catch_up(bp: &RedisBackplane) -> Result<(), Unavailable> {
         .map(|(c, t)| (c.clone(), t.id))
         .collect();
     for batch in due.chunks(CATCH_UP_BATCH) {
-        let done = futures_util::future::join_all(
-            batch.iter().map(|(channel, id)| fill(bp, channel, *id, 0)),
-        )
-        .await;
-        if done.iter().any(|ok| !ok) {
-            return Err(Unavailable);
+        let (held, asks): (Vec<&(String, u64)>, Vec<ReadAsk>) = batch
+            .iter()
+            .filter_map(|c| fill_ask(bp, &c.0, c.1).map(|a| (c, a)))
+            .unzip();
+        let reads = bp.read_streams(&asks).await?;
+        for ((channel, id), read) in held.into_iter().zip(reads) {
+            fill_apply(bp, channel, *id, Some(read));
         }
     }
     Ok(())
