@@ -615,10 +615,19 @@ async fn driver(ctx: Arc<Ctx>, what: &'static str, rate: f64, seed: u64) {
         }
         k += 1;
         let addr = ctx.servers[rng.below(ctx.servers.len() as u64) as usize];
-        let u = rng.below(n) as usize;
-        let body = json!({"body": {"k": format!("{what}-{k}")}}).to_string();
+        let mut u = rng.below(n) as usize;
+        let mut body = json!({"body": {"k": format!("{what}-{k}")}}).to_string();
+        if what == "slow_push" {
+            // A slow reader (index 0 modulo --special-every), with a big body:
+            // so that what waits for it outgrows the socket buffers and the
+            // queue while it does not read.
+            let every = ctx.args.special_every.max(4);
+            u = every * rng.below(n.div_ceil(every as u64)) as usize;
+            let pad = "x".repeat(ctx.args.slow_push_bytes);
+            body = json!({"body": {"k": format!("{what}-{k}"), "pad": pad}}).to_string();
+        }
         let (method, path, body) = match what {
-            "user_push" => (
+            "user_push" | "slow_push" => (
                 "POST",
                 format!("/api/v1/users/{}/messages", user(u)),
                 Some(body),
@@ -714,6 +723,14 @@ pub(crate) async fn drive(
         ("broadcast", args.broadcasts),
         ("api_member", args.api_members),
         ("kick", args.kicks),
+        (
+            "slow_push",
+            if args.slow_push_bytes > 0 {
+                args.clients.div_ceil(args.special_every.max(4)) as f64
+            } else {
+                0.0
+            },
+        ),
     ]
     .into_iter()
     .enumerate()

@@ -96,6 +96,13 @@ pub struct SoakArgs {
     /// Kicks (DELETE /users/{u}/connections) per second.
     #[arg(long, default_value_t = 0.5)]
     pub kicks: f64,
+    /// Bytes of padding in the API pushes each slow reader gets about once
+    /// a second (0: none, the default), so that its backlog outgrows the
+    /// socket buffers and `--queue` while it pauses (close 1013, then a
+    /// resume). 16384 makes a few 1013 closes a minute; the server's RSS
+    /// then takes longer than a quarter of a short run to level off.
+    #[arg(long, default_value_t = 0)]
+    pub slow_push_bytes: usize,
     /// One client in this many is a slow reader, one a bad-frame sender,
     /// one has tokens that expire mid-run.
     #[arg(long, default_value_t = 20)]
@@ -111,7 +118,7 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 25)]
     pub history_ttl: u64,
     /// The server's `--queue` (outbound frames per connection); below the
-    /// default so that the slow readers meet it.
+    /// default so that the slow readers meet it sooner.
     #[arg(long, default_value_t = 128)]
     pub queue: u64,
     /// Seconds between samples of the server processes.
