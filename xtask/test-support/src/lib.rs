@@ -19,7 +19,7 @@ mod ws;
 
 pub use http::{http, raw_request, request, Response};
 pub use redis::{RedisBuilder, RedisServer};
-pub use server::{listening_addr, server_bin, Server, ServerBuilder};
+pub use server::{listening_addr, server_bin, silent_connect, Server, ServerBuilder};
 pub use token::{now, sign, token};
 pub use ws::{refused, Client, Ws};
 

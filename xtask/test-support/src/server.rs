@@ -404,23 +404,12 @@ impl Server {
     /// buffer is 4 KiB (`SILENT_RCVBUF`), so what the server has not
     /// written yet waits in its queue, not in this host's kernel.
     pub async fn silent_client(&self, user: &str, groups: &[&str]) -> Client {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .set_recv_buffer_size(crate::SILENT_RCVBUF)
-            .expect("SO_RCVBUF");
-        let stream = socket.connect(self.addr).await.expect("connect");
         let secret = self.secret.as_deref().expect("started without .secret()");
         let t = sign(
             &json!({"sub": user, "groups": groups, "exp": now() + 3600}),
             secret,
         );
-        let (ws, _) = tokio_tungstenite::client_async(
-            self.ws_url(&format!("token={t}")),
-            tokio_tungstenite::MaybeTlsStream::Plain(stream),
-        )
-        .await
-        .expect("upgrade");
-        Client::after_upgrade(ws).await
+        silent_connect(self.addr, &self.ws_url(&format!("token={t}"))).await
     }
 
     /// One request to the server API with the key it was started with;
@@ -529,6 +518,22 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Connects to `url` (at `addr`) over a socket whose receive buffer is
+/// `SILENT_RCVBUF`, and reads the welcome: `Server::silent_client` for a
+/// caller on another runtime, which cannot share the `Server`.
+pub async fn silent_connect(addr: SocketAddr, url: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(crate::SILENT_RCVBUF)
+        .expect("SO_RCVBUF");
+    let stream = socket.connect(addr).await.expect("connect");
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("upgrade");
+    Client::after_upgrade(ws).await
 }
 
 #[cfg(test)]
