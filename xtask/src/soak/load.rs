@@ -289,7 +289,11 @@ impl Client {
     }
 
     fn message(&mut self, ctx: &Ctx, v: &Value) {
-        ctx.received.fetch_add(1, Ordering::Relaxed);
+        let n = ctx.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if ctx.args.lose_one_in > 0 && n.is_multiple_of(ctx.args.lose_one_in) {
+            ctx.tally.count("self_test_ignored", 1);
+            return;
+        }
         self.last_rx = Instant::now();
         let stream = v["stream"].as_str().unwrap_or_default();
         let epoch = v["epoch"].as_str().unwrap_or_default();

@@ -134,6 +134,10 @@ pub struct SoakArgs {
     /// Seed of the clients' random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Self-test of the checker: the clients ignore one message in this
+    /// many (0: none), as if it had been lost; the run must then fail.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub lose_one_in: u64,
     /// Skip `cargo build --release -p wshub-server` (use the binary there).
     #[arg(long)]
     pub no_build: bool,
