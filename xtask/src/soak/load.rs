@@ -84,8 +84,8 @@ struct Client {
     rng: Rng,
     stable: Vec<String>,
     segs: HashMap<String, Seg>,
-    /// Churn-group streams: last seq on this connection.
-    loose: HashMap<String, u64>,
+    /// Churn-group streams: epoch and last seq on this connection.
+    loose: HashMap<String, (String, u64)>,
     pending: HashMap<String, &'static str>,
     next_id: u64,
     bad_noid: u32,
@@ -303,8 +303,17 @@ impl Client {
             return;
         };
         if !strict(stream) {
-            let last = self.loose.entry(stream.to_owned()).or_insert(0);
-            if seq <= *last {
+            let (last_epoch, last) = self
+                .loose
+                .entry(stream.to_owned())
+                .or_insert_with(|| (epoch.to_owned(), 0));
+            if last_epoch != epoch {
+                // A churn group gets few messages: one quiet for longer
+                // than --history-ttl is forgotten and numbered anew (§10).
+                ctx.tally.count("churn_group_new_epochs_seen", 1);
+                *last_epoch = epoch.to_owned();
+                *last = seq;
+            } else if seq <= *last {
                 ctx.tally.fail(
                     "churn group: repeat or reorder on one connection",
                     format!("{}: {stream} {seq} after {last}", self.user),
