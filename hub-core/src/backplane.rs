@@ -221,7 +221,7 @@ impl Local {
             return Published {
                 id,
                 delivered,
-                place,
+                place: Some(place),
                 duplicate: false,
             };
         };
@@ -235,6 +235,7 @@ impl Local {
             };
         }
         let (delivered, place) = self.hub.route(&mut p, &self.streams, now);
+        let place = Some(place);
         let first = FirstPush {
             id: id.clone(),
             place: place.clone(),

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use foldhash::fast::RandomState;
-use protocol::{GroupId, UserId};
+use protocol::{GroupId, Message, UserId};
 
 use crate::backplane::Topic;
 use crate::disconnect::Disconnect;
@@ -397,20 +397,22 @@ impl Hub {
         p: &mut Publication,
         streams: &Streams,
         now: Instant,
-    ) -> (usize, Option<(StreamName, Position)>) {
+    ) -> (usize, (StreamName, Position)) {
         let skip = p.origin.as_ref().map(|o| o.conn);
+        let origin = p.origin.as_ref().map(|o| &o.user);
+        let message = &mut p.message;
         let mut delivered = 0;
         let mut copies = 0;
-        let place = match p.target.clone() {
+        let place = match &p.target {
             Target::User(to) => {
                 let stream = StreamName::Inbox(to.clone());
-                let (at, n) = self.append_to_user(&to, &stream, p, streams, now, skip);
+                let (at, n) = self.append_to_user(to, &stream, message, streams, now, skip);
                 delivered += n;
-                match p.origin.clone() {
+                match origin {
                     // The sender's copy, in the sender's own inbox.
-                    Some(o) if o.user != to => {
-                        let own = StreamName::Inbox(o.user.clone());
-                        let (at, n) = self.append_to_user(&o.user, &own, p, streams, now, skip);
+                    Some(from) if from != to => {
+                        let own = StreamName::Inbox(from.clone());
+                        let (at, n) = self.append_to_user(from, &own, message, streams, now, skip);
                         copies += n;
                         (own, at)
                     }
@@ -419,15 +421,16 @@ impl Hub {
             }
             Target::Group(group) => {
                 let stream = StreamName::Group(group.clone());
-                let groups = self.group_shard(&group);
+                let groups = self.group_shard(group);
                 let (at, frame) =
-                    streams.append_frame(&stream, now, |at| encode_at(&mut p.message, &stream, at));
-                if let Some(members) = groups.get(&group) {
+                    streams.append_frame(&stream, now, |at| encode_at(message, &stream, at));
+                if let Some(members) = groups.get(group) {
                     for (member, conns) in members {
                         let n = self.push_all(conns, &frame, skip);
-                        match &p.origin {
-                            Some(o) if &o.user == member => copies += n,
-                            _ => delivered += n,
+                        if origin == Some(member) {
+                            copies += n;
+                        } else {
+                            delivered += n;
                         }
                     }
                 }
@@ -438,7 +441,7 @@ impl Hub {
                 let _order = lock(&self.broadcast);
                 let stream = StreamName::All;
                 let (at, frame) =
-                    streams.append_frame(&stream, now, |at| encode_at(&mut p.message, &stream, at));
+                    streams.append_frame(&stream, now, |at| encode_at(message, &stream, at));
                 delivered += self.push_everyone(&frame, skip);
                 (stream, at)
             }
@@ -446,7 +449,7 @@ impl Hub {
         self.stats
             .messages_delivered
             .fetch_add((delivered + copies) as u64, Relaxed);
-        (delivered, Some(place))
+        (delivered, place)
     }
 
     /// Appends to `user`'s inbox and queues the frame to the user's
@@ -457,14 +460,13 @@ impl Hub {
         &self,
         user: &UserId,
         stream: &StreamName,
-        p: &mut Publication,
+        message: &mut Message,
         streams: &Streams,
         now: Instant,
         skip: Option<ConnId>,
     ) -> (Position, usize) {
         let shard = self.user_shard(user);
-        let (at, frame) =
-            streams.append_frame(stream, now, |at| encode_at(&mut p.message, stream, at));
+        let (at, frame) = streams.append_frame(stream, now, |at| encode_at(message, stream, at));
         let n = shard
             .get(user)
             .map_or(0, |entry| self.push_all(&entry.conns, &frame, skip));
