@@ -40,7 +40,14 @@ impl State {
         let (node, cluster) = match &config.redis {
             None => (Node::new(config.node_config()), None),
             Some(url) => {
-                let client = redis::Client::open(url.as_str())
+                // TCP_NODELAY: every command is small and waited on, and
+                // Nagle's algorithm would hold one behind the reply to the
+                // one before (redis-rs leaves it off by default).
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(|e| anyhow::anyhow!("bad --redis URL: {e}"))?;
+                let info =
+                    info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+                let client = redis::Client::open(info)
                     .map_err(|e| anyhow::anyhow!("bad --redis URL: {e}"))?;
                 let id = NodeId::random();
                 let mut made = None;

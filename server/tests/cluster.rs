@@ -1294,3 +1294,46 @@ async fn messages_published_while_a_node_resubscribes_are_filled_from_the_log() 
     assert!(acked.len() >= 20, "only {} pushes acked", acked.len());
     ping(&mut hal, "still-open").await;
 }
+
+/// `--history-ttl` counts from a stream's last message on every process:
+/// messages more often than the ttl keep it (and its numbering) alive,
+/// however the renewal of its keys in Redis is spaced, and a quiet ttl
+/// (plus the tenth of slack the keys are renewed with) forgets it.
+#[tokio::test]
+async fn a_cluster_stream_lives_while_messages_come_and_is_forgotten_after_a_quiet_ttl() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &["--history-ttl", "1"]).await;
+    let _bob = b.client("bob", &[]).await;
+    let mut first = None;
+    // Two and a half ttls of messages, 300 ms apart, through both processes.
+    for i in 1..=8u64 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let (status, res) = push(via, "/api/v1/users/bob/messages", json!(i)).await;
+        assert_eq!((status, &res["seq"]), (200, &json!(i)), "{res}");
+        let (_, h) = a.api("GET", "/api/v1/users/bob/history", None).await;
+        let epoch = first.get_or_insert_with(|| h["epoch"].clone());
+        assert_eq!((&h["seq"], &h["epoch"]), (&json!(i), &*epoch), "{h}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // No signal marks the end of a ttl: look until the stream is forgotten.
+    let quiet = Instant::now();
+    let after = loop {
+        let (_, h) = b.api("GET", "/api/v1/users/bob/history", None).await;
+        if Some(&h["epoch"]) != first.as_ref() {
+            break h;
+        }
+        assert!(
+            quiet.elapsed() < Duration::from_secs(5),
+            "never forgotten: {h}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!((&after["seq"], &after["messages"]), (&json!(0), &json!([])));
+    // The forgetting is never early (the last look above was under 300 ms
+    // after the last message, so at least 700 ms have to pass here).
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(650),
+        "{:?}",
+        quiet.elapsed()
+    );
+}

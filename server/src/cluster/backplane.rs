@@ -394,7 +394,8 @@ impl RedisBackplane {
         let mut inv = self.scripts.read.prepare_invoke();
         inv.arg(self.prefix())
             .arg(self.epoch_candidate())
-            .arg(self.ttl_ms());
+            .arg(self.ttl_ms())
+            .arg(self.history.max_messages);
         for (stream, epoch, after, limit) in asks {
             inv.arg(Names::stream_id(stream))
                 .arg(epoch.as_str())

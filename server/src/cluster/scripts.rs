@@ -113,26 +113,38 @@ end
 -- returns its epoch, seq and frame. The seq first: on a stream with no
 -- numbering HINCRBY starts it at 1, and the missing epoch says it is new.
 -- Messages past the ttl are not looked for here but by every read
--- (`trim_old` in READ): the log is bounded by `max` meanwhile, and this
--- keeps the per-message cost to five commands.
+-- (`trim_old` in READ), and the log is trimmed only roughly (`MAXLEN ~`,
+-- whole nodes at a time: exact trimming cost more than the rest of the
+-- append) while READ hands out no more than the last `max`. The keys'
+-- lives are renewed when a tenth of the ttl has passed since the last
+-- renewal (field `x`), to ttl plus that tenth: a stream lives between
+-- ttl and 1.1 ttl after its last message, and most appends cost three
+-- commands.
 local function append(s, candidate, ttl, max, now, prefix, origin)
   local key = P .. 'seq:' .. s
+  local log = P .. 'log:' .. s
   local n = redis.call('HINCRBY', key, 'n', 1)
-  local e = redis.call('HGET', key, 'e')
+  local m = redis.call('HMGET', key, 'e', 'x')
+  local e = m[1]
+  local renewed = m[2] and tonumber(m[2]) or 0
   if not e then
     e = candidate
     redis.call('HSET', key, 'e', e)
+    renewed = 0
     -- A log outliving its numbering would clash with the new seqs.
-    redis.call('DEL', P .. 'log:' .. s)
+    redis.call('DEL', log)
   end
   local frame = splice(prefix, e, n)
   if max > 0 then
-    local log = P .. 'log:' .. s
-    redis.call('XADD', log, 'MAXLEN', max, n .. '-0',
+    redis.call('XADD', log, 'MAXLEN', '~', max, n .. '-0',
       'f', frame, 't', now, 'o', origin)
-    redis.call('PEXPIRE', log, ttl)
   end
-  redis.call('PEXPIRE', key, ttl)
+  local slack = math.floor(ttl / 10)
+  if now - renewed >= slack then
+    redis.call('HSET', key, 'x', now)
+    redis.call('PEXPIRE', key, ttl + slack)
+    if max > 0 then redis.call('PEXPIRE', log, ttl + slack) end
+  end
   return e, n, frame
 end
 local function placed(e, n, header, frame)
@@ -223,7 +235,8 @@ remember(ARGV[10], ARGV[11], ARGV[12], e, n)
 return {delivered, e, n, 0, ARGV[12]}
 "#;
 
-/// ARGV: prefix, epoch candidate, ttl ms, then quadruples: stream id,
+/// ARGV: prefix, epoch candidate, ttl ms, max messages kept, then
+/// quadruples: stream id,
 /// epoch wanted, after, limit. For each stream, {epoch, last seq, first
 /// seq held (last + 1 when none), entries}, entries being up to `limit`
 /// {seq, frame, sending connection} after `after` (from the first held),
@@ -235,9 +248,9 @@ return {delivered, e, n, 0, ARGV[12]}
 /// script, however many streams: one round trip.
 const READ: &str = r#"
 local now = now_ms()
-local candidate, ttl = ARGV[2], tonumber(ARGV[3])
+local candidate, ttl, max = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local s = ARGV[i]
   local want, after, limit = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local e, n = meta(s, candidate, ttl)
@@ -246,6 +259,9 @@ for i = 4, #ARGV, 4 do
   local first = n + 1
   local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
   if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+  -- The log keeps a little more than `max` (trimmed roughly): the rest is
+  -- not held as far as readers can tell.
+  if max > 0 and first < n - max + 1 then first = n - max + 1 end
   if string.sub(want, 1, 1) == '~' then
     if string.sub(want, 2) ~= e then after = 0 end
     want = ''

@@ -19,12 +19,15 @@
 //! - `seq:{s}` (hash `e` → epoch, `n` → last seq): the numbering. Made with
 //!   a fresh random epoch by whichever script first finds it missing (an
 //!   append, or a read of positions, so `welcome` already gives the epoch
-//!   the first message will carry); `PEXPIRE --history-ttl` at each
-//!   append, so a stream with no new message for that long is forgotten
-//!   and numbers again from 1 under a new epoch, and so is a stream of a
-//!   Redis that lost its data.
-//! - `log:{s}` (stream, `MAXLEN --history`, same expiry): the retained
-//!   messages, entry id `{seq}-0`, fields `f` (the frame, exactly as
+//!   the first message will carry), `x` → when its life was last
+//!   renewed. An append renews it (`PEXPIRE` 1.1 × `--history-ttl`) once
+//!   a tenth of the ttl has passed since `x`, so a stream with no new
+//!   message for that long (up to a tenth more) is forgotten and numbers
+//!   again from 1 under a new epoch, and so is a stream of a Redis that
+//!   lost its data.
+//! - `log:{s}` (stream, `MAXLEN ~ --history`: trimmed a node at a time,
+//!   so it may hold up to about a hundred more, which reads ignore; same
+//!   expiry): the retained messages, entry id `{seq}-0`, fields `f` (the frame, exactly as
 //!   delivered live), `t` (added at, ms on Redis's clock: entries older
 //!   than the ttl are deleted by the next script touching the stream) and
 //!   `o` (the sending connection `{node}:{n}`, or empty: it gets an ack,

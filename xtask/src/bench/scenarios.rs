@@ -336,6 +336,10 @@ pub fn direct(ctx: &mut RunContext, args: &BenchArgs, servers: &Servers) -> anyh
     };
     let (mut loads, _) = start_loads(ctx, servers, &plan)?;
     let (cpu0, redis_cpu0) = (servers.cpu(), servers.redis_cpu());
+    let stats0 = match &servers.redis {
+        Some(r) => Some(CommandStats::read(r)?),
+        None => None,
+    };
     for l in loads.iter_mut() {
         l.say(Order::Go);
     }
@@ -356,8 +360,10 @@ pub fn direct(ctx: &mut RunContext, args: &BenchArgs, servers: &Servers) -> anyh
         "server_cpu_s": servers.cpu() - cpu0,
         "load_cpu_s": got.cpu_s,
     });
-    if servers.redis.is_some() {
-        row["redis"] = json!({"cpu_s": servers.redis_cpu() - redis_cpu0});
+    if let (Some(r), Some(before)) = (&servers.redis, stats0) {
+        // What Redis spent its time on, per command (inside scripts too).
+        let commands = CommandStats::read(r)?.since(&before).to_json();
+        row["redis"] = json!({"cpu_s": servers.redis_cpu() - redis_cpu0, "commands": commands});
     }
     Ok(row)
 }
