@@ -59,26 +59,42 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Two runtimes. WebSocket connections run on the first, one worker per
+    // core. The listener, every HTTP request (the API, upgrades, health and
+    // metrics) runs on the second, one thread of its own: behind a fan-out
+    // of 10,000 connections every worker's run queue holds thousands of
+    // writers, and an API request that waited its turn there would wait
+    // for all of them (issue 13: a push's p99 was two seconds). On its own
+    // thread it only shares the CPU, which the kernel divides fairly.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("wshub-ws")
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .build();
+    let http_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("wshub-http")
+        .enable_all()
+        .build();
+    let (runtime, http_runtime) = match (runtime, http_runtime) {
+        (Ok(rt), Ok(http)) => (rt, http),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("wshub-server: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(start(config)) {
+    let code = match runtime.block_on(start(config, http_runtime.handle().clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wshub-server: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Idle keep-alive connections may still be open there: not waited for.
+    http_runtime.shutdown_background();
+    code
 }
 
-async fn start(config: Config) -> anyhow::Result<()> {
+async fn start(config: Config, http: tokio::runtime::Handle) -> anyhow::Result<()> {
     raise_open_file_limit();
     if config.insecure_dev {
         tracing::warn!(
@@ -86,15 +102,19 @@ async fn start(config: Config) -> anyhow::Result<()> {
              and call the API without a key. Never expose this server."
         );
     }
-    let listener = bind(config.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    // Registered with the HTTP runtime, where it is accepted from.
+    let listener = {
+        let _http = http.enter();
+        bind(config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?
+    };
     let addr = listener.local_addr()?;
     let signal = server::ShutdownSignal::listen()
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT/SIGTERM: {e}"))?;
     let state = State::new(config, CancellationToken::new())?;
     // Last: whoever waits for this line may connect and signal at once.
     tracing::info!("listening on {addr}");
-    server::run(listener, state, signal).await;
+    server::run(listener, state, signal, &http).await;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use crate::state::SharedState;
 
 /// Accepts connections until the process ends. Each one is served by its
 /// own task; an HTTP connection that upgrades hands its socket to a tracked
-/// WebSocket task and ends.
+/// WebSocket task on the WebSocket runtime and ends.
 pub async fn accept_loop(listener: TcpListener, state: SharedState) {
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -120,8 +120,15 @@ async fn expire_history(state: SharedState) {
 /// Runs the server until a shutdown signal, then drains: from the signal on,
 /// `/healthz` and new upgrades answer 503 and every open socket gets what was
 /// queued for it and a 1001 close, within `--shutdown-grace`.
-pub async fn run(listener: TcpListener, state: SharedState, mut signal: ShutdownSignal) {
-    let accept = tokio::spawn(accept_loop(listener, state.clone()));
+pub async fn run(
+    listener: TcpListener,
+    state: SharedState,
+    mut signal: ShutdownSignal,
+    http: &tokio::runtime::Handle,
+) {
+    // On the HTTP runtime (main.rs), and so is every connection it accepts
+    // until it upgrades.
+    let accept = http.spawn(accept_loop(listener, state.clone()));
     tokio::spawn(expire_history(state.clone()));
     signal.recv().await;
     // First the flag (so /healthz and new upgrades answer 503 and a

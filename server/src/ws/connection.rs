@@ -81,7 +81,20 @@ pub async fn serve(
     // go to tungstenite.
     let ws = match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let stream = parts.io.into_inner();
+            // Accepted on the HTTP runtime: moved to this one's reactor, so
+            // its readiness is handled by the threads that serve it.
+            let stream = match parts
+                .io
+                .into_inner()
+                .into_std()
+                .and_then(TcpStream::from_std)
+            {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot move an upgraded socket");
+                    return;
+                }
+            };
             if let Err(e) = SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
                 tracing::debug!(error = %e, "cannot size the send buffer");
             }

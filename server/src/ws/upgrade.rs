@@ -109,20 +109,25 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
 
     let state = state.clone();
     let on_upgrade = hyper::upgrade::on(req);
-    // Tracked, so shutdown waits for this connection to drain and close.
-    state.connections.clone().spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let (mut conn, groups, streams) = state.node.connect(admission, &session).await;
-                if resume {
-                    conn.hold();
+    // Tracked, so shutdown waits for this connection to drain and close;
+    // on the WebSocket runtime, not this request's HTTP one.
+    let runtime = state.ws_runtime.clone();
+    state.connections.clone().spawn_on(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let (mut conn, groups, streams) = state.node.connect(admission, &session).await;
+                    if resume {
+                        conn.hold();
+                    }
+                    let welcome = Welcome { groups, streams };
+                    connection::serve(upgraded, conn, welcome, session, slot, state).await;
                 }
-                let welcome = Welcome { groups, streams };
-                connection::serve(upgraded, conn, welcome, session, slot, state).await;
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
-    });
+        },
+        &runtime,
+    );
 
     let mut res = Response::new(Default::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
