@@ -37,8 +37,8 @@ pub fn run() -> anyhow::Result<()> {
     crate::e2e::run(true)?;
     // The soak: no loss, no duplicate, no panic, flat RSS, files and
     // threads. The cluster run needs redis-server like the e2e above.
-    crate::soak::run_default(CI_SOAK_MINUTES, false)?;
-    crate::soak::run_default(CI_SOAK_MINUTES, true)?;
+    crate::soak::run_default(CI_SOAK_MINUTES, false, false)?;
+    crate::soak::run_default(CI_SOAK_MINUTES, true, false)?;
     // A short pass of every fuzz target (docs/testing.md): cargo-fuzz, which
     // .ci/run installs; a developer machine without it skips this.
     let fuzz_required = std::env::var_os("WSHUB_REQUIRE_FUZZ").is_some();

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::check::{Seen, Seg};
 use super::sample::{self, Sample};
-use super::{api, Ctx, Phase, Rng, SoakArgs, Tally, CHURN_GROUPS, SECRET, STABLE_GROUPS};
+use super::{
+    api, drills, Ctx, DrillState, Fleet, Phase, Rng, SoakArgs, Tally, CHURN_GROUPS, NO_DRILL,
+    SECRET, STABLE_GROUPS,
+};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -87,10 +90,16 @@ struct Client {
     /// Churn-group streams: epoch and last seq on this connection.
     loose: HashMap<String, (String, u64)>,
     pending: HashMap<String, &'static str>,
+    /// When each pending request was sent (ms since `t0`, the run's start).
+    sent_at: HashMap<String, u64>,
+    t0: Instant,
     next_id: u64,
     bad_noid: u32,
     oversized_sent: bool,
     token_exp: u64,
+    /// The server of the current connection, and its kill count then.
+    srv: usize,
+    srv_gen: u64,
     away_since: Instant,
     last_rx: Instant,
     next_send: Instant,
@@ -123,10 +132,14 @@ impl Client {
             segs: HashMap::new(),
             loose: HashMap::new(),
             pending: HashMap::new(),
+            sent_at: HashMap::new(),
+            t0: now,
             next_id: 0,
             bad_noid: 0,
             oversized_sent: false,
             token_exp: 0,
+            srv: 0,
+            srv_gen: 0,
             away_since: now,
             last_rx: now,
             next_send: now + rng.jitter(send),
@@ -144,12 +157,16 @@ impl Client {
         self.next_id += 1;
         let id = format!("{prefix}{}", self.next_id);
         self.pending.insert(id.clone(), kind);
+        self.sent_at
+            .insert(id.clone(), self.t0.elapsed().as_millis() as u64);
         id
     }
 
     async fn connect(&mut self, ctx: &Ctx) -> Result<Ws, Got> {
         let since_last_message_ms = self.last_rx.elapsed().as_millis() as u64;
-        let addr = ctx.servers[self.rng.below(ctx.servers.len() as u64) as usize];
+        self.srv = self.rng.below(ctx.servers.len() as u64) as usize;
+        self.srv_gen = ctx.server_gen[self.srv].load(Ordering::SeqCst);
+        let addr = ctx.servers[self.srv];
         let ttl = match self.kind {
             Kind::Expiring => 15 + self.rng.below(25),
             _ => 3600,
@@ -179,6 +196,7 @@ impl Client {
         };
         self.loose.clear();
         self.pending.clear();
+        self.sent_at.clear();
         self.bad_noid = 0;
         self.oversized_sent = false;
         let empty = Map::new();
@@ -202,6 +220,9 @@ impl Client {
         let ack = loop {
             match next(&mut ws, Duration::from_secs(20)).await {
                 Got::Frame(v) if v["type"] == "ack" && v["id"] == "r" => break v,
+                Got::Frame(v) if v["type"] == "error" && v["id"] == "r" => {
+                    return Err(Got::Lost(format!("resume answered {v}")))
+                }
                 Got::Frame(v) => self.frame(ctx, &v),
                 other => return Err(other),
             }
@@ -269,8 +290,29 @@ impl Client {
             }
             Some("error") => {
                 let code = v["code"].as_str().unwrap_or_default();
+                let id = v["id"].as_str().unwrap_or_default().to_owned();
                 match v["id"].as_str().map(|id| self.pending.remove(id)) {
                     Some(Some("bad")) => ctx.tally.count(&format!("error_{code}_expected"), 1),
+                    Some(Some(kind)) if code == "unavailable" && ctx.args.drills => {
+                        // §11: refused while Redis is out, so never delivered
+                        // later and not expected by the checker (no ack, no
+                        // position); outside a drill's window it is a failure.
+                        let now = ctx.ms();
+                        let sent = self.sent_at.remove(&id).unwrap_or(now);
+                        let drill = ctx.in_drill_at(&format!("unavailable_{kind}"), sent);
+                        if let (Some(d), "send" | "publish") = (drill, kind) {
+                            ctx.drill.refused.lock().unwrap().insert(
+                                format!("{}/{id}", self.user),
+                                (d, sent, now.saturating_sub(sent)),
+                            );
+                        }
+                        if drill.is_none() {
+                            ctx.tally.fail(
+                                "unavailable outside a drill",
+                                format!("{}: {kind} {v}", self.user),
+                            );
+                        }
+                    }
                     None if self.bad_noid > 0 => {
                         self.bad_noid -= 1;
                         ctx.tally.count(&format!("error_{code}_expected"), 1);
@@ -295,6 +337,13 @@ impl Client {
             return;
         }
         self.last_rx = Instant::now();
+        if ctx.args.drills {
+            // Compared with what was refused at the end (a refusal may be
+            // read after the message it refused was delivered).
+            if let Some(k) = drills::key(&v["body"]) {
+                ctx.drill.delivered.lock().unwrap().insert(k);
+            }
+        }
         let stream = v["stream"].as_str().unwrap_or_default();
         let epoch = v["epoch"].as_str().unwrap_or_default();
         let Some(seq) = v["seq"].as_u64() else {
@@ -342,7 +391,11 @@ impl Client {
                 format!("{}: {stream} seq {seq} after {}", self.user, seg.last),
             ),
             Seen::Duplicate => ctx.tally.fail(
-                "duplicate",
+                if ctx.in_drill("duplicate_seen") {
+                    "duplicate (in a drill's window)"
+                } else {
+                    "duplicate"
+                },
                 format!("{}: {stream} seq {seq}, last {}", self.user, seg.last),
             ),
             Seen::OtherEpoch => ctx.tally.fail(
@@ -484,7 +537,13 @@ impl Client {
     fn judge(&self, ctx: &Ctx, got: &Got) {
         let kicked = ctx.kicked_at[self.idx].load(Ordering::Relaxed);
         let recently_kicked = kicked > 0 && ctx.ms().saturating_sub(kicked) < 15_000;
+        let server_killed = ctx.server_gen[self.srv].load(Ordering::SeqCst) != self.srv_gen;
         match got {
+            Got::Lost(_) | Got::Closed(1006, _) if server_killed => {
+                if !ctx.in_drill("lost_server_killed") {
+                    ctx.tally.count("lost_server_killed", 1);
+                }
+            }
             Got::Closed(1008, reason)
                 if reason.contains("expired")
                     && self.kind == Kind::Expiring
@@ -517,6 +576,7 @@ impl Client {
     }
 
     async fn run(mut self, ctx: Arc<Ctx>) -> ClientEnd {
+        self.t0 = ctx.start;
         let mut phase = ctx.phase.clone();
         for g in self.stable.clone() {
             let addr = ctx.servers[self.idx % ctx.servers.len()];
@@ -528,16 +588,26 @@ impl Client {
             }
         }
         let mut connected = false;
+        let mut backoff = Duration::from_millis(200);
         loop {
             if *phase.borrow_and_update() == Phase::Done {
                 break;
             }
             let mut ws = match self.connect(&ctx).await {
-                Ok(ws) => ws,
+                Ok(ws) => {
+                    backoff = Duration::from_millis(200);
+                    ws
+                }
                 Err(got) => {
                     ctx.tally.count("connect_interrupted", 1);
-                    self.judge(&ctx, &got);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // A drill refuses connections (a server down, 503 while
+                    // Redis is out): retried with backoff, on a random server.
+                    let refused = matches!(got, Got::Lost(_) | Got::Closed(1006 | 1011 | 1013, _));
+                    if !(refused && ctx.in_drill("connect_refused")) {
+                        self.judge(&ctx, &got);
+                    }
+                    tokio::time::sleep(self.rng.jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
             };
@@ -669,6 +739,7 @@ async fn driver(ctx: Arc<Ctx>, what: &'static str, rate: f64, seed: u64) {
             }
             _ => unreachable!("no driver {what}"),
         };
+        let sent = ctx.ms();
         match api(addr, method, &path, body.as_deref()).await {
             Ok((200, v, _)) => {
                 ctx.tally.count(&format!("{what}_ok"), 1);
@@ -681,10 +752,37 @@ async fn driver(ctx: Arc<Ctx>, what: &'static str, rate: f64, seed: u64) {
                         .count("kicked_connections", v["closed"].as_u64().unwrap_or(0));
                 }
             }
+            Ok((503, v, _))
+                if v["error"]["code"] == "unavailable"
+                    && ctx
+                        .in_drill_at(&format!("{what}_unavailable"), sent)
+                        .is_some() =>
+            {
+                let d = ctx.drill_at(sent).unwrap_or(0);
+                let b = body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_str::<Value>(b).ok());
+                if let Some(k) = b.and_then(|b| drills::key(&b["body"])) {
+                    let took = ctx.ms().saturating_sub(sent);
+                    ctx.drill.refused.lock().unwrap().insert(k, (d, sent, took));
+                }
+            }
             Ok((s, _, t)) => ctx.tally.fail(
                 &format!("{what} answered {s}"),
                 format!("{method} {path}: {t}"),
             ),
+            Err(e)
+                if ctx
+                    .in_drill_at(&format!("{what}_no_answer"), sent)
+                    .is_some() =>
+            {
+                // Refused connection (a server down) or no answer: the
+                // outcome is unknown; a broadcast may then have been stored.
+                if what == "broadcast" {
+                    ctx.drill.broadcasts_unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = e;
+            }
             Err(e) => ctx.tally.fail(&format!("{what} failed"), format!("{e:#}")),
         }
     }
@@ -697,13 +795,14 @@ pub(crate) struct Outcome {
     pub checked_streams: u64,
     pub not_connected_at_end: u64,
     pub elapsed_s: f64,
+    pub fleet: Option<Fleet>,
+    pub drills: Vec<Value>,
 }
 
 pub(crate) async fn drive(
     args: SoakArgs,
     servers: Vec<SocketAddr>,
-    pids: Vec<u32>,
-    redis_pid: Option<u32>,
+    fleet: Fleet,
 ) -> anyhow::Result<Outcome> {
     let (tx, rx) = watch::channel(Phase::Load);
     let start = Instant::now();
@@ -711,13 +810,24 @@ pub(crate) async fn drive(
     let ctx = Arc::new(Ctx {
         kicked_at: (0..args.clients).map(|_| AtomicU64::new(0)).collect(),
         args: args.clone(),
-        servers,
         start,
         load_end: start + load,
         phase: rx,
         broadcast_top: AtomicU64::new(0),
         received: AtomicU64::new(0),
         tally: Tally::default(),
+        pids: fleet
+            .servers
+            .iter()
+            .map(|s| AtomicU32::new(s.pid()))
+            .collect(),
+        redis_pid: AtomicU32::new(fleet.redis.as_ref().map_or(0, |r| r.pid())),
+        server_gen: servers.iter().map(|_| AtomicU64::new(0)).collect(),
+        drill: DrillState {
+            now: AtomicUsize::new(NO_DRILL),
+            ..DrillState::default()
+        },
+        servers,
     });
     eprintln!(
         "soak: {} clients on {} server(s), {:.0} s of load, then {:.0} s to drain",
@@ -726,7 +836,12 @@ pub(crate) async fn drive(
         load.as_secs_f64(),
         args.drain_secs
     );
-    let sampler = tokio::spawn(sample::run(ctx.clone(), pids, redis_pid));
+    let sampler = tokio::spawn(sample::run(ctx.clone()));
+    let (mut fleet, drill_task) = if args.drills {
+        (None, Some(tokio::spawn(drills::run(ctx.clone(), fleet))))
+    } else {
+        (Some(fleet), None)
+    };
     let clients: Vec<_> = (0..args.clients)
         .map(|i| tokio::spawn(Client::new(&args, i).run(ctx.clone())))
         .collect();
@@ -761,6 +876,12 @@ pub(crate) async fn drive(
     for d in drivers {
         d.await?;
     }
+    let mut drill_records = Vec::new();
+    if let Some(t) = drill_task {
+        let (f, records) = t.await?;
+        fleet = Some(f);
+        drill_records = records;
+    }
     tokio::time::sleep(Duration::from_secs_f64(args.drain_secs)).await;
     let _ = tx.send(Phase::Done);
     let mut ends = Vec::new();
@@ -768,6 +889,12 @@ pub(crate) async fn drive(
         ends.push(tokio::time::timeout(Duration::from_secs(60), c).await??);
     }
     let (checked_streams, not_connected_at_end) = final_check(&ctx, &ends).await;
+    // What the final check attributed to each drill (refused messages
+    // delivered after all) joins its record.
+    let counts = ctx.drill.counts.lock().unwrap().clone();
+    for (r, c) in drill_records.iter_mut().zip(counts) {
+        r["during"] = json!(c);
+    }
     let samples = sampler.await?;
     Ok(Outcome {
         elapsed_s: start.elapsed().as_secs_f64(),
@@ -775,6 +902,8 @@ pub(crate) async fn drive(
         samples,
         checked_streams,
         not_connected_at_end,
+        fleet,
+        drills: drill_records,
     })
 }
 
@@ -807,6 +936,15 @@ async fn final_check(ctx: &Ctx, ends: &[ClientEnd]) -> (u64, u64) {
         }
     }
     let all_top = ctx.broadcast_top.load(Ordering::Relaxed);
+    // A broadcast with no answer during a drill may have been stored.
+    let all_slack = ctx.drill.broadcasts_unknown.load(Ordering::Relaxed);
+    for (k, d, t, took) in drills::refused_delivered(ctx) {
+        ctx.in_drill_at("refused_then_delivered", t);
+        ctx.tally.fail(
+            "refused message delivered",
+            format!("{k}: sent at {t} ms in drill {d}, refused after {took} ms"),
+        );
+    }
     let (mut checked, mut absent) = (0, 0);
     for end in ends {
         if !end.connected {
@@ -848,7 +986,8 @@ async fn final_check(ctx: &Ctx, ends: &[ClientEnd]) -> (u64, u64) {
                     ),
                 );
             }
-            if seg.last > top {
+            let slack = if stream == "all" { all_slack } else { 0 };
+            if seg.last > top + slack {
                 ctx.tally.fail(
                     "past the top",
                     format!("{} {stream}: last {} > top {top}", end.user, seg.last),

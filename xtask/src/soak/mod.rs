@@ -23,20 +23,23 @@
 //! the position in `welcome` (counted and listed).
 
 mod check;
+mod drills;
 mod load;
+mod netns;
 mod report;
 mod sample;
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
-use test_support::{RedisServer, Server};
+use test_support::{RedisServer, Server, ServerBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -65,6 +68,12 @@ pub struct SoakArgs {
     /// a random server.
     #[arg(long)]
     pub cluster: bool,
+    /// With --cluster: fault drills during the load (Redis killed and
+    /// restarted, a server killed and restarted on its port, Redis paused,
+    /// the network to Redis delayed and lossy), each followed by a measured
+    /// heal. Redis then runs in a network namespace of its own: needs root.
+    #[arg(long, requires = "cluster")]
+    pub drills: bool,
     /// Users, one connection each (every client task ends with the run).
     #[arg(long, default_value_t = 200)]
     pub clients: usize,
@@ -171,6 +180,75 @@ pub(crate) struct Ctx {
     /// Messages the clients received (all streams).
     pub received: AtomicU64,
     pub tally: Tally,
+    /// The pid of each server (it changes when a drill restarts one).
+    pub pids: Vec<AtomicU32>,
+    /// The pid of Redis (0: none; it changes when a drill restarts it).
+    pub redis_pid: AtomicU32,
+    /// Bumped each time a drill kills that server: a client connected
+    /// before the bump lost its socket for a reason it was told of.
+    pub server_gen: Vec<AtomicU64>,
+    pub drill: DrillState,
+}
+
+/// What the drills share with the load: which drill's window is open, what
+/// was refused or lost in each, and what must never be delivered.
+#[derive(Default)]
+pub(crate) struct DrillState {
+    /// The drill whose window (fault to heal, plus a grace) is open;
+    /// `usize::MAX`: none.
+    pub now: AtomicUsize,
+    /// Each drill's window, ms since the start (end `u64::MAX` while open).
+    pub windows: Mutex<Vec<(u64, u64)>>,
+    /// Per drill: what was refused (`unavailable`), lost or not answered.
+    pub counts: Mutex<Vec<BTreeMap<String, u64>>>,
+    /// Keys (`from/k`, `api/k`) of sends, publishes and pushes refused
+    /// with `unavailable` (§11: never delivered later), with the drill
+    /// they were sent in, when (ms) and how long the refusal took (ms).
+    pub refused: Mutex<BTreeMap<String, (usize, u64, u64)>>,
+    /// Keys of every message delivered while drills run, to catch a
+    /// refused one delivered before its refusal was read.
+    pub delivered: Mutex<HashSet<String>>,
+    /// Broadcasts whose outcome is unknown (no answer): each may have been
+    /// stored, so the broadcast stream's top may be that much higher.
+    pub broadcasts_unknown: AtomicU64,
+}
+
+pub(crate) const NO_DRILL: usize = usize::MAX;
+
+impl Ctx {
+    /// Counts `what` against the open drill window, if one is open (and
+    /// in the tallies); false when no drill window is open.
+    pub fn in_drill(&self, what: &str) -> bool {
+        self.in_drill_at(what, self.ms()).is_some()
+    }
+
+    /// The drill whose window held `t_ms`, counting nothing.
+    pub fn drill_at(&self, t_ms: u64) -> Option<usize> {
+        if !self.args.drills {
+            return None;
+        }
+        self.drill
+            .windows
+            .lock()
+            .unwrap()
+            .iter()
+            .position(|&(a, b)| a <= t_ms && t_ms <= b)
+    }
+
+    /// [`in_drill`](Self::in_drill) for something that began at `t_ms`
+    /// (a request sent then, answered later): the drill whose window held
+    /// that moment.
+    pub fn in_drill_at(&self, what: &str, t_ms: u64) -> Option<usize> {
+        let i = self.drill_at(t_ms)?;
+        let mut c = self.drill.counts.lock().unwrap();
+        if c.len() <= i {
+            c.resize_with(i + 1, BTreeMap::new);
+        }
+        *c[i].entry(what.to_owned()).or_default() += 1;
+        drop(c);
+        self.tally.count(what, 1);
+        Some(i)
+    }
 }
 
 /// Counts of what happened and of what went wrong, with a few examples.
@@ -309,18 +387,47 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         args.clients <= 5_000,
         "--clients above 5000 is not a soak any more (bounded: far below 20,000 sockets)"
     );
+    // Declared before the servers: dropped (deleted) after Redis.
+    let netns = if args.drills {
+        let ns = netns::Netns::create()?;
+        eprintln!(
+            "soak: network namespace {} ({} <-> {} on {}/{})",
+            ns.name, ns.host_addr, ns.ns_addr, ns.host_if, ns.ns_if
+        );
+        Some(ns)
+    } else {
+        None
+    };
     // Declared before the servers: dropped (killed) after them.
-    let redis = args.cluster.then(|| {
-        // Panics, saying how to install it, when redis-server is missing;
-        // with CI set that is a failure of the run, as in the tests.
-        let r = RedisServer::start_blocking();
-        eprintln!("soak: redis-server (AOF) on {}", r.url());
-        r
-    });
+    let redis = match (&netns, args.cluster) {
+        (_, false) => None,
+        (None, true) => {
+            // Panics, saying how to install it, when redis-server is missing;
+            // with CI set that is a failure of the run, as in the tests.
+            let r = RedisServer::start_blocking();
+            Some((r.url(), r))
+        }
+        (Some(ns), true) => {
+            let bin = ns.wrapper(&test_support::redis::redis_server_bin())?;
+            let r = RedisServer::builder()
+                .bin(bin)
+                .args(&["--bind", &ns.ns_addr, "--protected-mode", "no"])
+                .start_blocking();
+            Some((format!("redis://{}:{}/0", ns.ns_addr, r.port()), r))
+        }
+    };
+    let (redis_url, redis) = match redis {
+        Some((u, r)) => {
+            eprintln!("soak: redis-server (AOF) on {u} (pid {})", r.pid());
+            (Some(u), Some(r))
+        }
+        None => (None, None),
+    };
     let history = args.history.to_string();
     let queue = args.queue.to_string();
     let ttl = args.history_ttl.to_string();
-    let start_server = |name: &str| -> Server {
+    let url = redis_url.clone();
+    let make: Arc<dyn Fn() -> ServerBuilder + Send + Sync> = Arc::new(move || {
         let mut b = Server::builder()
             .bin(target_bin("release", "wshub-server"))
             .secret(SECRET)
@@ -328,10 +435,13 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
             .args(&["--public-group", "s", "--public-group", "c"])
             .args(&["--history", &history, "--queue", &queue])
             .args(&["--history-ttl", &ttl]);
-        if let Some(r) = &redis {
-            b = b.args(&["--redis", &r.url()]);
+        if let Some(u) = &url {
+            b = b.args(&["--redis", u]);
         }
-        let s = b.start_blocking();
+        b
+    });
+    let start_server = |name: &str| -> Server {
+        let s = make().start_blocking();
         if redis.is_some() {
             s.blocking_wait_log("broker up");
         }
@@ -343,36 +453,60 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
         servers.push(start_server("server 2"));
     }
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
-    let redis_pid = redis.as_ref().map(|r| r.pid());
+    let fleet = Fleet {
+        servers,
+        redis,
+        netns,
+        make,
+        old_logs: Vec::new(),
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = rt.block_on(load::drive(args.clone(), addrs, pids, redis_pid))?;
+    let mut outcome = rt.block_on(load::drive(args.clone(), addrs, fleet))?;
     drop(rt);
+    let mut fleet = outcome.fleet.take().expect("the fleet comes back");
 
     let mut exits = Vec::new();
     let mut panics = Vec::new();
     let mut log_errors = 0u64;
-    for (i, s) in servers.iter_mut().enumerate() {
-        let status = s.blocking_stop();
-        exits.push(json!({"server": i + 1, "status": status.to_string(), "ok": status.success()}));
-        for l in s.logs() {
+    let mut scan = |who: String, lines: Vec<String>| {
+        for l in lines {
             if l.contains("panicked") || l.contains("panic") {
-                panics.push(format!("server {}: {l}", i + 1));
+                panics.push(format!("{who}: {l}"));
             }
             if l.contains(" ERROR ") {
                 log_errors += 1;
             }
         }
+    };
+    for (i, lines) in std::mem::take(&mut fleet.old_logs) {
+        scan(format!("server {} (killed by a drill)", i + 1), lines);
     }
-    drop(redis);
+    for (i, s) in fleet.servers.iter_mut().enumerate() {
+        let status = s.blocking_stop();
+        exits.push(json!({"server": i + 1, "status": status.to_string(), "ok": status.success()}));
+        scan(format!("server {}", i + 1), s.logs());
+    }
+    drop(fleet);
     report::finish(&args, outcome, exits, panics, log_errors)
 }
 
+/// The processes of a run. Fields drop in order: servers, Redis, then the
+/// network namespace Redis ran in.
+pub(crate) struct Fleet {
+    pub servers: Vec<Server>,
+    pub redis: Option<RedisServer>,
+    pub netns: Option<netns::Netns>,
+    /// How a server is started (a drill restarts one with `.listen(addr)`).
+    pub make: Arc<dyn Fn() -> ServerBuilder + Send + Sync>,
+    /// The logs of servers a drill killed, by index.
+    pub old_logs: Vec<(usize, Vec<String>)>,
+}
+
 /// The soak as `cargo xtask ci` runs it: the defaults, `minutes` long.
-pub fn run_default(minutes: f64, cluster: bool) -> anyhow::Result<()> {
+pub fn run_default(minutes: f64, cluster: bool, drills: bool) -> anyhow::Result<()> {
     #[derive(clap::Parser)]
     struct Wrap {
         #[command(flatten)]
@@ -385,6 +519,9 @@ pub fn run_default(minutes: f64, cluster: bool) -> anyhow::Result<()> {
     ];
     if cluster {
         argv.push("--cluster".to_owned());
+    }
+    if drills {
+        argv.push("--drills".to_owned());
     }
     run(<Wrap as clap::Parser>::parse_from(argv).args)
 }

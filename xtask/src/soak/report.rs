@@ -112,6 +112,20 @@ pub(crate) fn finish(
     let mut verdicts = Vec::new();
     let mut growth_rows = Vec::new();
     let procs: std::collections::BTreeSet<usize> = outcome.samples.iter().map(|s| s.proc).collect();
+    // A server a drill killed and restarted during the load: its samples
+    // start again from an empty process, so quarters of the run compare two
+    // processes; it is shown, not judged (the other server is).
+    let restarted: std::collections::BTreeMap<usize, f64> = outcome
+        .drills
+        .iter()
+        .filter(|d| d["drill"] == "server-kill")
+        .filter_map(|d| {
+            Some((
+                d["detail"]["server"].as_u64()? as usize,
+                d["fault_removed_s"].as_f64()?,
+            ))
+        })
+        .collect();
     for p in procs {
         let of = |f: &dyn Fn(&Sample) -> f64| -> Vec<(f64, f64)> {
             outcome
@@ -135,7 +149,7 @@ pub(crate) fn finish(
                 continue;
             };
             // Redis is shown, not judged: its memory is the history it keeps.
-            let judged = p != 0;
+            let judged = p != 0 && !restarted.contains_key(&p);
             let ok = !judged || pct <= args.max_growth_pct;
             if !ok {
                 verdicts.push(format!(
@@ -146,6 +160,7 @@ pub(crate) fn finish(
             growth_rows.push(json!({
                 "process": name, "what": what, "q2_mean": q2, "q4_mean": q4,
                 "growth_pct": pct, "judged": judged, "ok": ok,
+                "restarted_at_s": restarted.get(&p),
             }));
         }
     }
@@ -164,7 +179,11 @@ pub(crate) fn finish(
 
     let dir = crate::cmd::root().join("target").join("soak");
     std::fs::create_dir_all(&dir)?;
-    let mode = if args.cluster { "cluster" } else { "single" };
+    let mode = match (args.cluster, args.drills) {
+        (true, true) => "cluster-drills",
+        (true, false) => "cluster",
+        _ => "single",
+    };
     let base = format!("{}-{mode}", stamp());
     let json_path = dir.join(format!("{base}.json"));
     let csv_path = dir.join(format!("{base}.csv"));
@@ -195,6 +214,7 @@ pub(crate) fn finish(
         "counts": counts,
         "failures": failures.iter().map(|(k, (n, ex))| (k.clone(), json!({"count": n, "examples": ex}))).collect::<serde_json::Map<_, _>>(),
         "recovered_false": tally.resets(),
+        "drills": outcome.drills,
         "growth": growth_rows,
         "growth_rule": "mean of the last quarter of the load over the mean of its second quarter, per server process; threads stand for tasks (the server does not expose a tokio task count)",
         "peak": {"rss_kib": peak(&|s| s.rss_kib), "fds": peak(&|s| s.fds), "threads": peak(&|s| s.threads)},
@@ -229,9 +249,26 @@ pub(crate) fn finish(
             g["growth_pct"].as_f64().unwrap_or(0.0),
             if g["judged"] == true {
                 ""
+            } else if g["restarted_at_s"].is_number() {
+                "  (shown only: restarted by a drill)"
             } else {
                 "  (shown only)"
             }
+        );
+    }
+    for d in &outcome.drills {
+        let ms = |k: &str| {
+            d[k].as_f64()
+                .map_or("never".into(), |m| format!("{m:.0} ms"))
+        };
+        eprintln!(
+            "  drill {:<12} at {:>6.1} s, fault {:>5.1} s, readyz after {:>8}, healed after {:>8}, {}",
+            d["drill"].as_str().unwrap_or_default(),
+            d["started_s"].as_f64().unwrap_or(0.0),
+            d["fault_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            ms("ready_after_ms"),
+            ms("healed_after_ms"),
+            d["during"]
         );
     }
     for (kind, (n, ex)) in &failures {

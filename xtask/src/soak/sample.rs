@@ -54,7 +54,7 @@ pub(crate) fn metric(text: &str, key: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-pub(crate) async fn run(ctx: Arc<Ctx>, pids: Vec<u32>, redis_pid: Option<u32>) -> Vec<Sample> {
+pub(crate) async fn run(ctx: Arc<Ctx>) -> Vec<Sample> {
     let every = Duration::from_secs_f64(ctx.args.sample_secs.max(0.2));
     let mut tick = tokio::time::interval(every);
     let mut out = Vec::new();
@@ -63,7 +63,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, pids: Vec<u32>, redis_pid: Option<u32>) -
         let phase = *ctx.phase.borrow();
         let t_s = ctx.start.elapsed().as_secs_f64();
         let received = ctx.received.load(Ordering::Relaxed);
-        for (i, (&pid, &addr)) in pids.iter().zip(&ctx.servers).enumerate() {
+        for (i, (pid, &addr)) in ctx.pids.iter().zip(&ctx.servers).enumerate() {
+            // Read each time: a drill may have restarted the process.
+            let pid = pid.load(Ordering::SeqCst);
             let (rss_kib, threads) = status(pid);
             let text = match api(addr, "GET", "/metrics", None).await {
                 Ok((200, _, t)) => t,
@@ -82,7 +84,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>, pids: Vec<u32>, redis_pid: Option<u32>) -
                 client_received_total: received,
             });
         }
-        if let Some(pid) = redis_pid {
+        let redis_pid = ctx.redis_pid.load(Ordering::SeqCst);
+        if redis_pid != 0 {
+            let pid = redis_pid;
             let (rss_kib, threads) = status(pid);
             out.push(Sample {
                 t_s,
