@@ -366,7 +366,7 @@ impl Node {
         // Best effort: a shared presence is also rewritten from the hub
         // periodically, which repairs a change that did not get through.
         let _ = inner.presence.changed(&user, 1).await;
-        let conn = Connection {
+        let mut conn = Connection {
             id,
             user,
             rx,
@@ -375,20 +375,37 @@ impl Node {
             held: false,
             replayed: Vec::new(),
         };
-        let streams = self.welcome_positions(&conn.user, &groups).await;
+        let (streams, at) = self.welcome_positions(&conn.user, &groups).await;
+        // A message the welcome's positions already count may still be on
+        // its way here (queued between the registration and the read; in a
+        // cluster, still on pub/sub when Redis answered): the client would
+        // see it twice, so it is skipped like a replayed one.
+        for (key, seq) in at {
+            conn.cover(key, seq);
+        }
         (conn, groups, streams)
     }
 
     /// The streams a connection of `user` in `groups` reads, with their
     /// positions. Best effort: a cluster whose store is gone answers none,
     /// and the client resumes from what it had.
-    async fn welcome_positions(&self, user: &UserId, groups: &[GroupId]) -> Positions {
+    /// Also each stream's key and seq.
+    async fn welcome_positions(
+        &self,
+        user: &UserId,
+        groups: &[GroupId],
+    ) -> (Positions, Vec<(u64, u64)>) {
         let mut names = vec![StreamName::Inbox(user.clone()), StreamName::All];
         names.extend(groups.iter().cloned().map(StreamName::Group));
         let Ok(at) = self.inner.broker.positions(&names).await else {
-            return Positions::new();
+            return (Positions::new(), Vec::new());
         };
-        names
+        let keys = names
+            .iter()
+            .zip(&at)
+            .map(|(n, at)| (n.key(), at.seq))
+            .collect();
+        let positions = names
             .iter()
             .zip(at)
             .map(|(name, at)| {
@@ -398,7 +415,8 @@ impl Node {
                 };
                 (name.to_string(), p)
             })
-            .collect()
+            .collect();
+        (positions, keys)
     }
 
     /// A `resume` (§10) for `conn`: replays what it missed of each named
@@ -449,7 +467,7 @@ impl Node {
             let ok = answer.is_recovered();
             recovered.insert(wire.clone(), ok);
             if let Recovery::Recovered { replay: r, current } = answer {
-                conn.replayed.push((name.key(), current.seq));
+                conn.cover(name.key(), current.seq);
                 replay.extend(r.into_iter().map(|e| e.frame));
             }
         }
@@ -667,10 +685,10 @@ pub struct Connection {
     /// Delivery held until the `resume` frame (§10): frames queue up but
     /// are not handed out.
     held: bool,
-    /// After a resume: per replayed stream (by key), the last seq the
-    /// replay sent. Queued frames of that stream up to it were replayed
-    /// already and are skipped; the entry goes with the first frame past
-    /// it, since a stream's frames are queued in seq order.
+    /// Per stream (by key), the last seq the client has already: the
+    /// welcome's position, or a resume's replay. Queued frames of that
+    /// stream up to it are skipped; the entry goes with the first frame
+    /// past it, since a stream's frames are queued in seq order.
     replayed: Vec<(u64, u64)>,
 }
 
@@ -712,6 +730,17 @@ impl Connection {
             if !self.already_replayed(&frame) {
                 return Some(frame);
             }
+        }
+    }
+
+    /// Makes queued frames of stream `key` up to `seq` count as had.
+    fn cover(&mut self, key: u64, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        match self.replayed.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = entry.1.max(seq),
+            None => self.replayed.push((key, seq)),
         }
     }
 

@@ -433,3 +433,52 @@ fn a_store_that_is_down_makes_every_operation_unavailable() {
     store.up.store(true, Ordering::SeqCst);
     assert!(done(a.send(&alice, user("bob"), body())).is_ok());
 }
+
+/// In a cluster a message can still be on its way to a node (pub/sub)
+/// when a new connection there reads positions that already count it. The
+/// connection must not get it on top of its welcome: to its client that
+/// is the same seq twice. A connection that was there before gets it.
+#[test]
+fn a_message_the_welcome_already_counts_is_not_delivered_on_top_of_it() {
+    let store = Store::new();
+    let b = node(&store, 2);
+    let (mut before, _) = connect(&b, "bob");
+    // Numbered in the store, not delivered yet.
+    let stream = StreamName::Inbox(user("bob"));
+    let mut message = protocol::Message {
+        id: "m-late".into(),
+        from: None,
+        to: Some(user("bob")),
+        group: None,
+        body: Body::from_value(&json!("late")),
+        ts: 0,
+        stream: None,
+        epoch: None,
+        seq: None,
+    };
+    let (at, frame) = store.streams.append_frame(&stream, Instant::now(), |at| {
+        encode_at(&mut message, &stream, at)
+    });
+    assert_eq!(at.seq, 1);
+    let (mut after, _) = connect(&b, "bob");
+    // Now it arrives.
+    let placed = Placed {
+        stream: stream.clone(),
+        frame,
+        skip: None,
+    };
+    for h in store.hubs().iter() {
+        h.placed(&placed);
+    }
+    assert_eq!(bodies(&mut before), vec![json!("late")]);
+    assert_eq!(bodies(&mut after), Vec::<serde_json::Value>::new());
+    // What comes after the welcome's position reaches both.
+    done(b.push(
+        Target::User(user("bob")),
+        Body::from_value(&json!("next")),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(bodies(&mut before), vec![json!("next")]);
+    assert_eq!(bodies(&mut after), vec![json!("next")]);
+}

@@ -39,9 +39,13 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         beats += 1;
         let candidate = format!("{}-{:x}-{beats}", bp.node, local_now_ms());
         let was_up = bp.up();
-        let (run, redis_now) = match bp.heartbeat(NODE_TTL, &candidate).await {
-            Ok(answer) => answer,
-            Err(_) => {
+        // Bounded by the beat, not by the commands' longer wait for an
+        // answer: a Redis that does not answer in a second is down for new
+        // work at once, while what was sent before waits for its answer.
+        let beat = tokio::time::timeout(EVERY, bp.heartbeat(NODE_TTL, &candidate)).await;
+        let (run, redis_now) = match beat {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => {
                 if bp.heartbeat_ok.swap(false, SeqCst) {
                     tracing::warn!(node = %bp.node, "broker down: Redis does not answer");
                 }
