@@ -1337,3 +1337,106 @@ async fn a_cluster_stream_lives_while_messages_come_and_is_forgotten_after_a_qui
         quiet.elapsed()
     );
 }
+
+/// A TCP relay in front of Redis whose answers (Redis to server) can be
+/// held back: a link that carries requests but loses the replies for a
+/// while, as retransmissions on a lossy one do.
+struct ReplyHold {
+    addr: std::net::SocketAddr,
+    hold: tokio::sync::watch::Sender<bool>,
+}
+
+impl ReplyHold {
+    async fn start(upstream: std::net::SocketAddr) -> ReplyHold {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hold, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(n) = sr.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        // Held: wait until released, then pass it on.
+                        if watch.wait_for(|held| !*held).await.is_err() {
+                            return;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ReplyHold { addr, hold }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+}
+
+/// §11: what is refused is never delivered. A send whose script ran in
+/// Redis but whose answer is held up past the server's wait is looked up
+/// instead of refused: the sender gets the ack, the recipient the message
+/// once.
+#[tokio::test]
+async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
+    let redis = redis_in_memory().await;
+    let relay = ReplyHold::start(redis.addr()).await;
+    let (through_relay, direct) = (relay.url(), redis.url());
+    let (a, b) = tokio::join!(
+        Server::start_cluster(&through_relay, &[]),
+        Server::start_cluster(&direct, &[])
+    );
+    for s in [&a, &b] {
+        s.wait_log("broker up").await;
+    }
+    let mut ann = a.client("ann", &[]).await;
+    let mut ben = b.client("ben", &[]).await;
+    await_connections(&a, "ben", 1).await;
+    // Once with answers: Redis then has the script (a first EVALSHA's
+    // NOSCRIPT answer would be held too, and the script never run).
+    let ack = ann
+        .request(json!({"type":"send","to":"ben","body":"before","id":"h0"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    expect_message(&mut ben, &json!("before")).await;
+
+    relay.hold.send_replace(true);
+    ann.send(json!({"type":"send","to":"ben","body":"held","id":"h1"}))
+        .await;
+    // The script ran: ben, on the other process, has it at once.
+    let got = expect_message(&mut ben, &json!("held")).await;
+    // Past the server's wait for the answer (3 s): no signal marks it.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    relay.hold.send_replace(false);
+    let ack = ann.recv().await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["id"].as_str(), &ack["delivered"]),
+        (Some("ack"), Some("h1"), &json!(1)),
+        "{ack}"
+    );
+    assert_eq!((&ack["stream"], &ack["seq"]), (&json!("inbox"), &json!(2)));
+    assert_eq!(got["seq"], 2);
+    // Once: the next message ben gets is the next one sent.
+    let ack = ann
+        .request(json!({"type":"send","to":"ben","body":"after","id":"h2"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let next = expect_message(&mut ben, &json!("after")).await;
+    assert_eq!(next["seq"], 3);
+}

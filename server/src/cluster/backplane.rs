@@ -35,10 +35,12 @@ const SCRIPT_DEADLINE: Duration = Duration::from_millis(700);
 /// answer held up by TCP retransmissions on a lossy link (200 ms, then 400,
 /// 800 ms...), and answering `unavailable` for what Redis did publish would
 /// deliver a refused message (§11; the soak's link drill found it with a
-/// one-second wait). After this long the answer's link has been dead for
-/// seconds; what a dead link's last script did is not known
-/// (docs/testing.md, "Fault drills").
+/// one-second wait). A push still unanswered then is looked up (`settle`).
 const REPLY_TIMEOUT: Duration = Duration::from_millis(3000);
+/// How long a push whose answer never came is looked for (`settle`), and
+/// how long one look may take.
+const SETTLE_FOR: Duration = Duration::from_secs(10);
+const SETTLE_EVERY: Duration = Duration::from_millis(1000);
 /// How long a join waits for the nodes holding the user's connections to
 /// subscribe to the group, so a push right after the join reaches them.
 const JOIN_ACK_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -345,11 +347,12 @@ impl RedisBackplane {
         })?;
         let origin = p.origin.as_ref();
         let origin_user = origin.map_or("", |o| o.user.as_str());
-        match &p.target {
+        let deadline = self.deadline();
+        let answer = match &p.target {
             Target::User(to) => {
                 let mut inv = self.scripts.push_user.prepare_invoke();
                 inv.arg(self.prefix())
-                    .arg(self.deadline())
+                    .arg(deadline)
                     .arg(to.as_str())
                     .arg(origin_user)
                     .arg(if origin.is_some() { "1" } else { "0" })
@@ -368,29 +371,99 @@ impl RedisBackplane {
                     }
                 }
                 self.history_args(&mut inv, &prefix, p, &stream);
-                self.run(inv).await
+                self.run_uncertain(inv).await
             }
             Target::Group(g) => {
                 let mut inv = self.scripts.push_group.prepare_invoke();
                 inv.arg(self.prefix())
-                    .arg(self.deadline())
+                    .arg(deadline)
                     .arg(g.as_str())
                     .arg(origin_user)
                     .arg(self.names.group_channel(g))
                     .arg(wire::header(&p.target, origin, Part::Target));
                 self.history_args(&mut inv, &prefix, p, &stream);
-                self.run(inv).await
+                self.run_uncertain(inv).await
             }
             Target::All => {
                 let mut inv = self.scripts.broadcast.prepare_invoke();
                 inv.arg(self.prefix())
-                    .arg(self.deadline())
+                    .arg(deadline)
                     .arg(self.names.all_channel())
                     .arg(wire::header(&p.target, origin, Part::Target));
                 self.history_args(&mut inv, &prefix, p, &stream);
-                self.run(inv).await
+                self.run_uncertain(inv).await
             }
+        };
+        match answer {
+            Some(answer) => answer,
+            None => self.settle(p, deadline).await,
         }
+    }
+
+    /// Runs a push's script; `None` when its fate is unknown: no answer
+    /// within `REPLY_TIMEOUT`, or the link failed once it may have been
+    /// sent. A script error is a refusal.
+    async fn run_uncertain(
+        &self,
+        inv: ScriptInvocation<'_>,
+    ) -> Option<Result<PushAnswer, Unavailable>> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(REPLY_TIMEOUT, inv.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => Some(Ok(v)),
+            Ok(Err(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            {
+                tracing::debug!(error = %e, "push script failed");
+                Some(Err(Unavailable))
+            }
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
+    /// Finds out whether a push whose answer never came took effect, so
+    /// that what is answered `unavailable` is never delivered (§11): asks
+    /// Redis once its clock is past the push's deadline (after which the
+    /// push cannot run any more) whether the message is in its stream's
+    /// log, for up to `SETTLE_FOR`. Without a log (`--history 0`), or when
+    /// Redis cannot be asked for that long, it is `unavailable` and
+    /// unknown (docs/testing.md, "Fault drills").
+    async fn settle(&self, p: &Publication, deadline: i64) -> Result<PushAnswer, Unavailable> {
+        if self.history.max_messages == 0 {
+            return Err(Unavailable);
+        }
+        // The stream the ack reports: there, the script appended last.
+        let (stream, kind, of) = match (&p.target, &p.origin) {
+            (Target::User(to), Some(o)) if &o.user != to => {
+                (StreamName::Inbox(o.user.clone()), "u", to.as_str())
+            }
+            (Target::User(to), _) => (StreamName::Inbox(to.clone()), "u", to.as_str()),
+            (Target::Group(g), _) => (StreamName::Group(g.clone()), "g", g.as_str()),
+            (Target::All, _) => (StreamName::All, "a", ""),
+        };
+        let give_up = tokio::time::Instant::now() + SETTLE_FOR;
+        while tokio::time::Instant::now() < give_up {
+            let mut inv = self.scripts.settle.prepare_invoke();
+            inv.arg(self.prefix())
+                .arg(deadline)
+                .arg(Names::stream_id(&stream))
+                .arg(p.message.id.as_str())
+                .arg(kind)
+                .arg(of);
+            let mut conn = self.conn.clone();
+            let asked = tokio::time::timeout(SETTLE_EVERY, inv.invoke_async(&mut conn)).await;
+            match asked {
+                Ok(Ok((1, epoch, seq, delivered))) => {
+                    let answer: PushAnswer = (delivered, epoch, seq, 0, p.message.id.clone());
+                    tracing::info!(id = %p.message.id, "a push whose answer was lost took effect");
+                    return Ok(answer);
+                }
+                Ok(Ok((0, ..))) => return Err(Unavailable),
+                Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {}
+            }
+            tokio::time::sleep(SETTLE_EVERY / 4).await;
+        }
+        tracing::warn!(id = %p.message.id, "a push's fate is unknown: answered unavailable");
+        Err(Unavailable)
     }
 
     /// Reads streams in one script (`READ`): per (stream, epoch wanted,

@@ -284,6 +284,34 @@ end
 return out
 "#;
 
+/// ARGV: prefix, deadline, stream id, message id, what `delivered`
+/// counts ("u" and a user, "g" and a group, "a"). Whether a push whose
+/// answer never came took effect: asked once Redis's clock is past the
+/// push's deadline, when a push that has not run can no longer run.
+/// Returns {1, epoch, seq, delivered} when the message is in the stream's
+/// log, {0, '', 0, 0} when it is not, {-1, '', 0, 0} when still too early.
+const SETTLE: &str = r#"
+local now = now_ms()
+if now <= tonumber(ARGV[2]) then return {-1, '', 0, 0} end
+local s = ARGV[3]
+local e = redis.call('HGET', P .. 'seq:' .. s, 'e')
+if not e then return {0, '', 0, 0} end
+-- A message frame starts with its type and id.
+local head = '{"type":"message","id":"' .. ARGV[4] .. '"'
+local r = redis.call('XREVRANGE', P .. 'log:' .. s, '+', '-', 'COUNT', 1000)
+for _, entry in ipairs(r) do
+  local f = entry_field(entry[2], 'f')
+  if f and string.sub(f, 1, #head) == head then
+    local delivered = 0
+    if ARGV[5] == 'u' then delivered = count(ARGV[6], now)
+    elseif ARGV[5] == 'g' then delivered = live_sum(P .. 'group:' .. ARGV[6] .. ':conns', now)
+    else delivered = live_sum(P .. 'conns_by_node', now) end
+    return {1, e, tonumber(string.match(entry[1], '^(%d+)')), delivered}
+  end
+end
+return {0, '', 0, 0}
+"#;
+
 /// ARGV: prefix, deadline, user, channel, payload. Returns how many
 /// connections the kick closes.
 const KICK: &str = r#"
@@ -413,6 +441,7 @@ pub struct Scripts {
     pub node_down: Script,
     pub connections: Script,
     pub read: Script,
+    pub settle: Script,
 }
 
 impl Default for Scripts {
@@ -431,6 +460,7 @@ impl Default for Scripts {
             node_down: s(NODE_DOWN),
             connections: s(CONNECTIONS),
             read: s(READ),
+            settle: s(SETTLE),
         }
     }
 }
