@@ -25,6 +25,7 @@ use protocol::{GroupId, Message, UserId};
 
 use crate::backplane::Topic;
 use crate::disconnect::Disconnect;
+use crate::fanout::{Fanout, Job};
 use crate::frame::Frame;
 use crate::history::{Position, StreamName, Streams};
 use crate::publication::{encode_at, Placed, Publication, Target};
@@ -76,6 +77,8 @@ pub struct Hub {
     hasher: RandomState,
     /// Orders broadcasts: one at a time is appended and fanned out.
     broadcast: Mutex<()>,
+    /// Group fan-outs and positioned acks, when a thread runs them.
+    fanout: Fanout<Arc<Conns>>,
     pub(crate) stats: Stats,
 }
 
@@ -99,6 +102,7 @@ impl Default for Hub {
             groups: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::default(),
             broadcast: Mutex::new(()),
+            fanout: Fanout::default(),
             stats: Stats::default(),
         }
     }
@@ -424,6 +428,35 @@ impl Hub {
                 let groups = self.group_shard(group);
                 let (at, frame) =
                     streams.append_frame(&stream, now, |at| encode_at(message, &stream, at));
+                // A connection's publish is fanned out here, after what
+                // the thread has not done yet: its ack, queued next, must
+                // not overtake a message of the group with a smaller seq.
+                let _turn = (self.fanout.is_attached() && skip.is_some())
+                    .then(|| self.fanout.exclusive(|job| self.run_job(job)));
+                if self.fanout.is_attached() && skip.is_none() {
+                    // The thread pushes; here only who gets it, and how
+                    // many connections that is (fanout.rs).
+                    let members = groups.get(group).map_or(Vec::new(), |members| {
+                        members
+                            .iter()
+                            .map(|(member, conns)| {
+                                if origin != Some(member) {
+                                    delivered += conns.lock().len();
+                                }
+                                conns.clone()
+                            })
+                            .collect()
+                    });
+                    drop(groups);
+                    if !members.is_empty() {
+                        self.fanout.submit(Job {
+                            frame,
+                            members,
+                            skip,
+                        });
+                    }
+                    return (delivered, (stream, at));
+                }
                 if let Some(members) = groups.get(group) {
                     for (member, conns) in members {
                         let n = self.push_all(conns, &frame, skip);
@@ -506,6 +539,26 @@ impl Hub {
         };
         self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
         n
+    }
+
+    /// Runs queued group fan-outs and acks on the calling thread, for as
+    /// long as the process lives; from the first call on, `route` hands
+    /// group fan-outs to it instead of doing them itself (fanout.rs).
+    pub fn run_fanout(&self) -> ! {
+        self.fanout.run(|job| self.run_job(job))
+    }
+
+    fn run_job(&self, job: Job<Arc<Conns>>) {
+        let Job {
+            frame,
+            members,
+            skip,
+        } = job;
+        let n: usize = members
+            .iter()
+            .map(|conns| self.push_all(conns, &frame, skip))
+            .sum();
+        self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
     }
 
     fn push_all(&self, conns: &Conns, frame: &Frame, skip: Option<ConnId>) -> usize {

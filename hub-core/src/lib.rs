@@ -10,6 +10,7 @@
 
 pub mod backplane;
 pub mod disconnect;
+mod fanout;
 pub mod frame;
 pub mod history;
 pub mod hub;

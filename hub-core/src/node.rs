@@ -262,6 +262,14 @@ impl Node {
 
     /// Whether this node is part of a cluster (membership and presence
     /// live in a shared store).
+    /// Runs the hub's group fan-outs on the calling thread for as long as
+    /// the process lives (fanout.rs); until a thread calls this, they are
+    /// done inline by each publisher. A cluster node does not need it: its
+    /// deliveries come from the broker, one channel at a time.
+    pub fn run_fanout(&self) -> ! {
+        self.inner.hub.run_fanout()
+    }
+
     pub fn is_clustered(&self) -> bool {
         self.inner.broker.is_shared()
     }

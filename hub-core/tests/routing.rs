@@ -381,3 +381,66 @@ fn a_reply_queued_by_the_connection_goes_behind_queued_messages() {
     );
     assert_eq!(frames.len(), 2);
 }
+
+/// Every message a connection has queued, waiting for a fan-out thread to
+/// queue `n` of them (it has no signal of its own to await).
+fn recv_n(conn: &mut Connection, n: usize) -> Vec<ServerFrame> {
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    while out.len() < n {
+        match conn.try_recv() {
+            Some(f) => out.push(serde_json::from_str(f.as_str()).unwrap()),
+            None => {
+                assert!(start.elapsed().as_secs() < 10, "only {out:?}");
+                std::thread::yield_now();
+            }
+        }
+    }
+    out
+}
+
+/// With a fan-out thread (the server runs one), a push to a group is
+/// answered at its append: `delivered` counts the members' connections
+/// then, the members then get it (and whoever joins after does not), and
+/// a member's own publish lands behind every push before it, with its ack
+/// after it, so no position ever overtakes a message.
+#[test]
+fn a_fan_out_thread_delivers_group_pushes_to_the_members_of_their_append() {
+    let node = node(1024);
+    let runner = node.clone();
+    std::thread::spawn(move || runner.run_fanout());
+    let g = group("g");
+    let (mut a, _) = connect(&node, user("a"), std::slice::from_ref(&g));
+    let (mut b, _) = connect(&node, user("b"), std::slice::from_ref(&g));
+    let (mut b2, _) = connect(&node, user("b"), &[]);
+    for i in 0..100 {
+        let d = done(node.push(Target::Group(g.clone()), body(json!(i)), None)).unwrap();
+        assert_eq!(d.delivered, 3);
+    }
+    // Joined after the pushes: none of them.
+    let (mut late, _) = connect(&node, user("late"), &[]);
+    done(node.join(&g, &user("late"))).unwrap();
+    let d = done(node.publish(&a, g.clone(), body(json!("mine")))).unwrap();
+    assert_eq!(d.delivered, 3);
+    let ack = ServerFrame::ack_delivered(
+        protocol::CorrelationId::new("p").unwrap(),
+        d.delivered,
+        d.place.clone(),
+    );
+    assert!(a.queue_own(&Frame::encode(&ack)));
+    let expected: Vec<serde_json::Value> = (0..100).map(|i| json!(i)).collect();
+    for c in [&mut b, &mut b2] {
+        let got = recv_n(c, 101);
+        let mut want = expected.clone();
+        want.push(json!("mine"));
+        assert_eq!(bodies(&got), want);
+    }
+    let got = recv_n(&mut a, 101);
+    assert_eq!(bodies(&got[..100]), expected);
+    assert!(
+        matches!(&got[100], ServerFrame::Ack { seq: Some(101), .. }),
+        "{:?}",
+        got[100]
+    );
+    assert_eq!(bodies(&recv_n(&mut late, 1)), vec![json!("mine")]);
+}

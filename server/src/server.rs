@@ -128,6 +128,17 @@ pub async fn run(
 ) {
     // On the HTTP runtime (main.rs), and so is every connection it accepts
     // until it upgrades.
+    // One process: group fan-outs on a thread of their own, so a push is
+    // answered once it is appended (hub-core's fanout.rs).
+    if state.cluster.is_none() {
+        let node = state.node.clone();
+        let started = std::thread::Builder::new()
+            .name("wshub-fanout".into())
+            .spawn(move || node.run_fanout());
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "no fan-out thread; publishers fan out themselves");
+        }
+    }
     let accept = http.spawn(accept_loop(listener, state.clone()));
     tokio::spawn(expire_history(state.clone()));
     signal.recv().await;

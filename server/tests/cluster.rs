@@ -1216,7 +1216,9 @@ fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 #[tokio::test]
 async fn messages_published_while_a_node_resubscribes_are_filled_from_the_log() {
     let redis = redis_in_memory().await;
-    let (a, b) = two(&redis, &[]).await;
+    // hal reads nothing until the pushes stop: room for all of them in its
+    // queue and in the log a gap is filled from, however fast they come.
+    let (a, b) = two(&redis, &["--queue", "100000", "--history", "10000"]).await;
     let mut hal = b.client("hal", &["band"]).await;
     await_connections(&a, "hal", 1).await;
 
@@ -1416,6 +1418,7 @@ async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     assert_eq!(ack["type"], "ack", "{ack}");
     expect_message(&mut ben, &json!("before")).await;
 
+    let ups = count_log(&a, "broker up");
     relay.hold.send_replace(true);
     ann.send(json!({"type":"send","to":"ben","body":"held","id":"h1"}))
         .await;
@@ -1432,6 +1435,9 @@ async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     );
     assert_eq!((&ack["stream"], &ack["seq"]), (&json!("inbox"), &json!(2)));
     assert_eq!(got["seq"], 2);
+    // The heartbeat's answers were held too: `a` took Redis for down and
+    // serves again once a beat gets through.
+    a.wait_log_n("broker up", ups + 1).await;
     // Once: the next message ben gets is the next one sent.
     let ack = ann
         .request(json!({"type":"send","to":"ben","body":"after","id":"h2"}))

@@ -149,7 +149,11 @@ pub(crate) fn finish(
                 continue;
             };
             // Redis is shown, not judged: its memory is the history it keeps.
-            let judged = p != 0 && !restarted.contains_key(&p);
+            // With drills no server is: a killed server's clients move to
+            // the other one, whose memory grows with them, and a two-minute
+            // run has no steady state to compare (the long runs without
+            // drills judge flatness).
+            let judged = p != 0 && outcome.drills.is_empty();
             let ok = !judged || pct <= args.max_growth_pct;
             if !ok {
                 verdicts.push(format!(
@@ -251,6 +255,8 @@ pub(crate) fn finish(
                 ""
             } else if g["restarted_at_s"].is_number() {
                 "  (shown only: restarted by a drill)"
+            } else if !outcome.drills.is_empty() && g["process"] != "redis" {
+                "  (shown only: drills move clients between servers)"
             } else {
                 "  (shown only)"
             }
