@@ -82,11 +82,11 @@ impl<C> Fanout<C> {
         }
     }
 
-    /// Runs jobs with `run_one`, in order, for as long as the process
-    /// lives: the fan-out thread's body. Takes whatever is queued at once,
-    /// so publishers queue behind one lock acquisition per batch, not per
-    /// job.
-    pub(crate) fn run(&self, mut run_one: impl FnMut(Job<C>)) -> ! {
+    /// Runs jobs with `run`, in order, for as long as the process lives:
+    /// the fan-out thread's body. Takes whatever is queued at once, so
+    /// publishers queue behind one lock acquisition per batch, not per job,
+    /// and `run` sees the batch whole.
+    pub(crate) fn run(&self, mut run: impl FnMut(&mut VecDeque<Job<C>>)) -> ! {
         self.attached.store(true, Ordering::Release);
         let mut batch = VecDeque::new();
         loop {
@@ -101,9 +101,8 @@ impl<C> Fanout<C> {
             // after a later one.
             let _turn = self.turn();
             std::mem::swap(&mut *self.jobs(), &mut batch);
-            for job in batch.drain(..) {
-                run_one(job);
-            }
+            run(&mut batch);
+            batch.clear();
         }
     }
 
@@ -114,12 +113,13 @@ impl<C> Fanout<C> {
     /// Runs what the FIFO holds on the calling thread and keeps the turn:
     /// until the guard is dropped, no job runs, so what the caller pushes
     /// meanwhile lands after everything queued before.
-    pub(crate) fn exclusive(&self, mut run_one: impl FnMut(Job<C>)) -> MutexGuard<'_, ()> {
+    pub(crate) fn exclusive(
+        &self,
+        mut run: impl FnMut(&mut VecDeque<Job<C>>),
+    ) -> MutexGuard<'_, ()> {
         let turn = self.turn();
-        let pending = std::mem::take(&mut *self.jobs());
-        for job in pending {
-            run_one(job);
-        }
+        let mut pending = std::mem::take(&mut *self.jobs());
+        run(&mut pending);
         turn
     }
 }

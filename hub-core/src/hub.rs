@@ -14,7 +14,7 @@
 //! taken under a group or user shard and released before anything else.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -87,6 +87,11 @@ pub struct Hub {
 fn close_anyway(c: &QueueSender, reason: Disconnect) -> bool {
     c.close(reason);
     true
+}
+
+/// Whether two member snapshots are the same connections.
+fn same(a: &[Arc<Conns>], b: &[Arc<Conns>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
 /// Locks a mutex, ignoring poisoning: the maps stay consistent at every
@@ -432,7 +437,7 @@ impl Hub {
                 // the thread has not done yet: its ack, queued next, must
                 // not overtake a message of the group with a smaller seq.
                 let _turn = (self.fanout.is_attached() && skip.is_some())
-                    .then(|| self.fanout.exclusive(|job| self.run_job(job)));
+                    .then(|| self.fanout.exclusive(|jobs| self.run_jobs(jobs)));
                 if self.fanout.is_attached() && skip.is_none() {
                     // The thread pushes; here only who gets it, and how
                     // many connections that is (fanout.rs).
@@ -545,20 +550,62 @@ impl Hub {
     /// long as the process lives; from the first call on, `route` hands
     /// group fan-outs to it instead of doing them itself (fanout.rs).
     pub fn run_fanout(&self) -> ! {
-        self.fanout.run(|job| self.run_job(job))
+        self.fanout.run(|jobs| self.run_jobs(jobs))
     }
 
-    fn run_job(&self, job: Job<Arc<Conns>>) {
-        let Job {
-            frame,
-            members,
-            skip,
-        } = job;
-        let n: usize = members
-            .iter()
-            .map(|conns| self.push_all(conns, &frame, skip))
-            .sum();
-        self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
+    /// Runs queued fan-outs in order. Consecutive messages to the same
+    /// members (a burst to one group) go out together: one lock and at
+    /// most one wake-up per connection for all of them, and the writer
+    /// finds them queued together and writes them with one system call.
+    fn run_jobs(&self, jobs: &mut VecDeque<Job<Arc<Conns>>>) {
+        /// Most messages pushed to a connection in one go.
+        const MOST: usize = 64;
+        let mut frames = Vec::new();
+        while let Some(first) = jobs.pop_front() {
+            frames.clear();
+            frames.push(first.frame);
+            while frames.len() < MOST {
+                match jobs.front() {
+                    Some(next)
+                        if next.skip == first.skip && same(&next.members, &first.members) =>
+                    {
+                        if let Some(next) = jobs.pop_front() {
+                            frames.push(next.frame);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let n: usize = first
+                .members
+                .iter()
+                .map(|conns| self.push_all_many(conns, &frames, first.skip))
+                .sum();
+            self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
+        }
+    }
+
+    /// `push_all` for several frames.
+    fn push_all_many(&self, conns: &Conns, frames: &[Frame], skip: Option<ConnId>) -> usize {
+        let mut queued = 0;
+        let mut overflowed = false;
+        let mut conns = conns.lock();
+        for c in conns.iter() {
+            if Some(c.id) == skip {
+                continue;
+            }
+            let (pushed, n) = c.push_many(frames);
+            queued += n;
+            if pushed == Pushed::Overflowed {
+                overflowed = true;
+                self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
+            }
+        }
+        if overflowed {
+            let removed = Self::take_where(&mut conns, QueueSender::is_closing);
+            self.count_removed(removed, conns.is_empty());
+        }
+        queued
     }
 
     fn push_all(&self, conns: &Conns, frame: &Frame, skip: Option<ConnId>) -> usize {

@@ -141,6 +141,37 @@ impl QueueSender {
         Pushed::Queued
     }
 
+    /// `push` for several frames in a row, under one lock and with at
+    /// most one wake-up: what fits is queued, and a queue that cannot take
+    /// them all overflows as it would one push at a time. Also returns how
+    /// many were queued.
+    pub(crate) fn push_many(&self, frames: &[Frame]) -> (Pushed, usize) {
+        if self.shared.reason.get().is_some() {
+            return (Pushed::Gone, 0);
+        }
+        let mut queued = self.shared.frames();
+        if queued.receiver_gone {
+            return (Pushed::Gone, 0);
+        }
+        let was_empty = queued.queue.is_empty();
+        let room = queued.capacity.saturating_sub(queued.queue.len());
+        let n = frames.len().min(room);
+        queued.queue.extend(frames[..n].iter().cloned());
+        drop(queued);
+        if was_empty && n > 0 {
+            self.shared.waker.wake();
+        }
+        if n < frames.len() {
+            let pushed = if self.shared.close(Disconnect::SlowConsumer) {
+                Pushed::Overflowed
+            } else {
+                Pushed::Gone
+            };
+            return (pushed, n);
+        }
+        (Pushed::Queued, n)
+    }
+
     /// Asks the connection to close. Returns true for the first call only.
     pub(crate) fn close(&self, reason: Disconnect) -> bool {
         self.shared.close(reason)
