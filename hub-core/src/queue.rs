@@ -314,6 +314,27 @@ mod tests {
     }
 
     #[test]
+    fn several_frames_at_once_fill_the_room_left_then_overflow_like_one_at_a_time() {
+        let (tx, mut rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 2,
+            },
+            4,
+        );
+        let three = [frame(), frame(), frame()];
+        assert_eq!(tx.push_many(&three), (Pushed::Queued, 3));
+        assert_eq!(rx.reason(), None);
+        assert_eq!(tx.push_many(&three), (Pushed::Overflowed, 1));
+        assert_eq!(rx.reason(), Some(Disconnect::SlowConsumer));
+        assert_eq!(tx.push_many(&three), (Pushed::Gone, 0));
+        for _ in 0..4 {
+            assert!(rx.try_recv().is_some());
+        }
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
     fn a_drained_queue_gives_back_the_room_a_burst_took() {
         let (tx, mut rx) = channel(
             ConnId {
