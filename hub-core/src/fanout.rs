@@ -31,11 +31,12 @@ use crate::frame::Frame;
 use crate::queue::ConnId;
 
 /// One group message for the fan-out thread: the frame, the connections
-/// of the members it was appended for (`C`: one member's), but `skip`.
+/// of the members it was appended for (`C`: the group's member list as it
+/// was then), but `skip`.
 #[derive(Debug)]
 pub(crate) struct Job<C> {
     pub frame: Frame,
-    pub members: Vec<C>,
+    pub members: C,
     pub skip: Option<ConnId>,
 }
 

@@ -16,6 +16,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -36,11 +37,62 @@ const SHARDS: usize = 64;
 
 /// One user's open connections.
 #[derive(Debug, Default)]
-struct Conns(Mutex<Vec<QueueSender>>);
+struct Conns(Mutex<ConnList>);
 
 impl Conns {
-    fn lock(&self) -> MutexGuard<'_, Vec<QueueSender>> {
+    fn lock(&self) -> MutexGuard<'_, ConnList> {
         lock(&self.0)
+    }
+}
+
+/// A user's connections, and the connection counts of the groups the user
+/// is in (`Members::connections`), kept in step with them under the same
+/// lock: every change to either happens here, so a group's count is
+/// exact at all times and a push reads it instead of counting members.
+#[derive(Debug, Default)]
+struct ConnList {
+    senders: Vec<QueueSender>,
+    counts: Vec<Arc<AtomicUsize>>,
+}
+
+impl std::ops::Deref for ConnList {
+    type Target = [QueueSender];
+
+    fn deref(&self) -> &[QueueSender] {
+        &self.senders
+    }
+}
+
+impl ConnList {
+    fn add(&mut self, sender: QueueSender) {
+        self.senders.push(sender);
+        for c in &self.counts {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn take_where(&mut self, mut gone: impl FnMut(&QueueSender) -> bool) -> usize {
+        let before = self.senders.len();
+        self.senders.retain(|c| !gone(c));
+        let removed = before - self.senders.len();
+        if removed > 0 {
+            for c in &self.counts {
+                c.fetch_sub(removed, Relaxed);
+            }
+        }
+        removed
+    }
+
+    /// Counts these connections in a group the user joins.
+    fn count_in(&mut self, group: &Arc<AtomicUsize>) {
+        group.fetch_add(self.senders.len(), Relaxed);
+        self.counts.push(group.clone());
+    }
+
+    /// Stops counting them in a group the user leaves.
+    fn uncount_in(&mut self, group: &Arc<AtomicUsize>) {
+        group.fetch_sub(self.senders.len(), Relaxed);
+        self.counts.retain(|c| !Arc::ptr_eq(c, group));
     }
 }
 
@@ -67,8 +119,18 @@ pub(crate) struct GroupCapReached;
 
 // foldhash: fast, and seeded per process so ids cannot be picked to collide.
 type UserShard = HashMap<UserId, UserEntry, RandomState>;
-type Members = HashMap<UserId, Arc<Conns>, RandomState>;
 type GroupShard = HashMap<GroupId, Members, RandomState>;
+
+/// A group's members on this node.
+#[derive(Debug, Default)]
+struct Members {
+    by_user: HashMap<UserId, Arc<Conns>, RandomState>,
+    /// The same connections as one list, which a push hands the fan-out
+    /// thread whole (copied on write only while a push still holds it).
+    list: Arc<Vec<Arc<Conns>>>,
+    /// Connections of all members (`ConnList` keeps it in step).
+    connections: Arc<AtomicUsize>,
+}
 
 #[derive(Debug)]
 pub struct Hub {
@@ -78,7 +140,7 @@ pub struct Hub {
     /// Orders broadcasts: one at a time is appended and fanned out.
     broadcast: Mutex<()>,
     /// Group fan-outs and positioned acks, when a thread runs them.
-    fanout: Fanout<Arc<Conns>>,
+    fanout: Fanout<Arc<Vec<Arc<Conns>>>>,
     pub(crate) stats: Stats,
 }
 
@@ -87,11 +149,6 @@ pub struct Hub {
 fn close_anyway(c: &QueueSender, reason: Disconnect) -> bool {
     c.close(reason);
     true
-}
-
-/// Whether two member snapshots are the same connections.
-fn same(a: &[Arc<Conns>], b: &[Arc<Conns>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
 /// Locks a mutex, ignoring poisoning: the maps stay consistent at every
@@ -182,7 +239,7 @@ impl Hub {
         if conns.is_empty() {
             self.stats.users.fetch_add(1, Relaxed);
         }
-        conns.push(queue);
+        conns.add(queue);
         self.stats.connections.fetch_add(1, Relaxed);
     }
 
@@ -205,18 +262,9 @@ impl Hub {
     /// stats and `delivered` never count a connection that is on its way out.
     fn remove_where(&self, conns: &Conns, gone: impl FnMut(&QueueSender) -> bool) -> usize {
         let mut conns = conns.lock();
-        let removed = Self::take_where(&mut conns, gone);
+        let removed = conns.take_where(gone);
         self.count_removed(removed, conns.is_empty());
         removed
-    }
-
-    fn take_where(
-        conns: &mut Vec<QueueSender>,
-        mut gone: impl FnMut(&QueueSender) -> bool,
-    ) -> usize {
-        let before = conns.len();
-        conns.retain(|c| !gone(c));
-        before - conns.len()
     }
 
     fn count_removed(&self, removed: usize, now_empty: bool) {
@@ -256,7 +304,13 @@ impl Hub {
                 e.insert(Members::default())
             }
         };
-        Ok(members.insert(user.clone(), conns).is_none())
+        if members.by_user.contains_key(user) {
+            return Ok(false);
+        }
+        conns.lock().count_in(&members.connections);
+        Arc::make_mut(&mut members.list).push(conns.clone());
+        members.by_user.insert(user.clone(), conns);
+        Ok(true)
     }
 
     /// Removes `user` from `group`. Idempotent; returns true when it was a member.
@@ -265,8 +319,13 @@ impl Hub {
         let Some(members) = groups.get_mut(group) else {
             return false;
         };
-        let removed = members.remove(user).is_some();
-        if members.is_empty() {
+        let removed = members.by_user.remove(user);
+        if let Some(conns) = &removed {
+            conns.lock().uncount_in(&members.connections);
+            Arc::make_mut(&mut members.list).retain(|c| !Arc::ptr_eq(c, conns));
+        }
+        let removed = removed.is_some();
+        if members.by_user.is_empty() {
             groups.remove(group);
             self.stats.groups.fetch_sub(1, Relaxed);
         }
@@ -283,7 +342,7 @@ impl Hub {
     pub fn is_member(&self, group: &GroupId, user: &UserId) -> bool {
         self.group_shard(group)
             .get(group)
-            .is_some_and(|m| m.contains_key(user))
+            .is_some_and(|m| m.by_user.contains_key(user))
     }
 
     /// Connections held by `user` and the groups the user is in (sorted).
@@ -301,7 +360,8 @@ impl Hub {
         let mut members: Vec<(UserId, usize)> = groups
             .get(group)
             .map(|m| {
-                m.iter()
+                m.by_user
+                    .iter()
                     .map(|(u, conns)| (u.clone(), conns.lock().len()))
                     .collect()
             })
@@ -439,31 +499,25 @@ impl Hub {
                 let _turn = (self.fanout.is_attached() && skip.is_some())
                     .then(|| self.fanout.exclusive(|jobs| self.run_jobs(jobs)));
                 if self.fanout.is_attached() && skip.is_none() {
-                    // The thread pushes; here only who gets it, and how
-                    // many connections that is (fanout.rs).
-                    let members = groups.get(group).map_or(Vec::new(), |members| {
-                        members
-                            .iter()
-                            .map(|(member, conns)| {
-                                if origin != Some(member) {
-                                    delivered += conns.lock().len();
-                                }
-                                conns.clone()
-                            })
-                            .collect()
-                    });
-                    drop(groups);
-                    if !members.is_empty() {
+                    // The thread pushes; here only the members' list and
+                    // their connection count, both kept up to date by
+                    // membership and registration (fanout.rs).
+                    if let Some(members) = groups.get(group) {
+                        delivered = members.connections.load(Relaxed);
+                        if let Some(own) = origin.and_then(|o| members.by_user.get(o)) {
+                            delivered = delivered.saturating_sub(own.lock().len());
+                        }
                         self.fanout.submit(Job {
                             frame,
-                            members,
+                            members: members.list.clone(),
                             skip,
                         });
                     }
+                    drop(groups);
                     return (delivered, (stream, at));
                 }
                 if let Some(members) = groups.get(group) {
-                    for (member, conns) in members {
+                    for (member, conns) in &members.by_user {
                         let n = self.push_all(conns, &frame, skip);
                         if origin == Some(member) {
                             copies += n;
@@ -535,6 +589,7 @@ impl Hub {
                 let groups = self.group_shard(group);
                 groups.get(group).map_or(0, |members| {
                     members
+                        .by_user
                         .values()
                         .map(|conns| self.push_all(conns, frame, skip))
                         .sum()
@@ -557,7 +612,7 @@ impl Hub {
     /// members (a burst to one group) go out together: one lock and at
     /// most one wake-up per connection for all of them, and the writer
     /// finds them queued together and writes them with one system call.
-    fn run_jobs(&self, jobs: &mut VecDeque<Job<Arc<Conns>>>) {
+    fn run_jobs(&self, jobs: &mut VecDeque<Job<Arc<Vec<Arc<Conns>>>>>) {
         /// Most messages pushed to a connection in one go.
         const MOST: usize = 64;
         let mut frames = Vec::new();
@@ -567,7 +622,8 @@ impl Hub {
             while frames.len() < MOST {
                 match jobs.front() {
                     Some(next)
-                        if next.skip == first.skip && same(&next.members, &first.members) =>
+                        if next.skip == first.skip
+                            && Arc::ptr_eq(&next.members, &first.members) =>
                     {
                         if let Some(next) = jobs.pop_front() {
                             frames.push(next.frame);
@@ -602,7 +658,7 @@ impl Hub {
             }
         }
         if overflowed {
-            let removed = Self::take_where(&mut conns, QueueSender::is_closing);
+            let removed = conns.take_where(QueueSender::is_closing);
             self.count_removed(removed, conns.is_empty());
         }
         queued
@@ -628,7 +684,7 @@ impl Hub {
         // Rare, so the common fan-out pays nothing for it: a slow consumer
         // leaves the registry at once (see `remove_where`).
         if overflowed {
-            let removed = Self::take_where(&mut conns, QueueSender::is_closing);
+            let removed = conns.take_where(QueueSender::is_closing);
             self.count_removed(removed, conns.is_empty());
         }
         queued

@@ -444,3 +444,38 @@ fn a_fan_out_thread_delivers_group_pushes_to_the_members_of_their_append() {
     );
     assert_eq!(bodies(&recv_n(&mut late, 1)), vec![json!("mine")]);
 }
+
+/// With a fan-out thread a group push's `delivered` is the group's
+/// connection count, kept in step by connects, closes, joins and leaves
+/// rather than counted per push: it must stay exact through all of them.
+#[test]
+fn a_group_push_counts_connections_exactly_through_membership_and_connection_changes() {
+    let node = node(1024);
+    let runner = node.clone();
+    std::thread::spawn(move || runner.run_fanout());
+    let g = group("g");
+    let push = |expected: usize| {
+        let d = done(node.push(Target::Group(g.clone()), body(json!("x")), None)).unwrap();
+        assert_eq!(d.delivered, expected);
+    };
+    let (a, _) = connect(&node, user("a"), std::slice::from_ref(&g));
+    let (b, _) = connect(&node, user("b"), std::slice::from_ref(&g));
+    let (b2, _) = connect(&node, user("b"), &[]);
+    push(3);
+    drop(b2);
+    push(2);
+    let (a2, _) = connect(&node, user("a"), &[]);
+    push(3);
+    done(node.leave(&g, &user("b"))).unwrap();
+    push(2);
+    // Leaving twice changes nothing; joining again counts b's connection.
+    done(node.leave(&g, &user("b"))).unwrap();
+    push(2);
+    done(node.join(&g, &user("b"))).unwrap();
+    done(node.join(&g, &user("b"))).unwrap();
+    push(3);
+    assert_eq!(done(node.kick(&user("a"))).unwrap(), 2);
+    push(1);
+    drop((a, a2, b));
+    push(0);
+}

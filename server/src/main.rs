@@ -61,17 +61,18 @@ fn main() -> ExitCode {
 
     // Two runtimes. WebSocket connections run on the first, one worker per
     // core. The listener, every HTTP request (the API, upgrades, health and
-    // metrics) runs on the second, one thread of its own: behind a fan-out
+    // metrics) runs on the second, threads of its own: behind a fan-out
     // of 10,000 connections every worker's run queue holds thousands of
     // writers, and an API request that waited its turn there would wait
-    // for all of them (issue 13: a push's p99 was two seconds). On its own
-    // thread it only shares the CPU, which the kernel divides fairly.
+    // for all of them (issue 13: a push's p99 was two seconds). On threads
+    // of its own it only shares the CPU, which the kernel divides fairly.
+    // As many as there are cores: upgrades (a TLS-free handshake, a token
+    // check) are CPU work, and connects come in bursts too.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("wshub-ws")
         .enable_all()
         .build();
     let http_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
         .thread_name("wshub-http")
         .enable_all()
         .build();
