@@ -109,25 +109,33 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
 
     let state = state.clone();
     let on_upgrade = hyper::upgrade::on(req);
-    // Tracked, so shutdown waits for this connection to drain and close;
-    // on the WebSocket runtime, not this request's HTTP one.
-    let runtime = state.ws_runtime.clone();
-    state.connections.clone().spawn_on(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let (mut conn, groups, streams) = state.node.connect(admission, &session).await;
-                    if resume {
-                        conn.hold();
-                    }
-                    let welcome = Welcome { groups, streams };
-                    connection::serve(upgraded, conn, welcome, session, slot, state).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    // Tracked, so shutdown waits for this connection to drain and close.
+    // The upgrade completes here, on the HTTP runtime, and the socket then
+    // moves to the WebSocket runtime in one hand-over (each wake-up across
+    // runtimes costs a context switch or two on an idle worker).
+    state.connections.clone().spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
             }
-        },
-        &runtime,
-    );
+        };
+        let (mut conn, groups, streams) = state.node.connect(admission, &session).await;
+        if resume {
+            conn.hold();
+        }
+        let Some(socket) = connection::Socket::take(upgraded) else {
+            return;
+        };
+        let welcome = Welcome { groups, streams };
+        let runtime = state.ws_runtime.clone();
+        let tracker = state.connections.clone();
+        tracker.spawn_on(
+            connection::serve(socket, conn, welcome, session, slot, state),
+            &runtime,
+        );
+    });
 
     let mut res = Response::new(Default::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
