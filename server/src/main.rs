@@ -59,15 +59,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    // Two runtimes. WebSocket connections run on the first, one worker per
-    // core. The listener, every HTTP request (the API, upgrades, health and
-    // metrics) runs on the second, threads of its own: behind a fan-out
-    // of 10,000 connections every worker's run queue holds thousands of
-    // writers, and an API request that waited its turn there would wait
-    // for all of them (issue 13: a push's p99 was two seconds). On threads
-    // of its own it only shares the CPU, which the kernel divides fairly.
-    // As many as there are cores: upgrades (a TLS-free handshake, a token
-    // check) are CPU work, and connects come in bursts too.
+    // Two runtimes. WebSocket connections (and their upgrades) run on the
+    // first, one worker per core. Every other HTTP connection (the API,
+    // health, metrics) runs on the second, threads of its own: behind a
+    // fan-out of 10,000 connections every worker's run queue holds
+    // thousands of writers, and an API request that waited its turn there
+    // would wait for all of them (issue 13: a push's p99 was two seconds).
+    // On threads of its own it only shares the CPU, which the kernel
+    // divides fairly. `server::accept_loop` tells them apart.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("wshub-ws")
         .enable_all()
@@ -103,12 +102,8 @@ async fn start(config: Config, http: tokio::runtime::Handle) -> anyhow::Result<(
              and call the API without a key. Never expose this server."
         );
     }
-    // Registered with the HTTP runtime, where it is accepted from.
-    let listener = {
-        let _http = http.enter();
-        bind(config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?
-    };
+    let listener = bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let signal = server::ShutdownSignal::listen()
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT/SIGTERM: {e}"))?;

@@ -25,9 +25,6 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Tracks WebSocket connection tasks, so shutdown can wait for them.
     pub connections: TaskTracker,
-    /// The runtime WebSocket connections run on (the one `State::new` is
-    /// called on); HTTP has its own (main.rs).
-    pub ws_runtime: tokio::runtime::Handle,
     pub ws_config: WebSocketConfig,
     /// `--max-connections`: one permit per open WebSocket, held by its task
     /// (so the count is exact, upgrades in flight included). `None`: no cap.
@@ -109,7 +106,6 @@ impl State {
             metrics,
             shutdown,
             connections: TaskTracker::new(),
-            ws_runtime: tokio::runtime::Handle::current(),
             ws_config,
             connection_slots,
             cluster,

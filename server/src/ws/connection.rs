@@ -53,40 +53,11 @@ enum Event {
     Tick,
 }
 
-/// An upgraded socket, out of hyper and its runtime: the stream, and the
-/// bytes hyper read past the request (they go to tungstenite first).
-pub struct Socket {
-    stream: std::net::TcpStream,
-    read_buf: Vec<u8>,
-}
-
-impl Socket {
-    /// Unwraps hyper's boxed IO back to the TcpStream (one less
-    /// indirection on every read and write) and takes it off the reactor
-    /// of the HTTP runtime it was accepted on.
-    pub fn take(upgraded: Upgraded) -> Option<Socket> {
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("upgraded connection is not a TcpStream");
-            return None;
-        };
-        match parts.io.into_inner().into_std() {
-            Ok(stream) => Some(Socket {
-                stream,
-                read_buf: parts.read_buf.to_vec(),
-            }),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot move an upgraded socket");
-                None
-            }
-        }
-    }
-}
-
 /// Serves one upgraded connection until it ends. `conn` was admitted under
 /// the caps before the upgrade and is registered already; `slot` is its
 /// place under `--max-connections`, given back as it leaves the registry.
 pub async fn serve(
-    socket: Socket,
+    upgraded: Upgraded,
     conn: Connection,
     welcome: Welcome,
     session: Session,
@@ -105,25 +76,28 @@ pub async fn serve(
         heartbeat: heartbeat.as_secs(),
         streams: welcome.streams,
     });
-    // Registered with this runtime's reactor here, so its readiness is
-    // handled by the threads that serve it.
-    let stream = match TcpStream::from_std(socket.stream) {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot register an upgraded socket");
+    // Unwrap hyper's boxed IO back to the TcpStream: one less indirection
+    // on every read and write, and the few bytes read past the request
+    // go to tungstenite.
+    let ws = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            if let Err(e) = SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+                tracing::debug!(error = %e, "cannot size the send buffer");
+            }
+            WebSocketStream::from_partially_read(
+                stream,
+                parts.read_buf.to_vec(),
+                Role::Server,
+                Some(state.ws_config),
+            )
+            .await
+        }
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TcpStream");
             return;
         }
     };
-    if let Err(e) = SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
-        tracing::debug!(error = %e, "cannot size the send buffer");
-    }
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        socket.read_buf,
-        Role::Server,
-        Some(state.ws_config),
-    )
-    .await;
     // Shutdown closes every registered connection; one that registered as
     // it began closes itself (see `server::run` for the order).
     if state.is_shutting_down() {

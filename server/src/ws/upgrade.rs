@@ -110,31 +110,18 @@ pub async fn handle(req: Request<Incoming>, state: &SharedState) -> HttpResponse
     let state = state.clone();
     let on_upgrade = hyper::upgrade::on(req);
     // Tracked, so shutdown waits for this connection to drain and close.
-    // The upgrade completes here, on the HTTP runtime, and the socket then
-    // moves to the WebSocket runtime in one hand-over (each wake-up across
-    // runtimes costs a context switch or two on an idle worker).
     state.connections.clone().spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let (mut conn, groups, streams) = state.node.connect(admission, &session).await;
+                if resume {
+                    conn.hold();
+                }
+                let welcome = Welcome { groups, streams };
+                connection::serve(upgraded, conn, welcome, session, slot, state).await;
             }
-        };
-        let (mut conn, groups, streams) = state.node.connect(admission, &session).await;
-        if resume {
-            conn.hold();
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-        let Some(socket) = connection::Socket::take(upgraded) else {
-            return;
-        };
-        let welcome = Welcome { groups, streams };
-        let runtime = state.ws_runtime.clone();
-        let tracker = state.connections.clone();
-        tracker.spawn_on(
-            connection::serve(socket, conn, welcome, session, slot, state),
-            &runtime,
-        );
     });
 
     let mut res = Response::new(Default::default());
