@@ -40,10 +40,12 @@ pub(crate) struct Job<C> {
     pub skip: Option<ConnId>,
 }
 
-#[derive(Debug)]
 pub(crate) struct Fanout<C> {
     jobs: Mutex<VecDeque<Job<C>>>,
     ready: Condvar,
+    /// Called when the FIFO gets a job after being empty: how a task that
+    /// runs the jobs (`run_pending`) is told, instead of a thread.
+    wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Held while jobs run: by the thread, or by a publisher running them
     /// first (`exclusive`), so none runs before one queued earlier.
     turn: Mutex<()>,
@@ -56,9 +58,18 @@ impl<C> Default for Fanout<C> {
         Self {
             jobs: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
+            wake: std::sync::OnceLock::new(),
             turn: Mutex::new(()),
             attached: AtomicBool::new(false),
         }
+    }
+}
+
+impl<C> std::fmt::Debug for Fanout<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("attached", &self.is_attached())
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,9 +88,12 @@ impl<C> Fanout<C> {
         jobs.push_back(job);
         let first = jobs.len() == 1;
         drop(jobs);
-        // The thread only sleeps on an empty FIFO.
+        // The runner only sleeps on an empty FIFO.
         if first {
             self.ready.notify_one();
+            if let Some(wake) = self.wake.get() {
+                wake();
+            }
         }
     }
 
@@ -105,6 +119,22 @@ impl<C> Fanout<C> {
             run(&mut batch);
             batch.clear();
         }
+    }
+
+    /// From now on jobs are queued, and `wake` is called whenever the
+    /// FIFO gets one after being empty; whoever it wakes calls
+    /// `run_pending`.
+    pub(crate) fn attach(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        if self.wake.set(wake).is_ok() {
+            self.attached.store(true, Ordering::Release);
+        }
+    }
+
+    /// Runs what the FIFO holds, in order, and returns.
+    pub(crate) fn run_pending(&self, run: impl FnOnce(&mut VecDeque<Job<C>>)) {
+        let _turn = self.turn();
+        let mut pending = std::mem::take(&mut *self.jobs());
+        run(&mut pending);
     }
 
     fn turn(&self) -> MutexGuard<'_, ()> {

@@ -608,6 +608,17 @@ impl Hub {
         self.fanout.run(|jobs| self.run_jobs(jobs))
     }
 
+    /// Like `run_fanout`, for a task instead of a thread: `wake` is called
+    /// when there are fan-outs to run, and whoever it wakes calls
+    /// `run_fanout_pending`.
+    pub fn attach_fanout(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.fanout.attach(wake);
+    }
+
+    pub fn run_fanout_pending(&self) {
+        self.fanout.run_pending(|jobs| self.run_jobs(jobs));
+    }
+
     /// Runs queued fan-outs in order. Consecutive messages to the same
     /// members (a burst to one group) go out together: one lock and at
     /// most one wake-up per connection for all of them, and the writer

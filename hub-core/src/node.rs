@@ -270,6 +270,16 @@ impl Node {
         self.inner.hub.run_fanout()
     }
 
+    /// `run_fanout` for a task: `wake` says when to call
+    /// `run_fanout_pending` (hub-core's fanout.rs).
+    pub fn attach_fanout(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        self.inner.hub.attach_fanout(wake);
+    }
+
+    pub fn run_fanout_pending(&self) {
+        self.inner.hub.run_fanout_pending();
+    }
+
     pub fn is_clustered(&self) -> bool {
         self.inner.broker.is_shared()
     }
@@ -411,7 +421,7 @@ impl Node {
         let keys = names
             .iter()
             .zip(&at)
-            .map(|(n, at)| (n.key(), at.seq))
+            .map(|(n, at)| (n.key_at(&at.epoch), at.seq))
             .collect();
         let positions = names
             .iter()
@@ -475,7 +485,7 @@ impl Node {
             let ok = answer.is_recovered();
             recovered.insert(wire.clone(), ok);
             if let Recovery::Recovered { replay: r, current } = answer {
-                conn.cover(name.key(), current.seq);
+                conn.cover(name.key_at(&current.epoch), current.seq);
                 replay.extend(r.into_iter().map(|e| e.frame));
             }
         }

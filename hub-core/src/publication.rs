@@ -77,7 +77,7 @@ pub fn encode_at(message: &mut Message, stream: &StreamName, at: Position) -> Fr
     message.epoch = Some(at.epoch.as_str().to_owned());
     message.seq = Some(at.seq);
     Frame::encode_message(message).tagged(Tag {
-        stream: stream.key(),
+        stream: stream.key_at(&at.epoch),
         seq: at.seq,
     })
 }

@@ -479,3 +479,28 @@ fn a_group_push_counts_connections_exactly_through_membership_and_connection_cha
     drop((a, a2, b));
     push(0);
 }
+
+/// A connection marks what its welcome counted as had, per stream and
+/// numbering: once a quiet stream is forgotten and numbered again from 1,
+/// the new messages reach the connection although their seqs are at or
+/// below the old position.
+#[test]
+fn a_stream_numbered_again_reaches_a_connection_whose_welcome_was_past_it() {
+    let node = Node::new(NodeConfig {
+        history: hub_core::HistoryConfig {
+            max_messages: 100,
+            ttl: std::time::Duration::from_millis(50),
+        },
+        ..NodeConfig::default()
+    });
+    for i in 0..3 {
+        done(node.push(Target::User(user("u")), body(json!(i)), None)).unwrap();
+    }
+    let (mut c, _, at) = common::connect_at(&node, user("u"), &[]);
+    assert_eq!(at["inbox"].seq, 3);
+    // No signal marks the end of a ttl: wait it out.
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    let d = done(node.push(Target::User(user("u")), body(json!("new")), None)).unwrap();
+    assert_eq!(d.place.as_ref().map(|p| p.seq), Some(1));
+    assert_eq!(bodies(&drain(&mut c)), vec![json!("new")]);
+}

@@ -45,11 +45,17 @@ impl StreamName {
     /// and different for different streams but with negligible odds: what a
     /// frame's `Tag` carries instead of the name. Seeded at random once per
     /// process, so names cannot be picked to collide.
-    pub fn key(&self) -> u64 {
+    ///
+    /// Under one numbering (`epoch`): a stream renumbered (forgotten after
+    /// its ttl, or lost with a cluster's store) has another key, so what a
+    /// connection marked as had in the old numbering (`Connection::cover`)
+    /// never hides a message of the new one.
+    pub fn key_at(&self, epoch: &super::Epoch) -> u64 {
         use std::hash::BuildHasher;
         static SEED: std::sync::OnceLock<foldhash::quality::RandomState> =
             std::sync::OnceLock::new();
-        SEED.get_or_init(Default::default).hash_one(self)
+        SEED.get_or_init(Default::default)
+            .hash_one((self, epoch.as_str()))
     }
 
     /// True when this is `user`'s inbox.

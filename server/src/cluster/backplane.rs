@@ -38,8 +38,9 @@ const SCRIPT_DEADLINE: Duration = Duration::from_millis(700);
 /// one-second wait). A push still unanswered then is looked up (`settle`).
 const REPLY_TIMEOUT: Duration = Duration::from_millis(3000);
 /// How long a push whose answer never came is looked for (`settle`), and
-/// how long one look may take.
-const SETTLE_FOR: Duration = Duration::from_secs(10);
+/// how long one look may take: with `REPLY_TIMEOUT`, every push is
+/// answered within 8 s of being sent (§11 allows 10).
+const SETTLE_FOR: Duration = Duration::from_secs(5);
 const SETTLE_EVERY: Duration = Duration::from_millis(1000);
 /// How long a join waits for the nodes holding the user's connections to
 /// subscribe to the group, so a push right after the join reaches them.
@@ -450,7 +451,9 @@ impl RedisBackplane {
                 .arg(kind)
                 .arg(of);
             let mut conn = self.conn.clone();
-            let asked = tokio::time::timeout(SETTLE_EVERY, inv.invoke_async(&mut conn)).await;
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            let asked =
+                tokio::time::timeout(SETTLE_EVERY.min(left), inv.invoke_async(&mut conn)).await;
             match asked {
                 Ok(Ok((1, epoch, seq, delivered))) => {
                     let answer: PushAnswer = (delivered, epoch, seq, 0, p.message.id.clone());
@@ -460,7 +463,8 @@ impl RedisBackplane {
                 Ok(Ok((0, ..))) => return Err(Unavailable),
                 Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {}
             }
-            tokio::time::sleep(SETTLE_EVERY / 4).await;
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep((SETTLE_EVERY / 4).min(left)).await;
         }
         tracing::warn!(id = %p.message.id, "a push's fate is unknown: answered unavailable");
         Err(Unavailable)
@@ -493,7 +497,7 @@ impl RedisBackplane {
             .map(|((epoch, top, first, entries), (stream, ..))| {
                 // Only a foreign writer could put anything else there.
                 let epoch = Epoch::parse(&epoch).ok_or(Unavailable)?;
-                let key = stream.key();
+                let key = stream.key_at(&epoch);
                 let entries = entries
                     .into_iter()
                     .map(|(seq, frame, origin)| {

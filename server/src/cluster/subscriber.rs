@@ -261,7 +261,7 @@ fn route(bp: &Arc<RedisBackplane>, channel: &str, payload: Bytes) {
                 seq: p.seq,
                 skip: p.origin.as_ref().map(|o| o.conn),
                 frame: p.frame.tagged(Tag {
-                    stream: stream.key(),
+                    stream: stream.key_at(&p.epoch),
                     seq: p.seq,
                 }),
                 stream,

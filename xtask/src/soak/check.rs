@@ -19,6 +19,11 @@ pub(crate) struct Seg {
     pub last: u64,
     pub holes: BTreeSet<u64>,
     pub ahead: BTreeSet<u64>,
+    /// While a resume's replay runs: the client's own acked seqs past the
+    /// position it resumed from. The replay sends them as messages (the new
+    /// connection is not their sender), possibly after the seqs below them
+    /// have already carried `last` past them (`absorb`): not duplicates.
+    pub replaying: BTreeSet<u64>,
 }
 
 /// What one frame did to a segment.
@@ -59,10 +64,13 @@ impl Seg {
         if seq <= self.last {
             return if self.holes.remove(&seq) {
                 Seen::OutOfOrder
+            } else if self.replaying.remove(&seq) {
+                Seen::InOrder
             } else {
                 Seen::Duplicate
             };
         }
+        self.replaying.remove(&seq);
         if self.ahead.remove(&seq) {
             // Our own message, replayed after a resume; whatever is below it
             // and missing is still to come (or a hole when something past
@@ -89,6 +97,17 @@ impl Seg {
         } else {
             Seen::Skipped(skipped)
         }
+    }
+
+    /// A resume from `last` is on its way: own seqs acked past it may come
+    /// back in its replay.
+    pub fn resuming(&mut self) {
+        self.replaying = self.ahead.clone();
+    }
+
+    /// The resume's ack came: its replay is over.
+    pub fn resumed(&mut self) {
+        self.replaying.clear();
     }
 
     /// The ack of the client's own send or publish, placed at `seq`.
@@ -163,9 +182,15 @@ mod tests {
     fn an_own_message_replayed_after_a_resume_is_not_a_duplicate() {
         let mut s = Seg::at("E", 3);
         assert!(s.own("E", 5));
-        // The socket drops; the resume from 3 replays 4 and 5.
+        // The socket drops; the resume from 3 replays 4 and 5. After 4 the
+        // ack of 5 has carried `last` to 5: the replayed 5 is no repeat.
+        s.resuming();
         assert_eq!(s.message("E", 4), Seen::InOrder);
         assert_eq!(s.last, 5);
+        assert_eq!(s.message("E", 5), Seen::InOrder);
+        s.resumed();
+        // Once the replay is over, it would be.
+        assert_eq!(s.message("E", 5), Seen::Duplicate);
         let mut t = Seg::at("E", 3);
         assert!(t.own("E", 4));
         assert_eq!(t.last, 4);

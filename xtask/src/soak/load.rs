@@ -202,8 +202,9 @@ impl Client {
         let empty = Map::new();
         let streams = welcome["streams"].as_object().unwrap_or(&empty);
         let mut positions = Map::new();
-        for (k, s) in &self.segs {
+        for (k, s) in self.segs.iter_mut() {
             positions.insert(k.clone(), json!({"epoch": s.epoch, "seq": s.last}));
+            s.resuming();
         }
         let named: Vec<String> = positions.keys().cloned().collect();
         for (k, p) in streams {
@@ -227,6 +228,9 @@ impl Client {
                 other => return Err(other),
             }
         };
+        for s in self.segs.values_mut() {
+            s.resumed();
+        }
         let away_ms = self.away_since.elapsed().as_millis() as u64;
         ctx.tally.count("resumes", 1);
         for k in named {
