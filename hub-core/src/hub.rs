@@ -615,6 +615,18 @@ impl Hub {
         self.fanout.attach(wake);
     }
 
+    /// Runs every fan-out queued so far for `group` (and all queued before
+    /// them). Taking the group's lock first waits out a push between its
+    /// append and its job: a position of the group read before this call
+    /// is then covered by what the connections have queued.
+    pub(crate) fn drain_fanout_of(&self, group: &GroupId) {
+        if !self.fanout.is_attached() {
+            return;
+        }
+        let _groups = self.group_shard(group);
+        let _turn = self.fanout.exclusive(|jobs| self.run_jobs(jobs));
+    }
+
     pub fn run_fanout_pending(&self) {
         self.fanout.run_pending(|jobs| self.run_jobs(jobs));
     }

@@ -552,6 +552,9 @@ impl Node {
             .positions(std::slice::from_ref(&stream))
             .await?;
         let at = at.first().copied().ok_or(NodeError::Unavailable)?;
+        // The ack will carry `at`: a member joining again must have every
+        // message up to it queued first, fan-outs still waiting included.
+        self.inner.hub.drain_fanout_of(group);
         Ok(placement(&stream, at))
     }
 
