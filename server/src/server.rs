@@ -68,30 +68,34 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState, http: Handle
 }
 
 /// Whether a new connection's request starts `GET /ws` (the WebSocket
-/// endpoint, §2), looking without reading. A client that says nothing for
-/// `REQUEST_TIMEOUT` goes to hyper anyway, which times it out.
+/// endpoint, §2), looking without reading. The first bytes of a request
+/// come in one packet in practice; a client that sends fewer than eight in
+/// `PEEK_FOR` is looked at with growing pauses and then goes to the HTTP
+/// runtime, where hyper gives its request head the usual 10 s.
 async fn is_upgrade(stream: &TcpStream) -> bool {
     const WS: &[u8] = b"GET /ws";
+    const PEEK_FOR: Duration = Duration::from_secs(1);
     let mut head = [0u8; 8];
     let look = async {
+        let mut pause = Duration::from_millis(1);
         loop {
             match stream.peek(&mut head).await {
-                // `GET /ws` then `?`, ` ` or the end of what came so far.
-                Ok(n) if n > WS.len() || n == 0 => {
-                    return n > WS.len()
-                        && head.starts_with(WS)
-                        && matches!(head[WS.len()], b'?' | b' ')
+                // `GET /ws`, then `?` or ` `.
+                Ok(n) if n > WS.len() => {
+                    return head.starts_with(WS) && matches!(head[WS.len()], b'?' | b' ')
                 }
+                // The end, an error, or something else than `GET /ws`.
+                Ok(0) | Err(_) => return false,
                 Ok(n) if !WS.starts_with(&head[..n]) => return false,
                 // A prefix of it: wait for more.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-                Err(_) => return false,
+                Ok(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
             }
         }
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, look)
-        .await
-        .unwrap_or(false)
+    tokio::time::timeout(PEEK_FOR, look).await.unwrap_or(false)
 }
 
 /// Serves one HTTP connection (and its upgrade) with hyper.
