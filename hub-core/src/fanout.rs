@@ -43,9 +43,6 @@ pub(crate) struct Job<C> {
 pub(crate) struct Fanout<C> {
     jobs: Mutex<VecDeque<Job<C>>>,
     ready: Condvar,
-    /// Called when the FIFO gets a job after being empty: how a task that
-    /// runs the jobs (`run_pending`) is told, instead of a thread.
-    wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Held while jobs run: by the thread, or by a publisher running them
     /// first (`exclusive`), so none runs before one queued earlier.
     turn: Mutex<()>,
@@ -58,7 +55,6 @@ impl<C> Default for Fanout<C> {
         Self {
             jobs: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
-            wake: std::sync::OnceLock::new(),
             turn: Mutex::new(()),
             attached: AtomicBool::new(false),
         }
@@ -91,9 +87,6 @@ impl<C> Fanout<C> {
         // The runner only sleeps on an empty FIFO.
         if first {
             self.ready.notify_one();
-            if let Some(wake) = self.wake.get() {
-                wake();
-            }
         }
     }
 
@@ -121,16 +114,7 @@ impl<C> Fanout<C> {
         }
     }
 
-    /// From now on jobs are queued, and `wake` is called whenever the
-    /// FIFO gets one after being empty; whoever it wakes calls
-    /// `run_pending`.
-    pub(crate) fn attach(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        if self.wake.set(wake).is_ok() {
-            self.attached.store(true, Ordering::Release);
-        }
-    }
-
-    /// Runs what the FIFO holds, in order, and returns.
+    /// Runs what the FIFO holds, in order, and returns (shutdown).
     pub(crate) fn run_pending(&self, run: impl FnOnce(&mut VecDeque<Job<C>>)) {
         let _turn = self.turn();
         let mut pending = std::mem::take(&mut *self.jobs());

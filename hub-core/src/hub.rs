@@ -608,13 +608,6 @@ impl Hub {
         self.fanout.run(|jobs| self.run_jobs(jobs))
     }
 
-    /// Like `run_fanout`, for a task instead of a thread: `wake` is called
-    /// when there are fan-outs to run, and whoever it wakes calls
-    /// `run_fanout_pending`.
-    pub fn attach_fanout(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        self.fanout.attach(wake);
-    }
-
     /// Runs every fan-out queued so far for `group` (and all queued before
     /// them). Taking the group's lock first waits out a push between its
     /// append and its job: a position of the group read before this call

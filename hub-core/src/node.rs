@@ -270,12 +270,8 @@ impl Node {
         self.inner.hub.run_fanout()
     }
 
-    /// `run_fanout` for a task: `wake` says when to call
-    /// `run_fanout_pending` (hub-core's fanout.rs).
-    pub fn attach_fanout(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        self.inner.hub.attach_fanout(wake);
-    }
-
+    /// Runs the fan-outs queued so far on the calling thread (shutdown:
+    /// before the connections drain).
     pub fn run_fanout_pending(&self) {
         self.inner.hub.run_fanout_pending();
     }
