@@ -39,6 +39,10 @@ pub fn run() -> anyhow::Result<()> {
     // threads. The cluster run needs redis-server like the e2e above.
     crate::soak::run_default(CI_SOAK_MINUTES, false, false)?;
     crate::soak::run_default(CI_SOAK_MINUTES, true, false)?;
+    // And the fault drills (docs/testing.md, "Fault drills"): Redis killed
+    // and paused, a server killed, the link to Redis starved, in a network
+    // namespace of its own (root, which .ci/run has).
+    crate::soak::run_default(CI_SOAK_MINUTES, true, true)?;
     // A short pass of every fuzz target (docs/testing.md): cargo-fuzz, which
     // .ci/run installs; a developer machine without it skips this.
     let fuzz_required = std::env::var_os("WSHUB_REQUIRE_FUZZ").is_some();
