@@ -8,9 +8,9 @@
 //! process), the publisher only appends, takes the member list as it is
 //! (a snapshot: who was a member at the append gets the message, whoever
 //! joins later does not, whatever the thread gets to first), counts their
-//! connections for `delivered` and hands the rest to the thread: a push is
-//! answered in time proportional to the group's member count of cheap
-//! reads, not of queue pushes and wake-ups.
+//! connections for `delivered` (both kept up to date by membership and
+//! registration, hub.rs) and hands the rest to the thread: a push is
+//! answered in the same time however large the group.
 //!
 //! One FIFO for every job, run by one thread, keeps each group's messages
 //! in seq order (jobs are queued under the group's lock, in the order of
@@ -112,13 +112,6 @@ impl<C> Fanout<C> {
             run(&mut batch);
             batch.clear();
         }
-    }
-
-    /// Runs what the FIFO holds, in order, and returns (shutdown).
-    pub(crate) fn run_pending(&self, run: impl FnOnce(&mut VecDeque<Job<C>>)) {
-        let _turn = self.turn();
-        let mut pending = std::mem::take(&mut *self.jobs());
-        run(&mut pending);
     }
 
     fn turn(&self) -> MutexGuard<'_, ()> {

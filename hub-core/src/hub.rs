@@ -621,7 +621,7 @@ impl Hub {
     }
 
     pub fn run_fanout_pending(&self) {
-        self.fanout.run_pending(|jobs| self.run_jobs(jobs));
+        let _turn = self.fanout.exclusive(|jobs| self.run_jobs(jobs));
     }
 
     /// Runs queued fan-outs in order. Consecutive messages to the same
