@@ -657,7 +657,8 @@ impl Hub {
         }
     }
 
-    /// `push_all` for several frames.
+    /// Queues `frames` to every connection in `conns` but `skip`; returns
+    /// how many frames were queued in all.
     fn push_all_many(&self, conns: &Conns, frames: &[Frame], skip: Option<ConnId>) -> usize {
         let mut queued = 0;
         let mut overflowed = false;
@@ -673,6 +674,8 @@ impl Hub {
                 self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
             }
         }
+        // Rare, so the common fan-out pays nothing for it: a slow consumer
+        // leaves the registry at once (see `remove_where`).
         if overflowed {
             let removed = conns.take_where(QueueSender::is_closing);
             self.count_removed(removed, conns.is_empty());
@@ -681,28 +684,6 @@ impl Hub {
     }
 
     fn push_all(&self, conns: &Conns, frame: &Frame, skip: Option<ConnId>) -> usize {
-        let mut queued = 0;
-        let mut overflowed = false;
-        let mut conns = conns.lock();
-        for c in conns.iter() {
-            if Some(c.id) == skip {
-                continue;
-            }
-            match c.push(frame) {
-                Pushed::Queued => queued += 1,
-                Pushed::Overflowed => {
-                    overflowed = true;
-                    self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
-                }
-                Pushed::Gone => {}
-            }
-        }
-        // Rare, so the common fan-out pays nothing for it: a slow consumer
-        // leaves the registry at once (see `remove_where`).
-        if overflowed {
-            let removed = conns.take_where(QueueSender::is_closing);
-            self.count_removed(removed, conns.is_empty());
-        }
-        queued
+        self.push_all_many(conns, std::slice::from_ref(frame), skip)
     }
 }
