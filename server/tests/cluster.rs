@@ -1446,3 +1446,101 @@ async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     let next = expect_message(&mut ben, &json!("after")).await;
     assert_eq!(next["seq"], 3);
 }
+
+/// How many script calls Redis has run so far (`INFO commandstats`).
+fn evalsha_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Direct pushes that come at once travel to Redis several to a script
+/// call (`cluster/batch.rs`); each is still numbered once in its
+/// recipient's inbox and answered with its own place, and a key repeated
+/// within the same call is answered as the duplicate it is.
+#[tokio::test]
+async fn direct_pushes_that_come_at_once_share_script_calls_and_stay_exact() {
+    const USERS: usize = 20;
+    const EACH: u64 = 10;
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut clients = Vec::new();
+    for u in 0..USERS {
+        clients.push(b.client(&format!("r{u}"), &[]).await);
+    }
+    for u in 0..USERS {
+        await_connections(&a, &format!("r{u}"), 1).await;
+    }
+    let calls_before = evalsha_calls(&redis);
+    // Every message pushed twice at once, with the same key.
+    let pushes: Vec<(usize, u64)> = (0..USERS)
+        .flat_map(|u| (0..EACH).flat_map(move |k| [(u, k), (u, k)]))
+        .collect();
+    let answers = futures_util::future::join_all(pushes.iter().map(|&(u, k)| {
+        let addr = a.addr;
+        async move {
+            let body = json!({ "body": { "k": k } }).to_string();
+            let key = format!("m{u}-{k}");
+            let res = request(
+                addr,
+                "POST",
+                &format!("/api/v1/users/r{u}/messages"),
+                Some(API_KEY),
+                Some(&body),
+                &[("Idempotency-Key", &key)],
+            )
+            .await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            ((u, k), res.json())
+        }
+    }))
+    .await;
+    let calls = evalsha_calls(&redis) - calls_before;
+    let mut by_push: BTreeMap<(usize, u64), Vec<Value>> = BTreeMap::new();
+    for (at, answer) in answers {
+        by_push.entry(at).or_default().push(answer);
+    }
+    let mut seq_of = BTreeMap::new();
+    for ((u, k), two) in &by_push {
+        let [first, second] = &two[..] else {
+            panic!("{u}/{k}: {two:?}")
+        };
+        assert_eq!(
+            (&first["id"], &first["seq"]),
+            (&second["id"], &second["seq"]),
+            "the same key, two places: {first} {second}"
+        );
+        let dups = two.iter().filter(|x| x["duplicate"] == true).count();
+        assert_eq!(dups, 1, "{u}/{k}: exactly one is the duplicate: {two:?}");
+        seq_of.insert((*u, first["seq"].as_u64().unwrap()), *k);
+    }
+    for (u, c) in clients.iter_mut().enumerate() {
+        let mut seqs = Vec::new();
+        for _ in 0..EACH {
+            let m = c.recv().await;
+            assert_eq!(m["type"], "message", "{m}");
+            let seq = m["seq"].as_u64().unwrap();
+            assert_eq!(
+                Some(&m["body"]["k"].as_u64().unwrap()),
+                seq_of.get(&(u, seq)),
+                "r{u} got {m}"
+            );
+            seqs.push(seq);
+        }
+        assert_eq!(
+            seqs,
+            (1..=EACH).collect::<Vec<_>>(),
+            "r{u}: in seq order, once each"
+        );
+        ping(c, "end").await;
+    }
+    let n = pushes.len() as u64;
+    assert!(
+        calls <= n / 2,
+        "{n} pushes at once took {calls} script calls: they were not batched"
+    );
+}

@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::oneshot;
 
+use super::batch::{self, UserPush, UserPushBatcher};
 use super::scripts::Scripts;
 use super::subscriber::Track;
 use super::wire::{self, Envelope, Names, Part};
@@ -36,7 +37,7 @@ const SCRIPT_DEADLINE: Duration = Duration::from_millis(700);
 /// 800 ms...), and answering `unavailable` for what Redis did publish would
 /// deliver a refused message (§11; the soak's link drill found it with a
 /// one-second wait). A push still unanswered then is looked up (`settle`).
-const REPLY_TIMEOUT: Duration = Duration::from_millis(3000);
+pub const REPLY_TIMEOUT: Duration = Duration::from_millis(3000);
 /// How long a push whose answer never came is looked for (`settle`), and
 /// how long one look may take: with `REPLY_TIMEOUT`, every push is
 /// answered within 8 s of being sent (§11 allows 10).
@@ -66,6 +67,8 @@ pub struct RedisBackplane {
     pub client: redis::Client,
     conn: ConnectionManager,
     pub scripts: Scripts,
+    /// Direct pushes, several to a script call under load.
+    user_pushes: Arc<UserPushBatcher>,
     pub hub: Arc<Hub>,
     /// The last heartbeat reached Redis (and the node's presence is synced).
     pub heartbeat_ok: AtomicBool,
@@ -128,12 +131,26 @@ impl RedisBackplane {
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let db = client.get_connection_info().redis_settings().db();
+        let names = Names::new(db);
+        let scripts = Scripts::default();
+        let user_pushes = UserPushBatcher::new(
+            conn.clone(),
+            scripts.push_user.clone(),
+            batch::Settings {
+                prefix: names.keys.clone(),
+                // At least 1 ms: PEXPIRE 0 would delete at once.
+                ttl_ms: (history.ttl.as_millis() as u64).max(1),
+                max_messages: history.max_messages,
+                window_ms: idempotency_window.as_millis() as u64,
+            },
+        );
         Ok(RedisBackplane {
             node,
-            names: Names::new(db),
+            names,
             client,
             conn,
-            scripts: Scripts::default(),
+            scripts,
+            user_pushes,
             hub,
             heartbeat_ok: AtomicBool::new(false),
             pubsub_up: AtomicBool::new(false),
@@ -313,6 +330,13 @@ impl RedisBackplane {
         (self.history.ttl.as_millis() as u64).max(1)
     }
 
+    /// The full key name of a push's idempotency key, "" for none.
+    fn idempotency_key(&self, p: &Publication, stream: &StreamName) -> String {
+        p.idempotency_key.as_ref().map_or_else(String::new, |k| {
+            format!("{}idem:{} {k}", self.prefix(), Names::stream_id(stream))
+        })
+    }
+
     /// The arguments every push script takes after its own (`H` in
     /// `scripts.rs`).
     fn history_args(
@@ -322,9 +346,7 @@ impl RedisBackplane {
         p: &Publication,
         stream: &StreamName,
     ) {
-        let key = p.idempotency_key.as_ref().map_or_else(String::new, |k| {
-            format!("{}idem:{} {k}", self.prefix(), Names::stream_id(stream))
-        });
+        let key = self.idempotency_key(p, stream);
         inv.arg(prefix)
             .arg(self.epoch_candidate())
             .arg(self.ttl_ms())
@@ -351,28 +373,28 @@ impl RedisBackplane {
         let deadline = self.deadline();
         let answer = match &p.target {
             Target::User(to) => {
-                let mut inv = self.scripts.push_user.prepare_invoke();
-                inv.arg(self.prefix())
-                    .arg(deadline)
-                    .arg(to.as_str())
-                    .arg(origin_user)
-                    .arg(if origin.is_some() { "1" } else { "0" })
-                    .arg(self.names.user_channel(to))
-                    .arg(wire::header(&p.target, origin, Part::Target));
-                match origin {
-                    Some(o) if &o.user != to => {
-                        inv.arg(self.names.user_channel(&o.user)).arg(wire::header(
-                            &p.target,
-                            origin,
-                            Part::SenderCopies,
-                        ));
-                    }
-                    _ => {
-                        inv.arg("").arg("");
-                    }
-                }
-                self.history_args(&mut inv, &prefix, p, &stream);
-                self.run_uncertain(inv).await
+                let (from_channel, from_header) = match origin {
+                    Some(o) if &o.user != to => (
+                        self.names.user_channel(&o.user),
+                        wire::header(&p.target, origin, Part::SenderCopies),
+                    ),
+                    _ => (String::new(), String::new()),
+                };
+                let push = UserPush {
+                    to: to.as_str().to_owned(),
+                    from: origin_user.to_owned(),
+                    from_connection: if origin.is_some() { "1" } else { "0" },
+                    to_channel: self.names.user_channel(to),
+                    to_header: wire::header(&p.target, origin, Part::Target),
+                    from_channel,
+                    from_header,
+                    frame_prefix: prefix,
+                    origin_conn: wire::conn_field(origin),
+                    idempotency_key: self.idempotency_key(p, &stream),
+                    message_id: p.message.id.as_str().to_owned(),
+                    epoch_candidate: self.epoch_candidate(),
+                };
+                self.user_pushes.push(deadline, push).await
             }
             Target::Group(g) => {
                 let mut inv = self.scripts.push_group.prepare_invoke();
@@ -523,7 +545,7 @@ impl RedisBackplane {
 
 /// A push script's answer: delivered (-1: late), epoch, seq, duplicate,
 /// id.
-type PushAnswer = (i64, String, u64, i64, String);
+pub type PushAnswer = (i64, String, u64, i64, String);
 
 /// One stream to read (`READ` in scripts.rs): the stream, the epoch
 /// wanted ("" any, `~E` E or a new numbering from its start), the seq to

@@ -170,34 +170,51 @@ end
 /// frame prefix, epoch candidate, ttl ms, max messages, sending connection
 /// or "", idempotency key (the full key name) or "", window ms, message id.
 ///
-/// ARGV: prefix, deadline, to, origin user or "", "1" when the origin is
-/// a connection, channel and header for `to`, channel and header for the
-/// sender's copies, then `H` from 10. One script for both appends, so a
-/// direct message is one EVALSHA. Returns {delivered, epoch, seq,
-/// duplicate, id}, the place being the sender's copy's when there is one;
+/// Direct messages, as many as a batch holds (`batch.rs`): one call
+/// numbers, keeps and publishes each, so Redis enters the script once for
+/// the lot.
+///
+/// ARGV: prefix, deadline (the batch's earliest), epoch candidate, ttl ms,
+/// max messages, idempotency window ms, then per message eleven: to,
+/// origin user or "", "1" when the origin is a connection, channel and
+/// header for `to`, channel and header for the sender's copies ("" for
+/// none), frame prefix, sending connection or "", idempotency key (the
+/// full key name) or "", message id. Both appends of a message are in one
+/// call. Returns per message {delivered, epoch, seq, duplicate, id}, the
+/// place being the sender's copy's when there is one; every message
 /// {-1, ...} when late.
 const PUSH_USER: &str = r#"
 local now = now_ms()
-if late(ARGV[2], now) then return {-1, '', 0, 0, ''} end
-local first = first_push(ARGV[15])
-if first then return first end
-local to, from = ARGV[3], ARGV[4]
-local delivered = count(to, now)
-if from == to and ARGV[5] == '1' and delivered > 0 then
-  delivered = delivered - 1
+local out = {}
+if late(ARGV[2], now) then
+  for i = 7, #ARGV, 11 do out[#out + 1] = {-1, '', 0, 0, ''} end
+  return out
 end
-local ttl, max = tonumber(ARGV[12]), tonumber(ARGV[13])
-local e, n, frame = append('u:' .. to, ARGV[11], ttl, max, now, ARGV[10], ARGV[14])
-redis.call('PUBLISH', ARGV[6], placed(e, n, ARGV[7], frame))
--- The sender's copy, in the sender's inbox: numbered and published even
--- with no other connection to read it, so every node reading that inbox
--- sees its numbering without a gap.
-if from ~= '' and from ~= to then
-  e, n, frame = append('u:' .. from, ARGV[11], ttl, max, now, ARGV[10], ARGV[14])
-  redis.call('PUBLISH', ARGV[8], placed(e, n, ARGV[9], frame))
+local candidate, ttl, max, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+for i = 7, #ARGV, 11 do
+  local to, from, key, id = ARGV[i], ARGV[i + 1], ARGV[i + 9], ARGV[i + 10]
+  local first = first_push(key)
+  if first then
+    out[#out + 1] = first
+  else
+    local delivered = count(to, now)
+    if from == to and ARGV[i + 2] == '1' and delivered > 0 then
+      delivered = delivered - 1
+    end
+    local e, n, frame = append('u:' .. to, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
+    redis.call('PUBLISH', ARGV[i + 3], placed(e, n, ARGV[i + 4], frame))
+    -- The sender's copy, in the sender's inbox: numbered and published
+    -- even with no other connection to read it, so every node reading
+    -- that inbox sees its numbering without a gap.
+    if from ~= '' and from ~= to then
+      e, n, frame = append('u:' .. from, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
+      redis.call('PUBLISH', ARGV[i + 5], placed(e, n, ARGV[i + 6], frame))
+    end
+    remember(key, window, id, e, n)
+    out[#out + 1] = {delivered, e, n, 0, id}
+  end
 end
-remember(ARGV[15], ARGV[16], ARGV[17], e, n)
-return {delivered, e, n, 0, ARGV[17]}
+return out
 "#;
 
 /// ARGV: prefix, deadline, group, origin user or "", channel, header,
