@@ -1544,3 +1544,109 @@ async fn direct_pushes_that_come_at_once_share_script_calls_and_stay_exact() {
         "{n} pushes at once took {calls} script calls: they were not batched"
     );
 }
+
+/// How many `PUBLISH`es Redis has run so far, scripts' included.
+fn publish_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `n` messages from `c` to `to`, each acked; returns the seqs the
+/// acks report (the sender's copies in the sender's inbox).
+async fn send_acked(c: &mut Client, to: &str, tag: &str, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for k in 0..n {
+        let id = format!("{tag}{k}");
+        let ack = c
+            .request(json!({"type":"send","to":to,"body":format!("{tag}{k}"),"id":id}))
+            .await;
+        assert_eq!(
+            (ack["type"].as_str(), ack["id"].as_str()),
+            (Some("ack"), Some(id.as_str())),
+            "{ack}"
+        );
+        seqs.push(
+            ack["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no seq: {ack}")),
+        );
+    }
+    seqs
+}
+
+/// A sender's copy that no connection on another process reads is kept in
+/// the sender's inbox but not published: the sending process hands it to
+/// the sender's other connections there itself. The sender's inbox stays
+/// one gapless numbering for every reader, wherever its connections are.
+#[tokio::test]
+async fn a_senders_copies_reach_its_connections_here_and_elsewhere_with_one_numbering() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut alice = a.client("alice", &[]).await;
+    let mut bob = b.client("bob", &[]).await;
+    await_connections(&a, "bob", 1).await;
+    await_connections(&b, "alice", 1).await;
+
+    // Alone: one publish per message, to bob's channel.
+    let before = publish_calls(&redis);
+    assert_eq!(
+        send_acked(&mut alice, "bob", "x", 5).await,
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        publish_calls(&redis) - before,
+        5,
+        "copies nobody else reads were published"
+    );
+    for k in 0..5 {
+        expect_message(&mut bob, &json!(format!("x{k}"))).await;
+    }
+    // Bob's messages follow the copies in alice's inbox, without a hole.
+    for k in 0..3 {
+        let ack = bob
+            .request(json!({"type":"send","to":"alice","body":format!("y{k}"),"id":k}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let m = expect_message(&mut alice, &json!(format!("y{k}"))).await;
+        assert_eq!(m["seq"], 6 + k, "{m}");
+    }
+
+    // A second connection on the same process gets the copies from there.
+    let mut alice_here = a.client("alice", &[]).await;
+    assert_eq!(
+        alice_here.welcome["streams"]["inbox"]["seq"], 8,
+        "{}",
+        alice_here.welcome
+    );
+    let before = publish_calls(&redis);
+    assert_eq!(send_acked(&mut alice, "bob", "z", 2).await, vec![9, 10]);
+    assert_eq!(publish_calls(&redis) - before, 2);
+    for k in 0..2 {
+        let m = expect_message(&mut alice_here, &json!(format!("z{k}"))).await;
+        assert_eq!(
+            (m["seq"].as_u64(), m["from"].as_str()),
+            (Some(9 + k), Some("alice")),
+            "{m}"
+        );
+    }
+
+    // One on the other process: now the copies are published for it.
+    let mut alice_there = b.client("alice", &[]).await;
+    await_connections(&a, "alice", 3).await;
+    let before = publish_calls(&redis);
+    assert_eq!(send_acked(&mut alice, "bob", "w", 2).await, vec![11, 12]);
+    assert_eq!(publish_calls(&redis) - before, 4);
+    for c in [&mut alice_here, &mut alice_there] {
+        for k in 0..2 {
+            let m = expect_message(c, &json!(format!("w{k}"))).await;
+            assert_eq!(m["seq"].as_u64(), Some(11 + k), "{m}");
+        }
+    }
+    // The sending connection got none of its own copies.
+    ping(&mut alice, "end").await;
+}

@@ -28,7 +28,7 @@ use super::backplane::{PushAnswer, REPLY_TIMEOUT};
 
 /// Calls of `PUSH_USER` out at once per process. Two keep Redis busy while
 /// one answer is on its way back and the next batch is being written.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 1;
 /// Pushes per call, at most: bounds one call's time in Redis (every other
 /// client of Redis waits for a script to finish).
 const MAX_BATCH: usize = 64;
@@ -60,14 +60,20 @@ pub struct UserPush {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub prefix: String,
+    /// This node's id as presence keeps it.
+    pub node: String,
     pub ttl_ms: u64,
     pub max_messages: usize,
     pub window_ms: u64,
 }
 
-/// A push's answer: `None` when its fate is unknown (no answer in time, or
-/// the link failed once the call may have been sent).
-pub type Outcome = Option<Result<PushAnswer, Unavailable>>;
+/// A push's answer, and whether its place (the sender's copy) was kept
+/// but not published; `None` when its fate is unknown (no answer in time,
+/// or the link failed once the call may have been sent).
+pub type Outcome = Option<Result<(PushAnswer, bool), Unavailable>>;
+
+/// `PUSH_USER`'s answer for one message: `PushAnswer` and `unpublished`.
+type ScriptAnswer = (i64, String, u64, i64, String, i64);
 
 struct Waiting {
     deadline: i64,
@@ -153,7 +159,8 @@ impl UserPushBatcher {
             .arg(candidate)
             .arg(s.ttl_ms)
             .arg(s.max_messages)
-            .arg(s.window_ms);
+            .arg(s.window_ms)
+            .arg(&s.node);
         for w in &batch {
             let p = &w.push;
             inv.arg(&p.to)
@@ -169,7 +176,7 @@ impl UserPushBatcher {
                 .arg(&p.message_id);
         }
         let mut conn = self.conn.clone();
-        let answer: Result<Vec<PushAnswer>, Outcome> =
+        let answer: Result<Vec<ScriptAnswer>, Outcome> =
             match tokio::time::timeout(REPLY_TIMEOUT, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e))
@@ -183,8 +190,10 @@ impl UserPushBatcher {
             };
         match answer {
             Ok(answers) if answers.len() == batch.len() => {
-                for (w, a) in batch.into_iter().zip(answers) {
-                    let _ = w.answer.send(Some(Ok(a)));
+                for (w, (n, epoch, seq, dup, id, unpublished)) in batch.into_iter().zip(answers) {
+                    let _ = w
+                        .answer
+                        .send(Some(Ok(((n, epoch, seq, dup, id), unpublished == 1))));
                 }
             }
             Ok(answers) => {

@@ -287,21 +287,31 @@ fn route(bp: &Arc<RedisBackplane>, channel: &str, payload: Bytes) {
     }
 }
 
+/// The first message of a channel seen here starts its track.
+fn start_track(
+    bp: &RedisBackplane,
+    all: &mut std::collections::HashMap<String, Track>,
+    channel: &str,
+    a: Arrival,
+) {
+    let mut track = Track {
+        id: NEXT_TRACK.fetch_add(1, SeqCst),
+        stream: a.stream.clone(),
+        epoch: a.epoch,
+        last: a.seq,
+        held: None,
+        catch_up: false,
+    };
+    track.deliver(bp, a);
+    all.insert(channel.to_owned(), track);
+}
+
 /// A placed message on `channel`: delivered in seq order, a gap filled
 /// first.
 fn arrive(bp: &Arc<RedisBackplane>, channel: &str, a: Arrival) {
     let mut all = tracks(bp);
     let Some(track) = all.get_mut(channel) else {
-        let mut track = Track {
-            id: NEXT_TRACK.fetch_add(1, SeqCst),
-            stream: a.stream.clone(),
-            epoch: a.epoch,
-            last: a.seq,
-            held: None,
-            catch_up: false,
-        };
-        track.deliver(bp, a);
-        all.insert(channel.to_owned(), track);
+        start_track(bp, &mut all, channel, a);
         return;
     };
     if let Some(held) = &mut track.held {
@@ -327,6 +337,45 @@ fn arrive(bp: &Arc<RedisBackplane>, channel: &str, a: Arrival) {
             let channel = channel.to_owned();
             tokio::spawn(async move { fill(&bp, &channel, id, FILL_TRIES).await });
         }
+    }
+}
+
+/// A message this node numbered that Redis kept but did not publish: a
+/// sender's copy that no connection on another node reads (`PUSH_USER`).
+/// It arrives here from the script's answer instead of from pub/sub, to
+/// the sender's other connections on this node, if any, and moves the
+/// channel's track on. When it is not the next one (another message of
+/// the channel is still on its way, or a fill runs), it is left to the
+/// log: the next arrival is a gap, and the fill reads it like any missed
+/// message.
+pub fn arrive_here(
+    bp: &RedisBackplane,
+    channel: &str,
+    stream: StreamName,
+    epoch: Epoch,
+    seq: u64,
+    skip: Option<ConnId>,
+    frame: Frame,
+) {
+    let a = Arrival {
+        frame: frame.tagged(Tag {
+            stream: stream.key_at(&epoch),
+            seq,
+        }),
+        stream,
+        epoch,
+        seq,
+        skip,
+    };
+    let mut all = tracks(bp);
+    match all.get_mut(channel) {
+        None => start_track(bp, &mut all, channel, a),
+        Some(t) if t.held.is_none() => {
+            if let Step::Deliver = t.step(&a) {
+                t.deliver(bp, a);
+            }
+        }
+        Some(_) => {}
     }
 }
 
