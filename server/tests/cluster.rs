@@ -1579,12 +1579,12 @@ async fn send_acked(c: &mut Client, to: &str, tag: &str, n: usize) -> Vec<u64> {
     seqs
 }
 
-/// A sender's copy that no connection on another process reads is kept in
-/// the sender's inbox but not published: the sending process hands it to
-/// the sender's other connections there itself. The sender's inbox stays
-/// one gapless numbering for every reader, wherever its connections are.
+/// A sender's copy that no other connection of the sender reads is kept in
+/// the sender's inbox but not published; once the sender has another
+/// connection, on this process or another, it is published for it. The
+/// sender's inbox stays one gapless numbering for every reader.
 #[tokio::test]
-async fn a_senders_copies_reach_its_connections_here_and_elsewhere_with_one_numbering() {
+async fn a_senders_copies_are_published_only_for_its_other_connections() {
     let redis = redis_in_memory().await;
     let (a, b) = two(&redis, &[]).await;
     let mut alice = a.client("alice", &[]).await;
@@ -1616,7 +1616,7 @@ async fn a_senders_copies_reach_its_connections_here_and_elsewhere_with_one_numb
         assert_eq!(m["seq"], 6 + k, "{m}");
     }
 
-    // A second connection on the same process gets the copies from there.
+    // A second connection, on the same process: the copies are published.
     let mut alice_here = a.client("alice", &[]).await;
     assert_eq!(
         alice_here.welcome["streams"]["inbox"]["seq"], 8,
@@ -1625,7 +1625,7 @@ async fn a_senders_copies_reach_its_connections_here_and_elsewhere_with_one_numb
     );
     let before = publish_calls(&redis);
     assert_eq!(send_acked(&mut alice, "bob", "z", 2).await, vec![9, 10]);
-    assert_eq!(publish_calls(&redis) - before, 2);
+    assert_eq!(publish_calls(&redis) - before, 4);
     for k in 0..2 {
         let m = expect_message(&mut alice_here, &json!(format!("z{k}"))).await;
         assert_eq!(
@@ -1635,7 +1635,7 @@ async fn a_senders_copies_reach_its_connections_here_and_elsewhere_with_one_numb
         );
     }
 
-    // One on the other process: now the copies are published for it.
+    // A third, on the other process.
     let mut alice_there = b.client("alice", &[]).await;
     await_connections(&a, "alice", 3).await;
     let before = publish_calls(&redis);

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hub_core::{
     BoxFuture, Broker, ConnId, Epoch, Frame, History, HistoryConfig, Hub, Membership, NodeId,
-    Origin, Position, Presence, Publication, Published, Recovery, ResetReason, StreamEntry,
-    StreamName, Tag, Target, Topic, Unavailable,
+    Position, Presence, Publication, Published, Recovery, ResetReason, StreamEntry, StreamName,
+    Tag, Target, Topic, Unavailable,
 };
 use protocol::{GroupId, UserId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
@@ -138,7 +138,6 @@ impl RedisBackplane {
             scripts.push_user.clone(),
             batch::Settings {
                 prefix: names.keys.clone(),
-                node: node.to_string(),
                 // At least 1 ms: PEXPIRE 0 would delete at once.
                 ttl_ms: (history.ttl.as_millis() as u64).max(1),
                 max_messages: history.max_messages,
@@ -389,7 +388,7 @@ impl RedisBackplane {
                     to_header: wire::header(&p.target, origin, Part::Target),
                     from_channel,
                     from_header,
-                    frame_prefix: prefix.clone(),
+                    frame_prefix: prefix,
                     origin_conn: wire::conn_field(origin),
                     idempotency_key: self.idempotency_key(p, &stream),
                     message_id: p.message.id.as_str().to_owned(),
@@ -397,8 +396,11 @@ impl RedisBackplane {
                 };
                 match self.user_pushes.push(deadline, push).await {
                     Some(Ok((answer, unpublished))) => {
-                        if let (true, Some(o)) = (unpublished, origin) {
-                            self.arrive_here(o, &prefix, &answer);
+                        if let (true, Some(o), Some(epoch)) =
+                            (unpublished, origin, Epoch::parse(&answer.1))
+                        {
+                            let channel = self.names.user_channel(&o.user);
+                            super::subscriber::pass_over(self, &channel, &epoch, answer.2);
                         }
                         Some(Ok(answer))
                     }
@@ -430,28 +432,6 @@ impl RedisBackplane {
             Some(answer) => answer,
             None => self.settle(p, deadline).await,
         }
-    }
-
-    /// A sender's copy the script kept but did not publish (no connection
-    /// of the sender elsewhere): this node, which reads the sender's
-    /// inbox, takes it as if pub/sub had brought it.
-    fn arrive_here(&self, origin: &Origin, prefix: &str, answer: &PushAnswer) {
-        let Some(epoch) = Epoch::parse(&answer.1) else {
-            return;
-        };
-        let seq = answer.2;
-        let Some(frame) = Frame::from_shared(Bytes::from(wire::splice(prefix, &epoch, seq))) else {
-            return;
-        };
-        super::subscriber::arrive_here(
-            self,
-            &self.names.user_channel(&origin.user),
-            StreamName::Inbox(origin.user.clone()),
-            epoch,
-            seq,
-            Some(origin.conn),
-            frame,
-        );
     }
 
     /// Runs a push's script; `None` when its fate is unknown: no answer

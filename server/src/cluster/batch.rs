@@ -60,8 +60,6 @@ pub struct UserPush {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub prefix: String,
-    /// This node's id as presence keeps it.
-    pub node: String,
     pub ttl_ms: u64,
     pub max_messages: usize,
     pub window_ms: u64,
@@ -159,8 +157,7 @@ impl UserPushBatcher {
             .arg(candidate)
             .arg(s.ttl_ms)
             .arg(s.max_messages)
-            .arg(s.window_ms)
-            .arg(&s.node);
+            .arg(s.window_ms);
         for w in &batch {
             let p = &w.push;
             inv.arg(&p.to)

@@ -175,35 +175,25 @@ end
 /// the lot.
 ///
 /// ARGV: prefix, deadline (the batch's earliest), epoch candidate, ttl ms,
-/// max messages, idempotency window ms, the sending node, then per message
-/// eleven: to,
+/// max messages, idempotency window ms, then per message eleven: to,
 /// origin user or "", "1" when the origin is a connection, channel and
 /// header for `to`, channel and header for the sender's copies ("" for
 /// none), frame prefix, sending connection or "", idempotency key (the
 /// full key name) or "", message id. Both appends of a message are in one
 /// call. Returns per message {delivered, epoch, seq, duplicate, id,
 /// unpublished}, the place being the sender's copy's when there is one,
-/// `unpublished` 1 when that copy was kept but not published (no
-/// connection of the sender on another node: the sending node delivers it
-/// to its own); every message {-1, ...} when late.
+/// `unpublished` 1 when that copy was kept but not published (the
+/// sender has no other connection to read it); every message {-1, ...}
+/// when late.
 const PUSH_USER: &str = r#"
 local now = now_ms()
 local out = {}
 if late(ARGV[2], now) then
-  for i = 8, #ARGV, 11 do out[#out + 1] = {-1, '', 0, 0, '', 0} end
+  for i = 7, #ARGV, 11 do out[#out + 1] = {-1, '', 0, 0, '', 0} end
   return out
 end
 local candidate, ttl, max, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local node = ARGV[7]
--- Whether `user` has a connection on a live node other than this one.
-local function elsewhere(user)
-  local h = redis.call('HGETALL', P .. 'user:' .. user .. ':conns')
-  for j = 1, #h, 2 do
-    if h[j] ~= node and tonumber(h[j + 1]) > 0 and live(h[j], now) then return true end
-  end
-  return false
-end
-for i = 8, #ARGV, 11 do
+for i = 7, #ARGV, 11 do
   local to, from, key, id = ARGV[i], ARGV[i + 1], ARGV[i + 9], ARGV[i + 10]
   local first = first_push(key)
   if first then
@@ -217,14 +207,14 @@ for i = 8, #ARGV, 11 do
     local e, n, frame = append('u:' .. to, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
     redis.call('PUBLISH', ARGV[i + 3], placed(e, n, ARGV[i + 4], frame))
     -- The sender's copy, in the sender's inbox. Published only when a
-    -- connection of the sender on another node may read it: otherwise
-    -- the sending node takes it from this answer (subscriber.rs
-    -- `arrive_here`), and a connection made elsewhere later starts past
-    -- it (its welcome reads positions after its presence is counted).
+    -- connection other than the sending one may read it: otherwise the
+    -- sending node passes over it from this answer (subscriber.rs
+    -- `pass_over`), and a connection made later starts past it (its
+    -- welcome reads positions after its presence is counted).
     local unpublished = 0
     if from ~= '' and from ~= to then
       e, n, frame = append('u:' .. from, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
-      if ARGV[i + 2] ~= '1' or elsewhere(from) then
+      if ARGV[i + 2] ~= '1' or count(from, now) > 1 then
         redis.call('PUBLISH', ARGV[i + 5], placed(e, n, ARGV[i + 6], frame))
       else
         unpublished = 1

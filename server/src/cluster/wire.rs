@@ -331,8 +331,8 @@ pub fn frame_prefix(message: &protocol::Message, stream: &str) -> Option<String>
 
 /// What the scripts append to a `frame_prefix` (kept in step with
 /// `scripts.rs`'s `splice`; the tests compare both with one process's
-/// encoding). A sender's copy that Redis kept but did not publish is
-/// built here.
+/// encoding).
+#[cfg(test)]
 pub fn splice(prefix: &str, epoch: &Epoch, seq: u64) -> String {
     format!("{prefix},\"epoch\":\"{epoch}\",\"seq\":{seq}}}")
 }
