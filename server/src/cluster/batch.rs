@@ -26,8 +26,11 @@ use tokio::sync::oneshot;
 
 use super::backplane::{PushAnswer, REPLY_TIMEOUT};
 
-/// Calls of `PUSH_USER` out at once per process. Two keep Redis busy while
-/// one answer is on its way back and the next batch is being written.
+/// Calls of `PUSH_USER` out at once per process. One: the batches are
+/// then as large as the load makes them (at 20,000 direct messages/s over
+/// two processes, about three per call), and Redis's time per message is
+/// what counts here. Two calls out gave smaller batches and a p99 two to
+/// five times longer in the same bench (BENCHMARKS.md).
 const IN_FLIGHT: usize = 1;
 /// Pushes per call, at most: bounds one call's time in Redis (every other
 /// client of Redis waits for a script to finish).
