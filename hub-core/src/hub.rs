@@ -30,7 +30,7 @@ use crate::fanout::{Fanout, Job};
 use crate::frame::Frame;
 use crate::history::{Position, StreamName, Streams};
 use crate::publication::{encode_at, Placed, Publication, Target};
-use crate::queue::{ConnId, Pushed, QueueSender};
+use crate::queue::{ConnId, Pushed, QueueSender, Wakes};
 use crate::stats::Stats;
 
 const SHARDS: usize = 64;
@@ -496,8 +496,10 @@ impl Hub {
                 // A connection's publish is fanned out here, after what
                 // the thread has not done yet: its ack, queued next, must
                 // not overtake a message of the group with a smaller seq.
-                let _turn = (self.fanout.is_attached() && skip.is_some())
-                    .then(|| self.fanout.exclusive(|jobs| self.run_jobs(jobs)));
+                let _turn = (self.fanout.is_attached() && skip.is_some()).then(|| {
+                    self.fanout
+                        .exclusive(|jobs| self.run_jobs(jobs, &mut Wakes::Now))
+                });
                 if self.fanout.is_attached() && skip.is_none() {
                     // The thread pushes; here only the members' list and
                     // their connection count, both kept up to date by
@@ -604,8 +606,18 @@ impl Hub {
     /// Runs queued group fan-outs and acks on the calling thread, for as
     /// long as the process lives; from the first call on, `route` hands
     /// group fan-outs to it instead of doing them itself (fanout.rs).
-    pub fn run_fanout(&self) -> ! {
-        self.fanout.run(|jobs| self.run_jobs(jobs))
+    ///
+    /// The writers' wake-ups are handed to `wake` a few hundred at a time
+    /// (the server passes them to its WebSocket runtime, which wakes them
+    /// from a worker).
+    pub fn run_fanout(&self, wake: impl Fn(Vec<std::task::Waker>)) -> ! {
+        self.fanout.run(|jobs| {
+            let mut wakes = Wakes::Collect {
+                wakers: Vec::new(),
+                hand_off: &wake,
+            };
+            self.run_jobs(jobs, &mut wakes);
+        })
     }
 
     /// Runs every fan-out queued so far for `group` (and all queued before
@@ -617,18 +629,22 @@ impl Hub {
             return;
         }
         let _groups = self.group_shard(group);
-        let _turn = self.fanout.exclusive(|jobs| self.run_jobs(jobs));
+        let _turn = self
+            .fanout
+            .exclusive(|jobs| self.run_jobs(jobs, &mut Wakes::Now));
     }
 
     pub fn run_fanout_pending(&self) {
-        let _turn = self.fanout.exclusive(|jobs| self.run_jobs(jobs));
+        let _turn = self
+            .fanout
+            .exclusive(|jobs| self.run_jobs(jobs, &mut Wakes::Now));
     }
 
     /// Runs queued fan-outs in order. Consecutive messages to the same
     /// members (a burst to one group) go out together: one lock and at
     /// most one wake-up per connection for all of them, and the writer
     /// finds them queued together and writes them with one system call.
-    fn run_jobs(&self, jobs: &mut VecDeque<Job<Arc<Vec<Arc<Conns>>>>>) {
+    fn run_jobs(&self, jobs: &mut VecDeque<Job<Arc<Vec<Arc<Conns>>>>>, wakes: &mut Wakes) {
         /// Most messages pushed to a connection in one go.
         const MOST: usize = 64;
         let mut frames = Vec::new();
@@ -651,15 +667,22 @@ impl Hub {
             let n: usize = first
                 .members
                 .iter()
-                .map(|conns| self.push_all_many(conns, &frames, first.skip))
+                .map(|conns| self.push_all_many(conns, &frames, first.skip, wakes))
                 .sum();
+            wakes.flush();
             self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
         }
     }
 
     /// Queues `frames` to every connection in `conns` but `skip`; returns
     /// how many frames were queued in all.
-    fn push_all_many(&self, conns: &Conns, frames: &[Frame], skip: Option<ConnId>) -> usize {
+    fn push_all_many(
+        &self,
+        conns: &Conns,
+        frames: &[Frame],
+        skip: Option<ConnId>,
+        wakes: &mut Wakes,
+    ) -> usize {
         let mut queued = 0;
         let mut overflowed = false;
         let mut conns = conns.lock();
@@ -667,7 +690,7 @@ impl Hub {
             if Some(c.id) == skip {
                 continue;
             }
-            let (pushed, n) = c.push_many(frames);
+            let (pushed, n) = c.push_many_then(frames, wakes);
             queued += n;
             if pushed == Pushed::Overflowed {
                 overflowed = true;
@@ -684,6 +707,6 @@ impl Hub {
     }
 
     fn push_all(&self, conns: &Conns, frame: &Frame, skip: Option<ConnId>) -> usize {
-        self.push_all_many(conns, std::slice::from_ref(frame), skip)
+        self.push_all_many(conns, std::slice::from_ref(frame), skip, &mut Wakes::Now)
     }
 }

@@ -266,8 +266,8 @@ impl Node {
     /// the process lives (fanout.rs); until a thread calls this, they are
     /// done inline by each publisher. A cluster node does not need it: its
     /// deliveries come from the broker, one channel at a time.
-    pub fn run_fanout(&self) -> ! {
-        self.inner.hub.run_fanout()
+    pub fn run_fanout(&self, wake: impl Fn(Vec<std::task::Waker>)) -> ! {
+        self.inner.hub.run_fanout(wake)
     }
 
     /// Runs the fan-outs queued so far on the calling thread (shutdown:

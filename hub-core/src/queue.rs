@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 
@@ -97,6 +97,46 @@ impl Shared {
 }
 
 /// The sending half, kept in the registry.
+/// Where a fan-out's wake-ups go: to each writer at once, or collected
+/// and handed over a few hundred at a time to the runtime that runs the
+/// writers (`Hub::run_fanout`): from a thread of its own, a wake-up costs
+/// a turn of the runtime's shared queue per writer; from inside it, a
+/// place in a worker's own queue.
+pub(crate) enum Wakes<'a> {
+    Now,
+    Collect {
+        wakers: Vec<Waker>,
+        hand_off: &'a dyn Fn(Vec<Waker>),
+    },
+}
+
+impl Wakes<'_> {
+    /// Wake-ups handed over at once, at most: the writers of a large group
+    /// start while the rest of it is still being queued.
+    const HAND_OFF: usize = 512;
+
+    fn wake(&mut self, waker: &AtomicWaker) {
+        match self {
+            Wakes::Now => waker.wake(),
+            Wakes::Collect { wakers, .. } => {
+                wakers.extend(waker.take());
+                if wakers.len() >= Self::HAND_OFF {
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    /// Hands over what is collected.
+    pub(crate) fn flush(&mut self) {
+        if let Wakes::Collect { wakers, hand_off } = self {
+            if !wakers.is_empty() {
+                hand_off(std::mem::take(wakers));
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct QueueSender {
     pub(crate) id: ConnId,
@@ -145,7 +185,13 @@ impl QueueSender {
     /// most one wake-up: what fits is queued, and a queue that cannot take
     /// them all overflows as it would one push at a time. Also returns how
     /// many were queued.
+    #[cfg(test)]
     pub(crate) fn push_many(&self, frames: &[Frame]) -> (Pushed, usize) {
+        self.push_many_then(frames, &mut Wakes::Now)
+    }
+
+    /// `push_many` with the wake-up, if one is due, left to `wakes`.
+    pub(crate) fn push_many_then(&self, frames: &[Frame], wakes: &mut Wakes) -> (Pushed, usize) {
         if self.shared.reason.get().is_some() {
             return (Pushed::Gone, 0);
         }
@@ -159,7 +205,7 @@ impl QueueSender {
         queued.queue.extend(frames[..n].iter().cloned());
         drop(queued);
         if was_empty && n > 0 {
-            self.shared.waker.wake();
+            wakes.wake(&self.shared.waker);
         }
         if n < frames.len() {
             let pushed = if self.shared.close(Disconnect::SlowConsumer) {
@@ -291,6 +337,59 @@ mod tests {
 
     fn frame() -> Frame {
         Frame::encode(&ServerFrame::Pong { id: None })
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn collected_wake_ups_are_handed_over_in_chunks_and_each_wakes_its_writer() {
+        let woken = Arc::new(Counted(Default::default()));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let conns: Vec<_> = (0..1000u64)
+            .map(|n| {
+                let (tx, mut rx) = channel(ConnId { node: NodeId(1), n }, 4);
+                // An empty queue registers the writer's waker.
+                assert!(rx.poll_recv(&mut cx).is_pending());
+                (tx, rx)
+            })
+            .collect();
+        let chunks = Mutex::new(Vec::new());
+        let hand_off = |wakers: Vec<Waker>| {
+            lock_chunks(&chunks).push(wakers.len());
+            wakers.into_iter().for_each(Waker::wake);
+        };
+        let mut wakes = Wakes::Collect {
+            wakers: Vec::new(),
+            hand_off: &hand_off,
+        };
+        for (tx, _) in &conns {
+            assert_eq!(
+                tx.push_many_then(&[frame(), frame()], &mut wakes).0,
+                Pushed::Queued
+            );
+        }
+        assert_eq!(*lock_chunks(&chunks), vec![512], "one chunk is full");
+        wakes.flush();
+        assert_eq!(*lock_chunks(&chunks), vec![512, 488]);
+        assert_eq!(woken.0.load(std::sync::atomic::Ordering::SeqCst), 1000);
+        // A queue that was not empty needs no second wake-up.
+        for (tx, _) in &conns {
+            tx.push_many_then(&[frame()], &mut wakes);
+        }
+        wakes.flush();
+        assert_eq!(lock_chunks(&chunks).len(), 2);
+    }
+
+    fn lock_chunks(m: &Mutex<Vec<usize>>) -> MutexGuard<'_, Vec<usize>> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[test]

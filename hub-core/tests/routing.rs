@@ -408,7 +408,9 @@ fn recv_n(conn: &mut Connection, n: usize) -> Vec<ServerFrame> {
 fn a_fan_out_thread_delivers_group_pushes_to_the_members_of_their_append() {
     let node = node(1024);
     let runner = node.clone();
-    std::thread::spawn(move || runner.run_fanout());
+    std::thread::spawn(move || {
+        runner.run_fanout(|wakers| wakers.into_iter().for_each(std::task::Waker::wake))
+    });
     let g = group("g");
     let (mut a, _) = connect(&node, user("a"), std::slice::from_ref(&g));
     let (mut b, _) = connect(&node, user("b"), std::slice::from_ref(&g));
@@ -452,7 +454,9 @@ fn a_fan_out_thread_delivers_group_pushes_to_the_members_of_their_append() {
 fn a_group_push_counts_connections_exactly_through_membership_and_connection_changes() {
     let node = node(1024);
     let runner = node.clone();
-    std::thread::spawn(move || runner.run_fanout());
+    std::thread::spawn(move || {
+        runner.run_fanout(|wakers| wakers.into_iter().for_each(std::task::Waker::wake))
+    });
     let g = group("g");
     let push = |expected: usize| {
         let d = done(node.push(Target::Group(g.clone()), body(json!("x")), None)).unwrap();
