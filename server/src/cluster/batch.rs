@@ -11,20 +11,26 @@
 //! batch grows with the load and the wait for it stays about one round
 //! trip.
 //!
-//! A batch shares one deadline, the earliest of its pushes' (each push's
-//! own deadline is later, so a push looked up by `settle` after its own
-//! deadline has passed cannot still run). Its answer is one list, an
-//! answer per push in order; a batch that is not answered leaves every push
-//! in it unknown, and each is then settled on its own.
+//! A batch's deadline (after which its script does nothing, on Redis's
+//! clock) is taken when it is sent, not when its pushes came: a push that
+//! waited here behind a slow call has not reached Redis and cannot take
+//! effect late, and it should not be refused for the wait. The wait is
+//! bounded instead (`MAX_WAIT`: a push still queued then is refused
+//! without being sent), which keeps every answer within the contract's
+//! seconds. Its answer is one list, an answer per push in order; a batch
+//! that is not answered leaves every push in it unknown, and each is then
+//! settled on its own against the batch's deadline.
 
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use hub_core::Unavailable;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::oneshot;
 
-use super::backplane::{PushAnswer, REPLY_TIMEOUT};
+use super::backplane::{deadline, PushAnswer, REPLY_TIMEOUT};
 
 /// Calls of `PUSH_USER` out at once per process. One: the batches are
 /// then as large as the load makes them (at 20,000 direct messages/s over
@@ -35,6 +41,10 @@ const IN_FLIGHT: usize = 1;
 /// Pushes per call, at most: bounds one call's time in Redis (every other
 /// client of Redis waits for a script to finish).
 const MAX_BATCH: usize = 64;
+/// How long a push may wait here for the call before it: past this it is
+/// refused (`unavailable`) without being sent. With `REPLY_TIMEOUT` and
+/// `settle`, every direct push is answered within 9 s (§11 allows 10).
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// One direct message's own arguments to `PUSH_USER` (scripts.rs).
 #[derive(Debug, Clone, Default)]
@@ -77,9 +87,10 @@ pub type Outcome = Option<Result<(PushAnswer, bool), Unavailable>>;
 type ScriptAnswer = (i64, String, u64, i64, String, i64);
 
 struct Waiting {
-    deadline: i64,
+    since: Instant,
     push: UserPush,
-    answer: oneshot::Sender<Outcome>,
+    /// The deadline it was sent under, and what came of it.
+    answer: oneshot::Sender<(i64, Outcome)>,
 }
 
 #[derive(Default)]
@@ -90,6 +101,8 @@ struct Queue {
 
 pub struct UserPushBatcher {
     conn: ConnectionManager,
+    /// Redis's clock minus ours (`RedisBackplane::clock_offset_ms`).
+    clock_offset_ms: Arc<AtomicI64>,
     script: Script,
     settings: Settings,
     queue: Mutex<Queue>,
@@ -100,23 +113,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl UserPushBatcher {
-    pub fn new(conn: ConnectionManager, script: Script, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        conn: ConnectionManager,
+        clock_offset_ms: Arc<AtomicI64>,
+        script: Script,
+        settings: Settings,
+    ) -> Arc<Self> {
         Arc::new(UserPushBatcher {
             conn,
+            clock_offset_ms,
             script,
             settings,
             queue: Mutex::default(),
         })
     }
 
-    /// Queues `push` (to take effect in Redis by `deadline`, on Redis's
-    /// clock) and waits for its answer.
-    pub async fn push(self: &Arc<Self>, deadline: i64, push: UserPush) -> Outcome {
+    /// Queues `push` and waits for its answer: the deadline its batch was
+    /// sent under (what `settle` needs when the outcome is unknown) and
+    /// the outcome.
+    pub async fn push(self: &Arc<Self>, push: UserPush) -> (i64, Outcome) {
         let (answer, answered) = oneshot::channel();
         let start = {
             let mut q = lock(&self.queue);
             q.waiting.push(Waiting {
-                deadline,
+                since: Instant::now(),
                 push,
                 answer,
             });
@@ -132,7 +152,8 @@ impl UserPushBatcher {
             // others in it) even if this push's caller goes away.
             tokio::spawn(self.clone().run(batch));
         }
-        answered.await.unwrap_or(None)
+        // A batch dropped unanswered: only when the runtime is going away.
+        answered.await.unwrap_or((0, Some(Err(Unavailable))))
     }
 
     /// Sends `batch`, then whatever queued meanwhile, until nothing waits.
@@ -149,7 +170,17 @@ impl UserPushBatcher {
     }
 
     async fn send(&self, batch: Vec<Waiting>) {
-        let deadline = batch.iter().map(|w| w.deadline).min().unwrap_or(0);
+        // What waited too long is refused unsent.
+        let (batch, stale): (Vec<Waiting>, Vec<Waiting>) = batch
+            .into_iter()
+            .partition(|w| w.since.elapsed() < MAX_WAIT);
+        for w in stale {
+            let _ = w.answer.send((0, Some(Err(Unavailable))));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let deadline = deadline(&self.clock_offset_ms);
         let candidate = batch
             .first()
             .map_or("", |w| w.push.epoch_candidate.as_str());
@@ -191,9 +222,10 @@ impl UserPushBatcher {
         match answer {
             Ok(answers) if answers.len() == batch.len() => {
                 for (w, (n, epoch, seq, dup, id, unpublished)) in batch.into_iter().zip(answers) {
-                    let _ = w
-                        .answer
-                        .send(Some(Ok(((n, epoch, seq, dup, id), unpublished == 1))));
+                    let _ = w.answer.send((
+                        deadline,
+                        Some(Ok(((n, epoch, seq, dup, id), unpublished == 1))),
+                    ));
                 }
             }
             Ok(answers) => {
@@ -205,12 +237,12 @@ impl UserPushBatcher {
                     "push script answered a batch with the wrong count"
                 );
                 for w in batch {
-                    let _ = w.answer.send(None);
+                    let _ = w.answer.send((deadline, None));
                 }
             }
             Err(outcome) => {
                 for w in batch {
-                    let _ = w.answer.send(outcome.clone());
+                    let _ = w.answer.send((deadline, outcome.clone()));
                 }
             }
         }
