@@ -313,7 +313,10 @@ impl Client {
                         if drill.is_none() {
                             ctx.tally.fail(
                                 "unavailable outside a drill",
-                                format!("{}: {kind} {v}", self.user),
+                                format!(
+                                    "{}: {kind} sent at {sent} ms, answered at {now} ms: {v}",
+                                    self.user
+                                ),
                             );
                         }
                     }
