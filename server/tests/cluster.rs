@@ -1447,12 +1447,14 @@ async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     assert_eq!(next["seq"], 3);
 }
 
-/// How many script calls Redis has run so far (`INFO commandstats`).
-fn evalsha_calls(redis: &RedisServer) -> u64 {
+/// How many times Redis has run `command` so far, from scripts too
+/// (`INFO commandstats`).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
     let stats = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
     stats
         .lines()
-        .find_map(|l| l.trim().strip_prefix("cmdstat_evalsha:calls="))
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
@@ -1475,7 +1477,7 @@ async fn direct_pushes_that_come_at_once_share_script_calls_and_stay_exact() {
     for u in 0..USERS {
         await_connections(&a, &format!("r{u}"), 1).await;
     }
-    let calls_before = evalsha_calls(&redis);
+    let calls_before = calls(&redis, "evalsha");
     // Every message pushed twice at once, with the same key.
     let pushes: Vec<(usize, u64)> = (0..USERS)
         .flat_map(|u| (0..EACH).flat_map(move |k| [(u, k), (u, k)]))
@@ -1499,7 +1501,7 @@ async fn direct_pushes_that_come_at_once_share_script_calls_and_stay_exact() {
         }
     }))
     .await;
-    let calls = evalsha_calls(&redis) - calls_before;
+    let calls = calls(&redis, "evalsha") - calls_before;
     let mut by_push: BTreeMap<(usize, u64), Vec<Value>> = BTreeMap::new();
     for (at, answer) in answers {
         by_push.entry(at).or_default().push(answer);
@@ -1545,17 +1547,6 @@ async fn direct_pushes_that_come_at_once_share_script_calls_and_stay_exact() {
     );
 }
 
-/// How many `PUBLISH`es Redis has run so far, scripts' included.
-fn publish_calls(redis: &RedisServer) -> u64 {
-    let stats = redis.cli(&["INFO", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("cmdstat_publish:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Sends `n` messages from `c` to `to`, each acked; returns the seqs the
 /// acks report (the sender's copies in the sender's inbox).
 async fn send_acked(c: &mut Client, to: &str, tag: &str, n: usize) -> Vec<u64> {
@@ -1593,13 +1584,13 @@ async fn a_senders_copies_are_published_only_for_its_other_connections() {
     await_connections(&b, "alice", 1).await;
 
     // Alone: one publish per message, to bob's channel.
-    let before = publish_calls(&redis);
+    let before = calls(&redis, "publish");
     assert_eq!(
         send_acked(&mut alice, "bob", "x", 5).await,
         vec![1, 2, 3, 4, 5]
     );
     assert_eq!(
-        publish_calls(&redis) - before,
+        calls(&redis, "publish") - before,
         5,
         "copies nobody else reads were published"
     );
@@ -1623,9 +1614,9 @@ async fn a_senders_copies_are_published_only_for_its_other_connections() {
         "{}",
         alice_here.welcome
     );
-    let before = publish_calls(&redis);
+    let before = calls(&redis, "publish");
     assert_eq!(send_acked(&mut alice, "bob", "z", 2).await, vec![9, 10]);
-    assert_eq!(publish_calls(&redis) - before, 4);
+    assert_eq!(calls(&redis, "publish") - before, 4);
     for k in 0..2 {
         let m = expect_message(&mut alice_here, &json!(format!("z{k}"))).await;
         assert_eq!(
@@ -1638,9 +1629,9 @@ async fn a_senders_copies_are_published_only_for_its_other_connections() {
     // A third, on the other process.
     let mut alice_there = b.client("alice", &[]).await;
     await_connections(&a, "alice", 3).await;
-    let before = publish_calls(&redis);
+    let before = calls(&redis, "publish");
     assert_eq!(send_acked(&mut alice, "bob", "w", 2).await, vec![11, 12]);
-    assert_eq!(publish_calls(&redis) - before, 4);
+    assert_eq!(calls(&redis, "publish") - before, 4);
     for c in [&mut alice_here, &mut alice_there] {
         for k in 0..2 {
             let m = expect_message(c, &json!(format!("w{k}"))).await;
