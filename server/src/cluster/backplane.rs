@@ -405,16 +405,7 @@ impl RedisBackplane {
                 // Sent with the batch it joins, under the batch's deadline.
                 let (sent_by, outcome) = self.user_pushes.push(push).await;
                 return match outcome {
-                    Some(Ok((answer, unpublished))) => {
-                        if let (true, Some(o), Some(epoch)) =
-                            (unpublished, origin, Epoch::parse(&answer.1))
-                        {
-                            let channel = self.names.user_channel(&o.user);
-                            super::subscriber::pass_over(self, &channel, &epoch, answer.2);
-                        }
-                        Ok(answer)
-                    }
-                    Some(Err(e)) => Err(e),
+                    Some(answer) => answer,
                     None => self.settle(p, sent_by).await,
                 };
             }

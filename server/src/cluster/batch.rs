@@ -36,8 +36,12 @@ use super::backplane::{deadline, PushAnswer, REPLY_TIMEOUT};
 /// then as large as the load makes them (at 20,000 direct messages/s over
 /// two processes, about three per call), and Redis's time per message is
 /// what counts here. Two calls out gave smaller batches and a p99 two to
-/// five times longer in the same bench (BENCHMARKS.md).
+/// five times longer in the same bench (BENCHMARKS.md). But a call that
+/// has had no answer for `STALLED` (a slow disk under Redis, a lossy
+/// link) does not hold the rest back: up to `MAX_CALLS` go out then.
 const IN_FLIGHT: usize = 1;
+const MAX_CALLS: usize = 4;
+const STALLED: Duration = Duration::from_millis(200);
 /// Pushes per call, at most: bounds one call's time in Redis (every other
 /// client of Redis waits for a script to finish).
 const MAX_BATCH: usize = 64;
@@ -78,13 +82,9 @@ pub struct Settings {
     pub window_ms: u64,
 }
 
-/// A push's answer, and whether its place (the sender's copy) was kept
-/// but not published; `None` when its fate is unknown (no answer in time,
+/// A push's answer; `None` when its fate is unknown (no answer in time,
 /// or the link failed once the call may have been sent).
-pub type Outcome = Option<Result<(PushAnswer, bool), Unavailable>>;
-
-/// `PUSH_USER`'s answer for one message: `PushAnswer` and `unpublished`.
-type ScriptAnswer = (i64, String, u64, i64, String, i64);
+pub type Outcome = Option<Result<PushAnswer, Unavailable>>;
 
 struct Waiting {
     since: Instant,
@@ -97,6 +97,24 @@ struct Waiting {
 struct Queue {
     waiting: Vec<Waiting>,
     running: usize,
+    /// When the last call went out.
+    last_sent: Option<Instant>,
+}
+
+impl Queue {
+    /// Whether a push may start a call now rather than wait for one out.
+    fn may_start(&self) -> bool {
+        self.running < IN_FLIGHT
+            || (self.running < MAX_CALLS && self.last_sent.is_some_and(|t| t.elapsed() > STALLED))
+    }
+
+    /// Takes the next batch for a call going out now.
+    fn next_batch(&mut self) -> Vec<Waiting> {
+        self.last_sent = Some(Instant::now());
+        let n = self.waiting.len().min(MAX_BATCH);
+        let rest = self.waiting.split_off(n);
+        std::mem::replace(&mut self.waiting, rest)
+    }
 }
 
 pub struct UserPushBatcher {
@@ -140,9 +158,9 @@ impl UserPushBatcher {
                 push,
                 answer,
             });
-            if q.running < IN_FLIGHT {
+            if q.may_start() {
                 q.running += 1;
-                Some(take_batch(&mut q.waiting))
+                Some(q.next_batch())
             } else {
                 None
             }
@@ -165,7 +183,7 @@ impl UserPushBatcher {
                 q.running -= 1;
                 return;
             }
-            batch = take_batch(&mut q.waiting);
+            batch = q.next_batch();
         }
     }
 
@@ -207,25 +225,29 @@ impl UserPushBatcher {
                 .arg(&p.message_id);
         }
         let mut conn = self.conn.clone();
-        let answer: Result<Vec<ScriptAnswer>, Outcome> =
+        let answer: Result<Vec<PushAnswer>, Outcome> =
             match tokio::time::timeout(REPLY_TIMEOUT, inv.invoke_async(&mut conn)).await {
                 Ok(Ok(v)) => Ok(v),
+                // A script that fails part way has kept and published the
+                // messages before the failure: with several in the call,
+                // each is looked up (`settle`) rather than refused.
                 Ok(Err(e))
                     if e.kind()
                         == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
                 {
                     tracing::debug!(error = %e, "push script failed");
-                    Err(Some(Err(Unavailable)))
+                    Err(if batch.len() == 1 {
+                        Some(Err(Unavailable))
+                    } else {
+                        None
+                    })
                 }
                 Ok(Err(_)) | Err(_) => Err(None),
             };
         match answer {
             Ok(answers) if answers.len() == batch.len() => {
-                for (w, (n, epoch, seq, dup, id, unpublished)) in batch.into_iter().zip(answers) {
-                    let _ = w.answer.send((
-                        deadline,
-                        Some(Ok(((n, epoch, seq, dup, id), unpublished == 1))),
-                    ));
+                for (w, a) in batch.into_iter().zip(answers) {
+                    let _ = w.answer.send((deadline, Some(Ok(a))));
                 }
             }
             Ok(answers) => {
@@ -247,11 +269,4 @@ impl UserPushBatcher {
             }
         }
     }
-}
-
-/// The oldest `MAX_BATCH` waiting pushes, in the order they came.
-fn take_batch(waiting: &mut Vec<Waiting>) -> Vec<Waiting> {
-    let n = waiting.len().min(MAX_BATCH);
-    let rest = waiting.split_off(n);
-    std::mem::replace(waiting, rest)
 }

@@ -174,22 +174,20 @@ end
 /// numbers, keeps and publishes each, so Redis enters the script once for
 /// the lot.
 ///
-/// ARGV: prefix, deadline (the batch's earliest), epoch candidate, ttl ms,
+/// ARGV: prefix, deadline (taken when the batch is sent), epoch candidate, ttl ms,
 /// max messages, idempotency window ms, then per message eleven: to,
 /// origin user or "", "1" when the origin is a connection, channel and
 /// header for `to`, channel and header for the sender's copies ("" for
 /// none), frame prefix, sending connection or "", idempotency key (the
 /// full key name) or "", message id. Both appends of a message are in one
-/// call. Returns per message {delivered, epoch, seq, duplicate, id,
-/// unpublished}, the place being the sender's copy's when there is one,
-/// `unpublished` 1 when that copy was kept but not published (the
-/// sender has no other connection to read it); every message {-1, ...}
-/// when late.
+/// call. Returns per message {delivered, epoch, seq, duplicate, id}, the
+/// place being the sender's copy's when there is one; every message
+/// {-1, ...} when late.
 const PUSH_USER: &str = r#"
 local now = now_ms()
 local out = {}
 if late(ARGV[2], now) then
-  for i = 7, #ARGV, 11 do out[#out + 1] = {-1, '', 0, 0, '', 0} end
+  for i = 7, #ARGV, 11 do out[#out + 1] = {-1, '', 0, 0, ''} end
   return out
 end
 local candidate, ttl, max, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -197,7 +195,6 @@ for i = 7, #ARGV, 11 do
   local to, from, key, id = ARGV[i], ARGV[i + 1], ARGV[i + 9], ARGV[i + 10]
   local first = first_push(key)
   if first then
-    first[6] = 0
     out[#out + 1] = first
   else
     local delivered = count(to, now)
@@ -206,22 +203,18 @@ for i = 7, #ARGV, 11 do
     end
     local e, n, frame = append('u:' .. to, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
     redis.call('PUBLISH', ARGV[i + 3], placed(e, n, ARGV[i + 4], frame))
-    -- The sender's copy, in the sender's inbox. Published only when a
-    -- connection other than the sending one may read it: otherwise the
-    -- sending node passes over it from this answer (subscriber.rs
-    -- `pass_over`), and a connection made later starts past it (its
-    -- welcome reads positions after its presence is counted).
-    local unpublished = 0
+    -- The sender's copy, in the sender's inbox: numbered and published
+    -- even with no other connection to read it, so every node reading
+    -- that inbox sees its numbering without a gap. (Publishing it only
+    -- when presence counts another connection saved nothing measurable
+    -- and made delivery hang on presence, which lags after a Redis
+    -- restart.)
     if from ~= '' and from ~= to then
       e, n, frame = append('u:' .. from, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
-      if ARGV[i + 2] ~= '1' or count(from, now) > 1 then
-        redis.call('PUBLISH', ARGV[i + 5], placed(e, n, ARGV[i + 6], frame))
-      else
-        unpublished = 1
-      end
+      redis.call('PUBLISH', ARGV[i + 5], placed(e, n, ARGV[i + 6], frame))
     end
     remember(key, window, id, e, n)
-    out[#out + 1] = {delivered, e, n, 0, id, unpublished}
+    out[#out + 1] = {delivered, e, n, 0, id}
   end
 end
 return out

@@ -25,7 +25,7 @@
 //! sets it (what came before belongs to positions read after the
 //! subscribe).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
@@ -47,9 +47,6 @@ const MAX_HELD: usize = 10_000;
 /// holds, gap and all (the log is gone or Redis is).
 const FILL_TRIES: u32 = 5;
 const FILL_RETRY: Duration = Duration::from_millis(200);
-/// Seqs a track remembers to pass over, at most (a handful are ever
-/// waiting: those whose answer overtook an earlier message on pub/sub).
-const MAX_PASSED: usize = 1024;
 /// Channels caught up at once after a reconnect.
 const CATCH_UP_BATCH: usize = 64;
 
@@ -69,9 +66,6 @@ pub struct Track {
     held: Option<Vec<Arrival>>,
     /// Held since the pub/sub connection came back: the heartbeat fills it.
     catch_up: bool,
-    /// Seqs past `last` that will not arrive and need no delivery
-    /// (`pass_over`), skipped as `last` reaches them.
-    passed: BTreeSet<u64>,
 }
 
 /// One placed message as it arrived.
@@ -96,15 +90,6 @@ fn tracks(bp: &RedisBackplane) -> MutexGuard<'_, std::collections::HashMap<Strin
 }
 
 impl Track {
-    /// Moves `last` over the passed seqs that follow it.
-    fn pass(&mut self) {
-        while self.passed.first().is_some_and(|&s| s <= self.last + 1) {
-            if let Some(s) = self.passed.pop_first() {
-                self.last = self.last.max(s);
-            }
-        }
-    }
-
     fn step(&self, a: &Arrival) -> Step {
         if a.epoch != self.epoch {
             // Another numbering: from its start, or what came before is
@@ -124,12 +109,8 @@ impl Track {
     }
 
     fn deliver(&mut self, bp: &RedisBackplane, a: Arrival) {
-        if a.epoch != self.epoch {
-            self.passed.clear();
-        }
         self.epoch = a.epoch;
         self.last = a.seq;
-        self.pass();
         bp.hub.deliver(&Placed {
             stream: a.stream,
             frame: a.frame,
@@ -320,7 +301,6 @@ fn start_track(
         last: a.seq,
         held: None,
         catch_up: false,
-        passed: BTreeSet::new(),
     };
     track.deliver(bp, a);
     all.insert(channel.to_owned(), track);
@@ -360,28 +340,6 @@ fn arrive(bp: &Arc<RedisBackplane>, channel: &str, a: Arrival) {
     }
 }
 
-/// A message this node numbered that Redis kept but did not publish: a
-/// sender's copy when the sender has no other connection (`PUSH_USER`),
-/// so no connection anywhere reads it. The channel's track passes over it
-/// as if it had arrived: at once when it is the next seq, else once the
-/// messages before it have (one of them may still be on pub/sub while
-/// the script's answer is already here), so that it is never taken for
-/// a gap and filled from the log for nothing.
-pub fn pass_over(bp: &RedisBackplane, channel: &str, epoch: &Epoch, seq: u64) {
-    let mut all = tracks(bp);
-    let Some(t) = all.get_mut(channel) else {
-        // No track yet: the first arrival starts one past it or before it.
-        return;
-    };
-    if t.epoch != *epoch || seq <= t.last {
-        return;
-    }
-    if t.passed.len() < MAX_PASSED {
-        t.passed.insert(seq);
-    }
-    t.pass();
-}
-
 /// What to read to fill `channel` (track `id`), if it is still held.
 fn fill_ask(bp: &RedisBackplane, channel: &str, id: u64) -> Option<ReadAsk> {
     let all = tracks(bp);
@@ -408,7 +366,6 @@ fn fill_apply(bp: &RedisBackplane, channel: &str, id: u64, read: Option<StreamRe
         if read.current.epoch != track.epoch {
             track.epoch = read.current.epoch;
             track.last = 0;
-            track.passed.clear();
         }
         for e in read.entries {
             if e.seq > track.last {
@@ -545,42 +502,5 @@ pub async fn sweep(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
                 let _ = ensure(&bp, again).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn track(last: u64, passed: &[u64]) -> Track {
-        Track {
-            id: 1,
-            stream: StreamName::All,
-            epoch: Epoch::parse(&"e".repeat(hub_core::history::EPOCH_LEN))
-                .unwrap_or_else(|| panic!("epoch")),
-            last,
-            held: None,
-            catch_up: false,
-            passed: passed.iter().copied().collect(),
-        }
-    }
-
-    #[test]
-    fn a_passed_seq_is_skipped_once_the_ones_before_it_are_in() {
-        let mut t = track(5, &[7, 8, 11]);
-        t.pass();
-        assert_eq!(t.last, 5, "6 is still to come");
-        t.last = 6;
-        t.pass();
-        assert_eq!(t.last, 8, "7 and 8 follow 6 and need no delivery");
-        assert_eq!(t.passed.iter().copied().collect::<Vec<_>>(), vec![11]);
-    }
-
-    #[test]
-    fn a_passed_seq_at_or_below_last_is_dropped() {
-        let mut t = track(9, &[3, 9, 10]);
-        t.pass();
-        assert_eq!(t.last, 10);
-        assert!(t.passed.is_empty());
     }
 }
