@@ -36,12 +36,11 @@ use super::backplane::{deadline, PushAnswer, REPLY_TIMEOUT};
 /// then as large as the load makes them (at 20,000 direct messages/s over
 /// two processes, about three per call), and Redis's time per message is
 /// what counts here. Two calls out gave smaller batches and a p99 two to
-/// five times longer in the same bench (BENCHMARKS.md). But a call that
-/// has had no answer for `STALLED` (a slow disk under Redis, a lossy
-/// link) does not hold the rest back: up to `MAX_CALLS` go out then.
+/// five times longer in the same bench (BENCHMARKS.md). One call out is
+/// also the backpressure a slow link needs: letting more out when one
+/// stalled (up to four after 200 ms) piled more onto a shaped link in the
+/// soak's drill, which then took 5 s instead of under 1 s to heal.
 const IN_FLIGHT: usize = 1;
-const MAX_CALLS: usize = 4;
-const STALLED: Duration = Duration::from_millis(200);
 /// Pushes per call, at most: bounds one call's time in Redis (every other
 /// client of Redis waits for a script to finish).
 const MAX_BATCH: usize = 64;
@@ -97,20 +96,11 @@ struct Waiting {
 struct Queue {
     waiting: Vec<Waiting>,
     running: usize,
-    /// When the last call went out.
-    last_sent: Option<Instant>,
 }
 
 impl Queue {
-    /// Whether a push may start a call now rather than wait for one out.
-    fn may_start(&self) -> bool {
-        self.running < IN_FLIGHT
-            || (self.running < MAX_CALLS && self.last_sent.is_some_and(|t| t.elapsed() > STALLED))
-    }
-
     /// Takes the next batch for a call going out now.
     fn next_batch(&mut self) -> Vec<Waiting> {
-        self.last_sent = Some(Instant::now());
         let n = self.waiting.len().min(MAX_BATCH);
         let rest = self.waiting.split_off(n);
         std::mem::replace(&mut self.waiting, rest)
@@ -158,7 +148,7 @@ impl UserPushBatcher {
                 push,
                 answer,
             });
-            if q.may_start() {
+            if q.running < IN_FLIGHT {
                 q.running += 1;
                 Some(q.next_batch())
             } else {

@@ -774,7 +774,7 @@ async fn driver(ctx: Arc<Ctx>, what: &'static str, rate: f64, seed: u64) {
                         .in_drill_at(&format!("{what}_unavailable"), sent)
                         .is_some() =>
             {
-                let d = ctx.drill_at(sent).unwrap_or(0);
+                let d = ctx.drill_during(sent, ctx.ms()).unwrap_or(0);
                 let b = body
                     .as_deref()
                     .and_then(|b| serde_json::from_str::<Value>(b).ok());

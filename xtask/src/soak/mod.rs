@@ -222,8 +222,9 @@ impl Ctx {
         self.in_drill_at(what, self.ms()).is_some()
     }
 
-    /// The drill whose window held `t_ms`, counting nothing.
-    pub fn drill_at(&self, t_ms: u64) -> Option<usize> {
+    /// The first drill whose window overlaps `from_ms..=to_ms`, counting
+    /// nothing.
+    pub fn drill_during(&self, from_ms: u64, to_ms: u64) -> Option<usize> {
         if !self.args.drills {
             return None;
         }
@@ -232,14 +233,15 @@ impl Ctx {
             .lock()
             .unwrap()
             .iter()
-            .position(|&(a, b)| a <= t_ms && t_ms <= b)
+            .position(|&(a, b)| a <= to_ms && from_ms <= b)
     }
 
     /// [`in_drill`](Self::in_drill) for something that began at `t_ms`
-    /// (a request sent then, answered later): the drill whose window held
-    /// that moment.
+    /// and ends now (a request sent then, answered now): the drill whose
+    /// window overlapped it. A request sent just before a drill began can
+    /// be caught by it.
     pub fn in_drill_at(&self, what: &str, t_ms: u64) -> Option<usize> {
-        let i = self.drill_at(t_ms)?;
+        let i = self.drill_during(t_ms, self.ms().max(t_ms))?;
         let mut c = self.drill.counts.lock().unwrap();
         if c.len() <= i {
             c.resize_with(i + 1, BTreeMap::new);
