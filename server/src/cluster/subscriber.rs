@@ -43,10 +43,14 @@ use hub_core::Unavailable;
 /// are dropped, and the next arrival after the fill is a gap again, filled
 /// from the log in turn.
 const MAX_HELD: usize = 10_000;
-/// Reads a live gap fill tries before it gives up and delivers what it
-/// holds, gap and all (the log is gone or Redis is).
-const FILL_TRIES: u32 = 5;
+/// How soon a gap fill whose read failed tries again, first and at most.
+/// It keeps trying while its channel is held: delivering what it holds
+/// with the gap (as it did after five tries) left connected clients
+/// without the missing messages until they reconnected, which a link that
+/// stays bad for seconds made happen (the soak's drills). A pub/sub
+/// reconnect takes the channel over (`catch_up`) and ends this fill.
 const FILL_RETRY: Duration = Duration::from_millis(200);
+const FILL_RETRY_MAX: Duration = Duration::from_secs(2);
 /// Channels caught up at once after a reconnect.
 const CATCH_UP_BATCH: usize = 64;
 
@@ -335,7 +339,7 @@ fn arrive(bp: &Arc<RedisBackplane>, channel: &str, a: Arrival) {
             drop(all);
             let bp = bp.clone();
             let channel = channel.to_owned();
-            tokio::spawn(async move { fill(&bp, &channel, id, FILL_TRIES).await });
+            tokio::spawn(async move { fill(&bp, &channel, id).await });
         }
     }
 }
@@ -389,10 +393,10 @@ fn fill_apply(bp: &RedisBackplane, channel: &str, id: u64, read: Option<StreamRe
     track.catch_up = false;
 }
 
-/// Fills one held channel (a gap seen on it), retrying a failed read up
-/// to `tries` times before delivering what it held anyway.
-async fn fill(bp: &RedisBackplane, channel: &str, id: u64, tries: u32) {
-    let mut failed = 0u32;
+/// Fills one held channel (a gap seen on it), retrying a failed read for
+/// as long as the channel is held by this fill.
+async fn fill(bp: &RedisBackplane, channel: &str, id: u64) {
+    let mut pause = FILL_RETRY;
     loop {
         let Some(ask) = fill_ask(bp, channel, id) else {
             return;
@@ -402,11 +406,9 @@ async fn fill(bp: &RedisBackplane, channel: &str, id: u64, tries: u32) {
             Err(_) => None,
         };
         if read.is_none() {
-            failed += 1;
-            if failed < tries {
-                tokio::time::sleep(FILL_RETRY).await;
-                continue;
-            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(FILL_RETRY_MAX);
+            continue;
         }
         fill_apply(bp, channel, id, read);
         return;
