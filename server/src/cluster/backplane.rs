@@ -81,7 +81,7 @@ pub struct RedisBackplane {
     pub synced_generation: AtomicU64,
     pub reconnects: AtomicU64,
     /// Redis's clock minus ours, in ms, as of the last heartbeat.
-    pub clock_offset_ms: Arc<AtomicI64>,
+    pub clock_offset_ms: AtomicI64,
     pub subs: Mutex<Subscriptions>,
     acks: Mutex<HashMap<u64, JoinWaiter>>,
     next_token: AtomicU64,
@@ -105,12 +105,6 @@ impl std::fmt::Debug for RedisBackplane {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `RedisBackplane::deadline` from the clock offset alone (`batch.rs`
-/// takes it when a batch is sent).
-pub fn deadline(clock_offset_ms: &AtomicI64) -> i64 {
-    local_now_ms() + clock_offset_ms.load(SeqCst) + SCRIPT_DEADLINE.as_millis() as i64
 }
 
 /// This process's clock in ms, signed for the offset arithmetic.
@@ -139,10 +133,8 @@ impl RedisBackplane {
         let db = client.get_connection_info().redis_settings().db();
         let names = Names::new(db);
         let scripts = Scripts::default();
-        let clock_offset_ms = Arc::new(AtomicI64::new(0));
         let user_pushes = UserPushBatcher::new(
             conn.clone(),
-            clock_offset_ms.clone(),
             scripts.push_user.clone(),
             batch::Settings {
                 prefix: names.keys.clone(),
@@ -165,7 +157,7 @@ impl RedisBackplane {
             pubsub_generation: AtomicU64::new(0),
             synced_generation: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
-            clock_offset_ms,
+            clock_offset_ms: AtomicI64::new(0),
             subs: Mutex::default(),
             acks: Mutex::default(),
             next_token: AtomicU64::new(1),
@@ -195,7 +187,7 @@ impl RedisBackplane {
     /// caller gives up on it (else a message could be delivered and still
     /// answered `unavailable`).
     fn deadline(&self) -> i64 {
-        deadline(&self.clock_offset_ms)
+        local_now_ms() + self.clock_offset_ms.load(SeqCst) + SCRIPT_DEADLINE.as_millis() as i64
     }
 
     /// Runs a script invocation; any failure or timeout is `Unavailable`.
@@ -402,12 +394,7 @@ impl RedisBackplane {
                     message_id: p.message.id.as_str().to_owned(),
                     epoch_candidate: self.epoch_candidate(),
                 };
-                // Sent with the batch it joins, under the batch's deadline.
-                let (sent_by, outcome) = self.user_pushes.push(push).await;
-                return match outcome {
-                    Some(answer) => answer,
-                    None => self.settle(p, sent_by).await,
-                };
+                self.user_pushes.push(deadline, push).await
             }
             Target::Group(g) => {
                 let mut inv = self.scripts.push_group.prepare_invoke();

@@ -11,17 +11,17 @@
 //! batch grows with the load and the wait for it stays about one round
 //! trip.
 //!
-//! A batch's deadline (after which its script does nothing, on Redis's
-//! clock) is taken when it is sent, not when its pushes came: a push that
-//! waited here behind a slow call has not reached Redis and cannot take
-//! effect late, and it should not be refused for the wait. The wait is
-//! bounded instead (`MAX_WAIT`: a push still queued then is refused
-//! without being sent), which keeps every answer within the contract's
-//! seconds. Its answer is one list, an answer per push in order; a batch
-//! that is not answered leaves every push in it unknown, and each is then
-//! settled on its own against the batch's deadline.
+//! Each push keeps the deadline it would have had as a call of its own
+//! (taken when it is queued; after it, on Redis's clock, the script leaves
+//! it alone and answers "late"), so a push that waited too long behind a
+//! slow call is refused alone, and under overload the late ones cost Redis
+//! almost nothing: the queue sheds instead of growing. A push still queued
+//! after `MAX_WAIT` is refused without being sent (it is past its deadline
+//! anyway), which keeps every answer within the contract's seconds. A
+//! batch's answer is one list, an answer per push in order; a batch that
+//! is not answered leaves every push in it unknown, and each is then
+//! settled on its own against its own deadline.
 
-use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::sync::oneshot;
 
-use super::backplane::{deadline, PushAnswer, REPLY_TIMEOUT};
+use super::backplane::{PushAnswer, REPLY_TIMEOUT};
 
 /// Calls of `PUSH_USER` out at once per process. One: the batches are
 /// then as large as the load makes them (at 20,000 direct messages/s over
@@ -45,8 +45,9 @@ const IN_FLIGHT: usize = 1;
 /// client of Redis waits for a script to finish).
 const MAX_BATCH: usize = 64;
 /// How long a push may wait here for the call before it: past this it is
-/// refused (`unavailable`) without being sent. With `REPLY_TIMEOUT` and
-/// `settle`, every direct push is answered within 9 s (§11 allows 10).
+/// refused (`unavailable`) without being sent (its deadline, 0.7 s, has
+/// passed). With `REPLY_TIMEOUT` and `settle`, every direct push is
+/// answered within 9 s (§11 allows 10).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// One direct message's own arguments to `PUSH_USER` (scripts.rs).
@@ -87,9 +88,9 @@ pub type Outcome = Option<Result<PushAnswer, Unavailable>>;
 
 struct Waiting {
     since: Instant,
+    deadline: i64,
     push: UserPush,
-    /// The deadline it was sent under, and what came of it.
-    answer: oneshot::Sender<(i64, Outcome)>,
+    answer: oneshot::Sender<Outcome>,
 }
 
 #[derive(Default)]
@@ -109,8 +110,6 @@ impl Queue {
 
 pub struct UserPushBatcher {
     conn: ConnectionManager,
-    /// Redis's clock minus ours (`RedisBackplane::clock_offset_ms`).
-    clock_offset_ms: Arc<AtomicI64>,
     script: Script,
     settings: Settings,
     queue: Mutex<Queue>,
@@ -121,30 +120,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl UserPushBatcher {
-    pub fn new(
-        conn: ConnectionManager,
-        clock_offset_ms: Arc<AtomicI64>,
-        script: Script,
-        settings: Settings,
-    ) -> Arc<Self> {
+    pub fn new(conn: ConnectionManager, script: Script, settings: Settings) -> Arc<Self> {
         Arc::new(UserPushBatcher {
             conn,
-            clock_offset_ms,
             script,
             settings,
             queue: Mutex::default(),
         })
     }
 
-    /// Queues `push` and waits for its answer: the deadline its batch was
-    /// sent under (what `settle` needs when the outcome is unknown) and
-    /// the outcome.
-    pub async fn push(self: &Arc<Self>, push: UserPush) -> (i64, Outcome) {
+    /// Queues `push`, to take effect in Redis by `deadline` (on Redis's
+    /// clock) or not at all, and waits for its answer.
+    pub async fn push(self: &Arc<Self>, deadline: i64, push: UserPush) -> Outcome {
         let (answer, answered) = oneshot::channel();
         let start = {
             let mut q = lock(&self.queue);
             q.waiting.push(Waiting {
                 since: Instant::now(),
+                deadline,
                 push,
                 answer,
             });
@@ -161,7 +154,7 @@ impl UserPushBatcher {
             tokio::spawn(self.clone().run(batch));
         }
         // A batch dropped unanswered: only when the runtime is going away.
-        answered.await.unwrap_or((0, Some(Err(Unavailable))))
+        answered.await.unwrap_or(Some(Err(Unavailable)))
     }
 
     /// Sends `batch`, then whatever queued meanwhile, until nothing waits.
@@ -183,26 +176,25 @@ impl UserPushBatcher {
             .into_iter()
             .partition(|w| w.since.elapsed() < MAX_WAIT);
         for w in stale {
-            let _ = w.answer.send((0, Some(Err(Unavailable))));
+            let _ = w.answer.send(Some(Err(Unavailable)));
         }
         if batch.is_empty() {
             return;
         }
-        let deadline = deadline(&self.clock_offset_ms);
         let candidate = batch
             .first()
             .map_or("", |w| w.push.epoch_candidate.as_str());
         let s = &self.settings;
         let mut inv = self.script.prepare_invoke();
         inv.arg(&s.prefix)
-            .arg(deadline)
             .arg(candidate)
             .arg(s.ttl_ms)
             .arg(s.max_messages)
             .arg(s.window_ms);
         for w in &batch {
             let p = &w.push;
-            inv.arg(&p.to)
+            inv.arg(w.deadline)
+                .arg(&p.to)
                 .arg(&p.from)
                 .arg(p.from_connection)
                 .arg(&p.to_channel)
@@ -237,7 +229,7 @@ impl UserPushBatcher {
         match answer {
             Ok(answers) if answers.len() == batch.len() => {
                 for (w, a) in batch.into_iter().zip(answers) {
-                    let _ = w.answer.send((deadline, Some(Ok(a))));
+                    let _ = w.answer.send(Some(Ok(a)));
                 }
             }
             Ok(answers) => {
@@ -249,12 +241,12 @@ impl UserPushBatcher {
                     "push script answered a batch with the wrong count"
                 );
                 for w in batch {
-                    let _ = w.answer.send((deadline, None));
+                    let _ = w.answer.send(None);
                 }
             }
             Err(outcome) => {
                 for w in batch {
-                    let _ = w.answer.send((deadline, outcome.clone()));
+                    let _ = w.answer.send(outcome.clone());
                 }
             }
         }

@@ -174,49 +174,45 @@ end
 /// numbers, keeps and publishes each, so Redis enters the script once for
 /// the lot.
 ///
-/// ARGV: prefix, deadline (taken when the batch is sent), epoch candidate, ttl ms,
-/// max messages, idempotency window ms, then per message eleven: to,
-/// origin user or "", "1" when the origin is a connection, channel and
-/// header for `to`, channel and header for the sender's copies ("" for
-/// none), frame prefix, sending connection or "", idempotency key (the
-/// full key name) or "", message id. Both appends of a message are in one
-/// call. Returns per message {delivered, epoch, seq, duplicate, id}, the
-/// place being the sender's copy's when there is one; every message
-/// {-1, ...} when late.
+/// ARGV: prefix, epoch candidate, ttl ms, max messages, idempotency window
+/// ms, then per message twelve: its deadline, to, origin user or "", "1"
+/// when the origin is a connection, channel and header for `to`, channel
+/// and header for the sender's copies ("" for none), frame prefix, sending
+/// connection or "", idempotency key (the full key name) or "", message
+/// id. Each message has its own deadline, as it had when it was a call of
+/// its own: one that waited too long for its batch is refused alone. Both
+/// appends of a message are in one call. Returns per message {delivered,
+/// epoch, seq, duplicate, id}, the place being the sender's copy's when
+/// there is one; {-1, ...} for a message past its deadline.
 const PUSH_USER: &str = r#"
 local now = now_ms()
 local out = {}
-if late(ARGV[2], now) then
-  for i = 7, #ARGV, 11 do out[#out + 1] = {-1, '', 0, 0, ''} end
-  return out
-end
-local candidate, ttl, max, window = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-for i = 7, #ARGV, 11 do
-  local to, from, key, id = ARGV[i], ARGV[i + 1], ARGV[i + 9], ARGV[i + 10]
+local candidate, ttl, max, window = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+-- The message whose twelve arguments start at ARGV[i].
+local function push_one(i)
+  if late(ARGV[i], now) then return {-1, '', 0, 0, ''} end
+  local to, from, key, id = ARGV[i + 1], ARGV[i + 2], ARGV[i + 10], ARGV[i + 11]
   local first = first_push(key)
-  if first then
-    out[#out + 1] = first
-  else
-    local delivered = count(to, now)
-    if from == to and ARGV[i + 2] == '1' and delivered > 0 then
-      delivered = delivered - 1
-    end
-    local e, n, frame = append('u:' .. to, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
-    redis.call('PUBLISH', ARGV[i + 3], placed(e, n, ARGV[i + 4], frame))
-    -- The sender's copy, in the sender's inbox: numbered and published
-    -- even with no other connection to read it, so every node reading
-    -- that inbox sees its numbering without a gap. (Publishing it only
-    -- when presence counts another connection saved nothing measurable
-    -- and made delivery hang on presence, which lags after a Redis
-    -- restart.)
-    if from ~= '' and from ~= to then
-      e, n, frame = append('u:' .. from, candidate, ttl, max, now, ARGV[i + 7], ARGV[i + 8])
-      redis.call('PUBLISH', ARGV[i + 5], placed(e, n, ARGV[i + 6], frame))
-    end
-    remember(key, window, id, e, n)
-    out[#out + 1] = {delivered, e, n, 0, id}
+  if first then return first end
+  local delivered = count(to, now)
+  if from == to and ARGV[i + 3] == '1' and delivered > 0 then
+    delivered = delivered - 1
   end
+  local e, n, frame = append('u:' .. to, candidate, ttl, max, now, ARGV[i + 8], ARGV[i + 9])
+  redis.call('PUBLISH', ARGV[i + 4], placed(e, n, ARGV[i + 5], frame))
+  -- The sender's copy, in the sender's inbox: numbered and published even
+  -- with no other connection to read it, so every node reading that inbox
+  -- sees its numbering without a gap. (Publishing it only when presence
+  -- counts another connection saved nothing measurable and made delivery
+  -- hang on presence, which lags after a Redis restart.)
+  if from ~= '' and from ~= to then
+    e, n, frame = append('u:' .. from, candidate, ttl, max, now, ARGV[i + 8], ARGV[i + 9])
+    redis.call('PUBLISH', ARGV[i + 6], placed(e, n, ARGV[i + 7], frame))
+  end
+  remember(key, window, id, e, n)
+  return {delivered, e, n, 0, id}
 end
+for i = 6, #ARGV, 12 do out[#out + 1] = push_one(i) end
 return out
 "#;
 
