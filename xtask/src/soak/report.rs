@@ -163,34 +163,30 @@ pub(crate) fn finish(
                 fds_q2 += q2;
                 fds_q4 += q4;
             }
-            let ok = !judged || pct <= args.max_growth_pct;
-            if !ok {
-                verdicts.push(format!(
-                    "{name} {what} grew {pct:.1} % (> {} %)",
-                    args.max_growth_pct
-                ));
-            }
-            growth_rows.push(json!({
-                "process": name, "what": what, "q2_mean": q2, "q4_mean": q4,
-                "growth_pct": pct, "judged": judged, "ok": ok,
-                "restarted_at_s": restarted.get(&p),
-            }));
+            let row = Growth {
+                process: &name,
+                what,
+                q2,
+                q4,
+                pct,
+                judged,
+                restarted_at_s: restarted.get(&p).copied(),
+            };
+            row.record(args.max_growth_pct, &mut verdicts, &mut growth_rows);
         }
     }
     if servers > 1 && fds_q2 > 0.0 {
         let pct = (fds_q4 / fds_q2 - 1.0) * 100.0;
-        let judged = outcome.drills.is_empty();
-        let ok = !judged || pct <= args.max_growth_pct;
-        if !ok {
-            verdicts.push(format!(
-                "servers' fds together grew {pct:.1} % (> {} %)",
-                args.max_growth_pct
-            ));
-        }
-        growth_rows.push(json!({
-            "process": "servers", "what": "fds", "q2_mean": fds_q2, "q4_mean": fds_q4,
-            "growth_pct": pct, "judged": judged, "ok": ok, "restarted_at_s": null,
-        }));
+        let row = Growth {
+            process: "servers",
+            what: "fds",
+            q2: fds_q2,
+            q4: fds_q4,
+            pct,
+            judged: outcome.drills.is_empty(),
+            restarted_at_s: None,
+        };
+        row.record(args.max_growth_pct, &mut verdicts, &mut growth_rows);
     }
     for (kind, (n, _)) in &failures {
         verdicts.push(format!("{n} × {kind}"));
@@ -317,6 +313,36 @@ pub(crate) fn finish(
     }
     eprintln!("soak ({mode}): PASS");
     Ok(())
+}
+
+/// One process's growth of one quantity over the load, as judged.
+struct Growth<'a> {
+    process: &'a str,
+    what: &'a str,
+    q2: f64,
+    q4: f64,
+    pct: f64,
+    judged: bool,
+    restarted_at_s: Option<f64>,
+}
+
+impl Growth<'_> {
+    /// Adds its row to the report, and a verdict when it is judged and
+    /// grew past `max_pct`.
+    fn record(&self, max_pct: f64, verdicts: &mut Vec<String>, rows: &mut Vec<Value>) {
+        let ok = !self.judged || self.pct <= max_pct;
+        if !ok {
+            verdicts.push(format!(
+                "{} {} grew {:.1} % (> {max_pct} %)",
+                self.process, self.what, self.pct
+            ));
+        }
+        rows.push(json!({
+            "process": self.process, "what": self.what, "q2_mean": self.q2,
+            "q4_mean": self.q4, "growth_pct": self.pct, "judged": self.judged,
+            "ok": ok, "restarted_at_s": self.restarted_at_s,
+        }));
+    }
 }
 
 #[cfg(test)]
