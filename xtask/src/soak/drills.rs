@@ -10,8 +10,11 @@
 //!   (its clients lose their socket and resume elsewhere or there);
 //! - `redis-pause`: SIGSTOP to Redis for 4 s (the servers' heartbeat probes
 //!   every second with a one-second command timeout), then SIGCONT;
-//! - `netem`: 10 s of delay and loss on both ends of the veth pair between
-//!   the servers and Redis (which runs in a namespace of its own).
+//! - `netem`: 10 s of delay and loss between the servers and Redis (which
+//!   runs in a namespace of its own): netem on both ends of the veth pair,
+//!   or, on a kernel without netem, random packet drops on both ends
+//!   (classic BPF, netns.rs) and the delay in the relay the servers reach
+//!   Redis through (link.rs).
 //!
 //! Each drill then measures its heal: probe rounds every 250 ms, each one
 //! `GET /readyz` on every server and, once all are 200, an API push to a
@@ -29,7 +32,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{api, Ctx, Fleet, Phase, NO_DRILL, SECRET};
+use super::{api, netns, Ctx, Fleet, Phase, NO_DRILL, SECRET};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -279,13 +282,34 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut fleet: Fleet) -> (Fleet, Vec<Value>) 
             Kind::Netem => {
                 let ns = fleet.netns.as_ref().expect("drills run in a namespace");
                 match ns.shape() {
-                    Ok(qdisc) => {
+                    Ok((shaping, how)) => {
+                        let (base, jitter) = netns::DELAY_MS;
+                        let delay = match (shaping, &fleet.link) {
+                            (netns::Shaping::Netem, _) => None,
+                            (netns::Shaping::LossOnly, Some(link)) => {
+                                link.set_delay(base, jitter);
+                                Some(format!("{base} ms ± {jitter} ms, each way, in the relay"))
+                            }
+                            (netns::Shaping::LossOnly, None) => {
+                                ctx.tally
+                                    .fail("netem drill", "no relay to delay in".to_owned());
+                                None
+                            }
+                        };
                         tokio::time::sleep(kind.fault()).await;
-                        detail = json!({"qdisc": qdisc, "devices": [&ns.host_if, &ns.ns_if]});
+                        let counts = ns.drop_counts();
+                        detail = json!({
+                            "shaped": how, "delay": delay,
+                            "packets": counts.map(|c| c.0), "dropped": counts.map(|c| c.1),
+                            "devices": [&ns.host_if, &ns.ns_if],
+                        });
                     }
                     Err(e) => ctx
                         .tally
                         .fail("netem drill", format!("cannot shape the veth: {e:#}")),
+                }
+                if let Some(link) = &fleet.link {
+                    link.set_delay(0, 0);
                 }
                 ns.unshape();
             }

@@ -24,6 +24,7 @@
 
 mod check;
 mod drills;
+mod link;
 mod load;
 mod netns;
 mod report;
@@ -418,12 +419,24 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
             Some((format!("redis://{}:{}/0", ns.ns_addr, r.port()), r))
         }
     };
-    let (redis_url, redis) = match redis {
+    let (mut redis_url, redis) = match redis {
         Some((u, r)) => {
             eprintln!("soak: redis-server (AOF) on {u} (pid {})", r.pid());
             (Some(u), Some(r))
         }
         None => (None, None),
+    };
+    // With drills the servers reach Redis through a relay that can delay
+    // (link.rs): the link drill's delay where the kernel has no netem.
+    let link = match (&netns, &redis) {
+        (Some(ns), Some(r)) => {
+            let upstream: SocketAddr = format!("{}:{}", ns.ns_addr, r.port()).parse()?;
+            let l = link::DelayLink::start(upstream)?;
+            eprintln!("soak: servers reach redis through a relay on {}", l.addr);
+            redis_url = Some(format!("redis://{}/0", l.addr));
+            Some(l)
+        }
+        _ => None,
     };
     let history = args.history.to_string();
     let queue = args.queue.to_string();
@@ -457,6 +470,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
     let fleet = Fleet {
         servers,
+        link,
         redis,
         netns,
         make,
@@ -495,10 +509,12 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     report::finish(&args, outcome, exits, panics, log_errors)
 }
 
-/// The processes of a run. Fields drop in order: servers, Redis, then the
-/// network namespace Redis ran in.
+/// The processes of a run. Fields drop in order: servers, the relay,
+/// Redis, then the network namespace Redis ran in.
 pub(crate) struct Fleet {
     pub servers: Vec<Server>,
+    /// The relay the servers reach Redis through (drills only).
+    pub link: Option<link::DelayLink>,
     pub redis: Option<RedisServer>,
     pub netns: Option<netns::Netns>,
     /// How a server is started (a drill restarts one with `.listen(addr)`).

@@ -14,14 +14,57 @@ use anyhow::{bail, Context};
 const IP: &str = "/usr/sbin/ip";
 const TC: &str = "/usr/sbin/tc";
 
-/// The delay and loss of the netem drill: `netem delay 40ms 20ms loss 3%`.
+/// The delay and loss of the link drill: `netem delay 40ms 20ms loss 3%`.
 pub(crate) const NETEM: &[&str] = &["netem", "delay", "40ms", "20ms", "loss", "3%"];
-/// Used when the kernel has no `sch_netem` (some VM kernels): a token
-/// bucket at about what the servers exchange with Redis under the soak's
-/// load, so that packets queue (delay up to `latency`) and the excess is
-/// dropped (loss). Not the same shape as netem: delay grows with the
-/// traffic and loss comes in bursts.
-pub(crate) const TBF: &[&str] = &["tbf", "rate", "1mbit", "burst", "8kb", "latency", "60ms"];
+/// The same delay when the kernel has no `sch_netem` (some VM kernels,
+/// this one): held by the relay the servers reach Redis through (link.rs).
+pub(crate) const DELAY_MS: (u64, u64) = (40, 20);
+/// The same loss without netem: per cent of packets dropped at random.
+pub(crate) const LOSS_PERCENT: u32 = 3;
+
+/// A classic-BPF program, in `tc`'s `bytecode` form, for a `cls_bpf`
+/// filter in direct-action mode that drops `percent` of packets at random
+/// and lets the rest pass. It loads the kernel's per-packet random number
+/// (`SKF_AD_RANDOM`, an ancillary load at offset -0x1000 + 56) and drops
+/// when it is at or above `(1 - percent/100) * 2^32`: `TC_ACT_SHOT` (2),
+/// else `TC_ACT_UNSPEC` (-1, the default: pass). Needs no `act_gact`
+/// module and no eBPF compiler, only `cls_bpf`, which kernels without
+/// netem still tend to have.
+pub(crate) fn random_drop_bytecode(percent: u32) -> String {
+    const LD_W_ABS: u32 = 0x20;
+    const JGE_K: u32 = 0x35;
+    const RET_K: u32 = 0x06;
+    const SKF_AD_RANDOM: u32 = 0xffff_f000 + 56;
+    let keep = ((100 - percent.min(100)) as u64 * (1u64 << 32) / 100).min(u32::MAX as u64);
+    format!(
+        "4,{LD_W_ABS} 0 0 {SKF_AD_RANDOM},{JGE_K} 0 1 {keep},{RET_K} 0 0 2,{RET_K} 0 0 {}",
+        u32::MAX
+    )
+}
+
+/// (packets, dropped) from the clsact qdisc's lines of `tc -s qdisc show`:
+/// `qdisc clsact ffff: …` then ` Sent B bytes P pkt (dropped D, …`.
+fn clsact_counts(out: &str) -> Option<(u64, u64)> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("qdisc clsact"));
+    lines.next()?;
+    let words: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let at = |w: &str| words.iter().position(|x| *x == w);
+    let pkts = words.get(at("pkt")?.checked_sub(1)?)?.parse().ok()?;
+    let dropped = words
+        .get(at("(dropped")? + 1)?
+        .trim_end_matches(',')
+        .parse()
+        .ok()?;
+    Some((pkts, dropped))
+}
+
+/// How [`Netns::shape`] made the link bad.
+pub(crate) enum Shaping {
+    /// netem: delay and loss both, on the veth.
+    Netem,
+    /// Loss on the veth (classic BPF); the delay is the caller's to add.
+    LossOnly,
+}
 
 fn ip(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(IP)
@@ -156,30 +199,58 @@ impl Netns {
         Ok(path)
     }
 
-    /// Delays and drops on both ends of the pair: `netem` when the kernel
-    /// has it, else a token bucket ([`TBF`]). Returns the qdisc used.
-    pub fn shape(&self) -> anyhow::Result<String> {
-        let host = ["qdisc", "add", "dev", &self.host_if, "root"];
-        let inside = ["-n", &self.name, "qdisc", "add", "dev", &self.ns_if, "root"];
-        let with = |q: &[&str]| -> anyhow::Result<()> {
-            tc(&[&host[..], q].concat())?;
-            tc(&[&inside[..], q].concat())
-        };
-        match with(NETEM) {
-            Ok(()) => Ok(NETEM.join(" ")),
+    /// Delays and drops on both ends of the pair with `netem` when the
+    /// kernel has it; else drops only ([`random_drop_bytecode`] on each
+    /// end's egress) and says so, for the caller to delay.
+    pub fn shape(&self) -> anyhow::Result<(Shaping, String)> {
+        match self.tc_each(&["qdisc", "add"], &[&["root"], NETEM].concat()) {
+            Ok(()) => Ok((Shaping::Netem, NETEM.join(" "))),
             Err(e) if format!("{e:#}").contains("unknown") => {
                 self.unshape();
-                with(TBF)?;
-                Ok(TBF.join(" "))
+                let code = random_drop_bytecode(LOSS_PERCENT);
+                self.tc_each(&["qdisc", "add"], &["clsact"])?;
+                self.tc_each(
+                    &["filter", "add"],
+                    &["egress", "bpf", "bytecode", &code, "da"],
+                )?;
+                Ok((
+                    Shaping::LossOnly,
+                    format!("cls_bpf random drop of {LOSS_PERCENT}% (bytecode '{code}')"),
+                ))
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Removes the qdiscs [`shape`](Self::shape) added (none: no error).
+    /// Packets that crossed the drop filters and packets they dropped, both
+    /// ends together (`tc -s qdisc show`'s clsact counters), to show in the
+    /// report that the link was lossy; None when they cannot be read.
+    pub fn drop_counts(&self) -> Option<(u64, u64)> {
+        let mut total = (0, 0);
+        for args in [
+            vec!["-s", "qdisc", "show", "dev", &self.host_if],
+            vec!["-n", &self.name, "-s", "qdisc", "show", "dev", &self.ns_if],
+        ] {
+            let out = Command::new(TC).args(&args).output().ok()?;
+            let (sent, dropped) = clsact_counts(&String::from_utf8_lossy(&out.stdout))?;
+            total.0 += sent;
+            total.1 += dropped;
+        }
+        Some(total)
+    }
+
+    /// `tc OBJ dev END REST` on the host's end of the pair, then inside.
+    fn tc_each(&self, obj: &[&str], rest: &[&str]) -> anyhow::Result<()> {
+        tc(&[obj, &["dev", &self.host_if], rest].concat())?;
+        tc(&[&["-n", &self.name][..], obj, &["dev", &self.ns_if], rest].concat())
+    }
+
+    /// Removes what [`shape`](Self::shape) added (none: no error).
     pub fn unshape(&self) {
-        let _ = tc(&["qdisc", "del", "dev", &self.host_if, "root"]);
-        let _ = tc(&["-n", &self.name, "qdisc", "del", "dev", &self.ns_if, "root"]);
+        for q in ["root", "clsact"] {
+            let _ = tc(&["qdisc", "del", "dev", &self.host_if, q]);
+            let _ = tc(&["-n", &self.name, "qdisc", "del", "dev", &self.ns_if, q]);
+        }
     }
 }
 
@@ -215,5 +286,26 @@ mod tests {
         assert_eq!(pick_subnet(250, ""), Some(1));
         let used = "3: wsk1h inet 10.231.8.1/30 scope global";
         assert_eq!(pick_subnet(7, used), Some(9));
+    }
+
+    #[test]
+    fn the_drop_program_drops_the_share_asked_for() {
+        assert_eq!(
+            random_drop_bytecode(10),
+            "4,32 0 0 4294963256,53 0 1 3865470566,6 0 0 2,6 0 0 4294967295"
+        );
+        // 0 %: no random number is at or above 2^32 - 1 but that one.
+        assert!(random_drop_bytecode(0).contains(",53 0 1 4294967295,"));
+        assert!(random_drop_bytecode(100).contains(",53 0 1 0,"));
+    }
+
+    #[test]
+    fn clsact_counters_are_read_from_tc_output() {
+        let out = "qdisc noqueue 0: root refcnt 2 \n Sent 0 bytes 0 pkt (dropped 0, overlimits 0 requeues 0) \n backlog 0b 0p requeues 0\nqdisc clsact ffff: parent ffff:fff1 \n Sent 21808 bytes 504 pkt (dropped 37, overlimits 0 requeues 0) \n";
+        assert_eq!(clsact_counts(out), Some((504, 37)));
+        assert_eq!(
+            clsact_counts("qdisc noqueue 0: root\n Sent 0 bytes 0 pkt (dropped 0, x)\n"),
+            None
+        );
     }
 }
