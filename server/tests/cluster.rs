@@ -4,6 +4,7 @@
 //! Redis crashing, coming back with or without its data, or freezing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -1342,14 +1343,17 @@ async fn a_cluster_stream_lives_while_messages_come_and_is_forgotten_after_a_qui
 
 /// A TCP relay in front of Redis whose answers (Redis to server) can be
 /// held back: a link that carries requests but loses the replies for a
-/// while, as retransmissions on a lossy one do.
+/// while, as retransmissions on a lossy one do. `pubsub_only` holds only
+/// the connections that subscribed (what pub/sub delivers), not the
+/// command connection's answers.
 struct ReplyHold {
     addr: std::net::SocketAddr,
     hold: tokio::sync::watch::Sender<bool>,
 }
 
 impl ReplyHold {
-    async fn start(upstream: std::net::SocketAddr) -> ReplyHold {
+    async fn start(upstream: std::net::SocketAddr, pubsub_only: bool) -> ReplyHold {
+        use std::sync::atomic::{AtomicBool, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -1361,7 +1365,24 @@ impl ReplyHold {
                 };
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let subscribed = Arc::new(AtomicBool::new(false));
+                let marks = subscribed.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                        if text.contains("SUBSCRIBE") {
+                            marks.store(true, Ordering::SeqCst);
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
                 let mut watch = watch.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
@@ -1373,7 +1394,8 @@ impl ReplyHold {
                             return;
                         }
                         // Held: wait until released, then pass it on.
-                        if watch.wait_for(|held| !*held).await.is_err() {
+                        let holds = !pubsub_only || subscribed.load(Ordering::SeqCst);
+                        if holds && watch.wait_for(|held| !*held).await.is_err() {
                             return;
                         }
                         if cw.write_all(&buf[..n]).await.is_err() {
@@ -1391,6 +1413,75 @@ impl ReplyHold {
     }
 }
 
+/// §3 and §10: the ack of a `publish` gives the message's place in the
+/// group's stream, which the client may keep as its position. On another
+/// process than the one that ran the script, an earlier message of the
+/// stream can still be on its way over pub/sub when the script's answer
+/// comes back on the command connection; the ack waits for it, so the
+/// client never holds a position past a message it has not had (and a
+/// resume from the ack would not skip it).
+#[tokio::test]
+async fn an_ack_never_overtakes_an_earlier_message_of_its_stream() {
+    let redis = redis_in_memory().await;
+    let relay = ReplyHold::start(redis.addr(), true).await;
+    let (through_relay, direct) = (relay.url(), redis.url());
+    let (a, b) = tokio::join!(
+        Server::start_cluster(&through_relay, &[]),
+        Server::start_cluster(&direct, &[])
+    );
+    for s in [&a, &b] {
+        s.wait_log("broker up").await;
+    }
+    let mut xena = a.client("xena", &["team"]).await;
+    let mut yuri = b.client("yuri", &["team"]).await;
+    await_connections(&a, "yuri", 1).await;
+    let ack = xena
+        .request(json!({"type":"publish","group":"team","body":"warm","id":"x0"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    expect_message(&mut yuri, &json!("warm")).await;
+
+    // What reaches `a` over pub/sub is held from now on.
+    relay.hold.send_replace(true);
+    let first = yuri
+        .request(json!({"type":"publish","group":"team","body":"first","id":"y1"}))
+        .await;
+    assert_eq!(first["seq"], 2, "{first}");
+    xena.send(json!({"type":"publish","group":"team","body":"second","id":"x1"}))
+        .await;
+    // Once Redis has run xena's script, its answer is on its way to `a`
+    // unheld, while "first" is still held.
+    loop {
+        let res = request(
+            b.addr,
+            "GET",
+            "/api/v1/groups/team/history",
+            Some(API_KEY),
+            None,
+            &[],
+        )
+        .await;
+        if res.text().contains("second") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    relay.hold.send_replace(false);
+    let m = xena.recv().await;
+    assert_eq!(
+        (&m["type"], &m["body"]),
+        (&json!("message"), &json!("first")),
+        "{m}"
+    );
+    assert_eq!(m["seq"], 2);
+    let ack = xena.recv().await;
+    assert_eq!(
+        (&ack["id"], &ack["seq"]),
+        (&json!("x1"), &json!(3)),
+        "{ack}"
+    );
+}
+
 /// §11: what is refused is never delivered. A send whose script ran in
 /// Redis but whose answer is held up past the server's wait is looked up
 /// instead of refused: the sender gets the ack, the recipient the message
@@ -1398,7 +1489,7 @@ impl ReplyHold {
 #[tokio::test]
 async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     let redis = redis_in_memory().await;
-    let relay = ReplyHold::start(redis.addr()).await;
+    let relay = ReplyHold::start(redis.addr(), false).await;
     let (through_relay, direct) = (relay.url(), redis.url());
     let (a, b) = tokio::join!(
         Server::start_cluster(&through_relay, &[]),

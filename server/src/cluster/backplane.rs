@@ -6,7 +6,7 @@
 //! command is even tried.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use super::batch::{self, UserPush, UserPushBatcher};
 use super::scripts::Scripts;
-use super::subscriber::Track;
+use super::subscriber::{self, RoutedWaiter, Track};
 use super::wire::{self, Envelope, Names, Part};
 
 /// How long after it is sent a script may still take effect in Redis (on
@@ -92,6 +92,10 @@ pub struct RedisBackplane {
     /// Per channel this node reads, where its stream stands as delivered
     /// here (`subscriber.rs`).
     pub tracks: Mutex<HashMap<String, Track>>,
+    /// Acks waiting for their message to be routed here, per channel
+    /// (`subscriber::routed`), and how many in all.
+    pub routed_waiters: Mutex<HashMap<String, Vec<RoutedWaiter>>>,
+    pub routed_waiting: AtomicUsize,
     next_epoch: AtomicU64,
 }
 
@@ -164,6 +168,8 @@ impl RedisBackplane {
             history,
             idempotency_window,
             tracks: Mutex::default(),
+            routed_waiters: Mutex::default(),
+            routed_waiting: AtomicUsize::new(0),
             next_epoch: AtomicU64::new(0),
         })
     }
@@ -641,6 +647,16 @@ impl Broker for RedisBackplane {
                 (Target::User(to), Some(o)) if &o.user != to => StreamName::Inbox(o.user.clone()),
                 (target, _) => target.stream(),
             };
+            // A connection's ack must not overtake a message before it. (A
+            // repeated idempotency key publishes nothing to wait for.)
+            if p.origin.is_some() && duplicate != 1 {
+                let channel = match &stream {
+                    StreamName::Inbox(u) => self.names.user_channel(u),
+                    StreamName::Group(g) => self.names.group_channel(g),
+                    StreamName::All => self.names.all_channel(),
+                };
+                subscriber::routed(self, &channel, epoch, seq).await;
+            }
             Ok(Published {
                 id,
                 delivered,

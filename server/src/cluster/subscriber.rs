@@ -33,6 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hub_core::{ConnId, Control, Epoch, Frame, Inbound, Placed, StreamName, Tag};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::backplane::{ReadAsk, RedisBackplane, StreamRead, Subscriptions};
@@ -112,7 +113,7 @@ impl Track {
         }
     }
 
-    fn deliver(&mut self, bp: &RedisBackplane, a: Arrival) {
+    fn deliver(&mut self, bp: &RedisBackplane, channel: &str, a: Arrival) {
         self.epoch = a.epoch;
         self.last = a.seq;
         bp.hub.deliver(&Placed {
@@ -120,7 +121,97 @@ impl Track {
             frame: a.frame,
             skip: a.skip,
         });
+        // Under the tracks lock, as `routed` registers: none is missed.
+        if bp.routed_waiting.load(SeqCst) > 0 {
+            release_routed(bp, channel, self.epoch, self.last);
+        }
     }
+}
+
+/// The longest an ack waits for its own message to come back on pub/sub
+/// (`routed`). Past it the ack goes anyway: it was published, so
+/// refusing it would deliver a refused message.
+const ROUTED_WAIT: Duration = Duration::from_secs(2);
+
+/// An ack waiting for this node to route a seq of a channel's stream.
+#[derive(Debug)]
+pub struct RoutedWaiter {
+    epoch: Epoch,
+    seq: u64,
+    tx: oneshot::Sender<()>,
+}
+
+/// Resolves once this node has routed seq `seq` (of `epoch`) of the stream
+/// on `channel` to its connections, and with it every earlier one: the ack
+/// of a `send` or `publish` reports that position (§3), and a client that
+/// resumes from it must have had every message before it. Redis answers
+/// the script on the command connection and publishes on the pub/sub one,
+/// so an ack can overtake an earlier message still on its way; written
+/// after this, it is queued behind that message (`Connection::queue_own`).
+/// At once when this node does not read the channel, or already routed
+/// the seq; at most `ROUTED_WAIT`.
+pub async fn routed(bp: &RedisBackplane, channel: &str, epoch: Epoch, seq: u64) {
+    if !subs(bp).subscribed.contains(channel) {
+        return;
+    }
+    let rx = {
+        let all = tracks(bp);
+        if all
+            .get(channel)
+            .is_some_and(|t| t.epoch == epoch && t.last >= seq)
+        {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut waiting = routed_waiters(bp);
+        waiting
+            .entry(channel.to_owned())
+            .or_default()
+            .push(RoutedWaiter { epoch, seq, tx });
+        bp.routed_waiting.fetch_add(1, SeqCst);
+        rx
+    };
+    if tokio::time::timeout(ROUTED_WAIT, rx).await.is_err() {
+        tracing::debug!(channel, seq, "ack sent before its message came back");
+        let mut waiting = routed_waiters(bp);
+        if let Some(list) = waiting.get_mut(channel) {
+            let before = list.len();
+            list.retain(|w| !w.tx.is_closed());
+            bp.routed_waiting.fetch_sub(before - list.len(), SeqCst);
+            if list.is_empty() {
+                waiting.remove(channel);
+            }
+        }
+    }
+}
+
+/// Lets the acks waiting on `channel` for a seq up to `last` go.
+fn release_routed(bp: &RedisBackplane, channel: &str, epoch: Epoch, last: u64) {
+    let mut waiting = routed_waiters(bp);
+    let Some(list) = waiting.get_mut(channel) else {
+        return;
+    };
+    let before = list.len();
+    let mut kept = Vec::new();
+    for w in list.drain(..) {
+        if w.epoch == epoch && w.seq <= last {
+            let _ = w.tx.send(());
+        } else if !w.tx.is_closed() {
+            kept.push(w);
+        }
+    }
+    bp.routed_waiting.fetch_sub(before - kept.len(), SeqCst);
+    if kept.is_empty() {
+        waiting.remove(channel);
+    } else {
+        *list = kept;
+    }
+}
+
+fn routed_waiters(
+    bp: &RedisBackplane,
+) -> MutexGuard<'_, std::collections::HashMap<String, Vec<RoutedWaiter>>> {
+    bp.routed_waiters.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How long a subscribe may take before it counts as an outage.
@@ -306,7 +397,7 @@ fn start_track(
         held: None,
         catch_up: false,
     };
-    track.deliver(bp, a);
+    track.deliver(bp, channel, a);
     all.insert(channel.to_owned(), track);
 }
 
@@ -325,7 +416,7 @@ fn arrive(bp: &Arc<RedisBackplane>, channel: &str, a: Arrival) {
         return;
     }
     match track.step(&a) {
-        Step::Deliver => track.deliver(bp, a),
+        Step::Deliver => track.deliver(bp, channel, a),
         Step::Drop => {}
         Step::Gap => {
             tracing::debug!(
@@ -380,14 +471,14 @@ fn fill_apply(bp: &RedisBackplane, channel: &str, id: u64, read: Option<StreamRe
                     skip: e.origin,
                     frame: e.frame,
                 };
-                track.deliver(bp, arrival);
+                track.deliver(bp, channel, arrival);
             }
         }
     }
     for a in track.held.take().unwrap_or_default() {
         match track.step(&a) {
             Step::Drop => {}
-            Step::Deliver | Step::Gap => track.deliver(bp, a),
+            Step::Deliver | Step::Gap => track.deliver(bp, channel, a),
         }
     }
     track.catch_up = false;

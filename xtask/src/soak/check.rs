@@ -3,8 +3,10 @@
 //! A [`Seg`] is what the client has of a stream: the epoch, the last seq
 //! it holds with nothing missing below it, the seqs it skipped (holes: a
 //! message arrived past them), and the seqs of its own sends and publishes
-//! whose acks came before the messages below them (in cluster mode an ack
-//! can overtake another publisher's message on its way through Redis). A
+//! whose acks came before the messages below them (a cluster server holds
+//! an ack until its message came back over pub/sub, but for at most 2 s,
+//! so on a failing link an ack can still overtake another publisher's
+//! message on its way through Redis). A
 //! replay of the client's own message after a resume is not a duplicate:
 //! live, that message only came back as the ack.
 
