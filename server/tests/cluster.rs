@@ -438,6 +438,53 @@ async fn a_dead_process_leaves_presence_within_10s_and_a_stopped_one_at_once() {
     expect_message(&mut gus_a, &json!("alone")).await;
 }
 
+/// A process that stalls past the node TTL (SIGSTOP: a long GC-like
+/// pause, a frozen VM) is taken for dead and its presence dropped by the
+/// others' heartbeat. Its connections never closed, so once it runs again
+/// its first heartbeat puts its presence back, rather than the periodic
+/// sync 30 s later.
+#[tokio::test]
+async fn a_process_stalled_past_the_node_ttl_is_counted_again_at_its_next_beat() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &[]).await;
+    let mut sue = a.client("sue", &[]).await;
+    await_connections(&b, "sue", 1).await;
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &a.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {}", a.pid());
+    };
+    signal("-STOP");
+    // Up to the node TTL (6 s) and a beat: `b` drops the silent node, its
+    // presence first, then its entry in the node list (docs/protocol.md,
+    // "What the servers keep in Redis").
+    await_connections(&b, "sue", 0).await;
+    let stopped = Instant::now();
+    while redis.cli(&["ZCARD", "wshub:nodes"]) != "1" {
+        assert!(
+            stopped.elapsed() < LIMIT,
+            "the stalled node was never dropped"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    signal("-CONT");
+    let resumed = Instant::now();
+    await_connections(&b, "sue", 1).await;
+    let took = resumed.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "presence came back {took:?} after the process ran again"
+    );
+    // And the connection still works across processes.
+    assert_eq!(
+        delivered(&b, "/api/v1/users/sue/messages", json!("back")).await,
+        1
+    );
+    expect_message(&mut sue, &json!("back")).await;
+}
+
 #[tokio::test]
 async fn messages_from_one_connection_arrive_in_order_on_another_process() {
     const N: usize = 500;

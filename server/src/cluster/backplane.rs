@@ -227,19 +227,24 @@ impl RedisBackplane {
     }
 
     /// One heartbeat: marks this node live for `ttl`; returns the dataset
-    /// id and Redis's clock.
+    /// id, Redis's clock, and whether the node had lapsed (not live any
+    /// more before this beat, so the others may have dropped its presence).
     pub async fn heartbeat(
         &self,
         ttl: Duration,
         run_candidate: &str,
-    ) -> Result<(String, i64), Unavailable> {
+    ) -> Result<(String, i64, bool), Unavailable> {
         let mut inv = self.scripts.heartbeat.prepare_invoke();
         inv.arg(self.prefix())
             .arg(self.node.to_string())
             .arg(ttl.as_millis() as u64)
             .arg(run_candidate);
-        let (run, now): (String, String) = self.run(inv).await?;
-        Ok((run, now.parse().unwrap_or_else(|_| local_now_ms())))
+        let (run, now, lapsed): (String, String, i64) = self.run(inv).await?;
+        Ok((
+            run,
+            now.parse().unwrap_or_else(|_| local_now_ms()),
+            lapsed == 1,
+        ))
     }
 
     /// Rewrites this node's presence from the connections it holds.

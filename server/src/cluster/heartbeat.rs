@@ -43,7 +43,7 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         // answer: a Redis that does not answer in a second is down for new
         // work at once, while what was sent before waits for its answer.
         let beat = tokio::time::timeout(EVERY, bp.heartbeat(NODE_TTL, &candidate)).await;
-        let (run, redis_now) = match beat {
+        let (run, redis_now, lapsed) = match beat {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) | Err(_) => {
                 if bp.heartbeat_ok.swap(false, SeqCst) {
@@ -65,7 +65,14 @@ pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
         let generation = bp.pubsub_generation.load(SeqCst);
         let resubscribed = generation != bp.synced_generation.load(SeqCst);
         let heartbeat_was_ok = bp.heartbeat_ok.load(SeqCst);
-        if !heartbeat_was_ok || resubscribed || beats_since_sync >= SYNC_EVERY {
+        // `lapsed`: this process stalled past `NODE_TTL` (a pause, a frozen
+        // VM) without losing Redis; another node's beat may have dropped
+        // its presence as a dead node's. Rewritten now, not at the next
+        // periodic sync up to 30 s later.
+        if lapsed && ever_up {
+            tracing::warn!(node = %bp.node, "this node was taken for dead; rewriting its presence");
+        }
+        if !heartbeat_was_ok || resubscribed || lapsed || beats_since_sync >= SYNC_EVERY {
             // Presence, then the memberships the node mirrors, then the
             // channels those need, before the node answers again.
             let synced = bp.sync_presence().await.is_ok()

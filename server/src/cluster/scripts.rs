@@ -410,10 +410,15 @@ return total
 
 /// ARGV: prefix, node, ttl in ms, a new dataset id. Marks the node live
 /// until now + ttl, cleans up after one dead node, and returns the
-/// dataset id (setting it when Redis has none: a fresh or emptied Redis)
-/// and Redis's clock.
+/// dataset id (setting it when Redis has none: a fresh or emptied Redis),
+/// Redis's clock, and 1 when the node was not live any more before this
+/// beat (its presence was, or may have been, dropped as a dead node's),
+/// else 0.
 const HEARTBEAT: &str = r#"
 local now = now_ms()
+local was = redis.call('ZSCORE', P .. 'nodes', ARGV[2])
+local lapsed = 0
+if not was or tonumber(was) <= now then lapsed = 1 end
 redis.call('ZADD', P .. 'nodes', now + tonumber(ARGV[3]), ARGV[2])
 local run = redis.call('GET', P .. 'run')
 if not run then
@@ -425,7 +430,7 @@ for _, d in ipairs(dead) do
   drop_presence(d)
   redis.call('ZREM', P .. 'nodes', d)
 end
-return {run, tostring(now)}
+return {run, tostring(now), lapsed}
 "#;
 
 /// ARGV: prefix, node. A node that stops leaves presence at once.
