@@ -105,25 +105,44 @@ local function meta(s, candidate, ttl)
   return candidate, 0
 end
 -- The frame at (epoch, seq): the caller's prefix ends where `stream` does
--- (wire.rs `frame_prefix`, `splice`).
-local function splice(prefix, e, n)
-  return prefix .. ',"epoch":"' .. e .. '","seq":' .. string.format('%d', n) .. '}'
+-- (wire.rs `frame_prefix`, `splice`). `ns` is the seq's digits, written
+-- once per append for the frame, the log entry's id and the payload:
+-- every number turned into a string costs a `sprintf`, in Lua and in
+-- Redis alike (which writes a Lua number given to `redis.call` with
+-- "%.17g"), and they were a tenth of a direct message's Redis time.
+local function splice(prefix, e, ns)
+  return prefix .. ',"epoch":"' .. e .. '","seq":' .. ns .. '}'
+end
+-- A whole number's digits, as `string.format('%d')` writes them: the
+-- same digits Redis makes of the number (under 1e17) as an argument.
+-- Remembered per call, for what every append of a call passes alike
+-- (the clock, the max).
+local digit_memo = {}
+local function digits(x)
+  local v = digit_memo[x]
+  if v == nil then
+    v = string.format('%d', x)
+    digit_memo[x] = v
+  end
+  return v
 end
 -- Numbers one message in stream `s`, keeps it (unless max is 0) and
--- returns its epoch, seq and frame. The seq first: on a stream with no
+-- returns its epoch, seq, frame and `ns`. The seq first: on a stream with no
 -- numbering HINCRBY starts it at 1, and the missing epoch says it is new.
 -- Messages past the ttl are not looked for here but by every read
 -- (`trim_old` in READ), and the log is trimmed only roughly (`MAXLEN ~`,
 -- whole nodes at a time: exact trimming cost more than the rest of the
--- append) while READ hands out no more than the last `max`. The keys'
--- lives are renewed when a tenth of the ttl has passed since the last
--- renewal (field `x`), to ttl plus that tenth: a stream lives between
--- ttl and 1.1 ttl after its last message, and most appends cost three
--- commands.
+-- append) and only at every `TRIM_EVERY`th seq (looking for a node to
+-- drop was a twentieth of a direct message's Redis time), while READ
+-- hands out no more than the last `max`. The keys' lives are renewed
+-- when a tenth of the ttl has passed since the last renewal (field `x`),
+-- to ttl plus that tenth: a stream lives between ttl and 1.1 ttl after
+-- its last message, and most appends cost three commands.
+local TRIM_EVERY = 8
 local function append(s, candidate, ttl, max, now, prefix, origin)
   local key = P .. 'seq:' .. s
   local log = P .. 'log:' .. s
-  local n = redis.call('HINCRBY', key, 'n', 1)
+  local n = redis.call('HINCRBY', key, 'n', '1')
   local m = redis.call('HMGET', key, 'e', 'x')
   local e = m[1]
   local renewed = m[2] and tonumber(m[2]) or 0
@@ -134,10 +153,15 @@ local function append(s, candidate, ttl, max, now, prefix, origin)
     -- A log outliving its numbering would clash with the new seqs.
     redis.call('DEL', log)
   end
-  local frame = splice(prefix, e, n)
+  local ns = string.format('%d', n)
+  local frame = splice(prefix, e, ns)
   if max > 0 then
-    redis.call('XADD', log, 'MAXLEN', '~', max, n .. '-0',
-      'f', frame, 't', now, 'o', origin)
+    if n % TRIM_EVERY == 0 then
+      redis.call('XADD', log, 'MAXLEN', '~', digits(max), ns .. '-0',
+        'f', frame, 't', digits(now), 'o', origin)
+    else
+      redis.call('XADD', log, ns .. '-0', 'f', frame, 't', digits(now), 'o', origin)
+    end
   end
   local slack = math.floor(ttl / 10)
   if now - renewed >= slack then
@@ -145,10 +169,11 @@ local function append(s, candidate, ttl, max, now, prefix, origin)
     redis.call('PEXPIRE', key, ttl + slack)
     if max > 0 then redis.call('PEXPIRE', log, ttl + slack) end
   end
-  return e, n, frame
+  return e, n, frame, ns
 end
-local function placed(e, n, header, frame)
-  return 'p' .. e .. ':' .. string.format('%d', n) .. '\n' .. header .. '\n' .. frame
+-- What a channel carries for a message; `ns`: its seq's digits.
+local function placed(e, ns, header, frame)
+  return 'p' .. e .. ':' .. ns .. '\n' .. header .. '\n' .. frame
 end
 -- An earlier push with this idempotency key: {0, epoch, seq, 1, id}.
 local function first_push(key)
@@ -198,16 +223,16 @@ local function push_one(i)
   if from == to and ARGV[i + 3] == '1' and delivered > 0 then
     delivered = delivered - 1
   end
-  local e, n, frame = append('u:' .. to, candidate, ttl, max, now, ARGV[i + 8], ARGV[i + 9])
-  redis.call('PUBLISH', ARGV[i + 4], placed(e, n, ARGV[i + 5], frame))
+  local e, n, frame, ns = append('u:' .. to, candidate, ttl, max, now, ARGV[i + 8], ARGV[i + 9])
+  redis.call('PUBLISH', ARGV[i + 4], placed(e, ns, ARGV[i + 5], frame))
   -- The sender's copy, in the sender's inbox: numbered and published even
   -- with no other connection to read it, so every node reading that inbox
   -- sees its numbering without a gap. (Publishing it only when presence
   -- counts another connection saved nothing measurable and made delivery
   -- hang on presence, which lags after a Redis restart.)
   if from ~= '' and from ~= to then
-    e, n, frame = append('u:' .. from, candidate, ttl, max, now, ARGV[i + 8], ARGV[i + 9])
-    redis.call('PUBLISH', ARGV[i + 6], placed(e, n, ARGV[i + 7], frame))
+    e, n, frame, ns = append('u:' .. from, candidate, ttl, max, now, ARGV[i + 8], ARGV[i + 9])
+    redis.call('PUBLISH', ARGV[i + 6], placed(e, ns, ARGV[i + 7], frame))
   end
   remember(key, window, id, e, n)
   return {delivered, e, n, 0, id}
@@ -230,8 +255,8 @@ local delivered = live_sum(P .. 'group:' .. ARGV[3] .. ':conns', now)
 if ARGV[4] ~= '' and redis.call('SISMEMBER', P .. 'group:' .. ARGV[3] .. ':members', ARGV[4]) == 1 then
   delivered = delivered - count(ARGV[4], now)
 end
-local e, n, frame = append('g:' .. ARGV[3], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), now, ARGV[7], ARGV[11])
-redis.call('PUBLISH', ARGV[5], placed(e, n, ARGV[6], frame))
+local e, n, frame, ns = append('g:' .. ARGV[3], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), now, ARGV[7], ARGV[11])
+redis.call('PUBLISH', ARGV[5], placed(e, ns, ARGV[6], frame))
 remember(ARGV[12], ARGV[13], ARGV[14], e, n)
 if delivered < 0 then delivered = 0 end
 return {delivered, e, n, 0, ARGV[14]}
@@ -245,8 +270,8 @@ if late(ARGV[2], now) then return {-1, '', 0, 0, ''} end
 local first = first_push(ARGV[10])
 if first then return first end
 local delivered = live_sum(P .. 'conns_by_node', now)
-local e, n, frame = append('all', ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now, ARGV[5], ARGV[9])
-redis.call('PUBLISH', ARGV[3], placed(e, n, ARGV[4], frame))
+local e, n, frame, ns = append('all', ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now, ARGV[5], ARGV[9])
+redis.call('PUBLISH', ARGV[3], placed(e, ns, ARGV[4], frame))
 remember(ARGV[10], ARGV[11], ARGV[12], e, n)
 return {delivered, e, n, 0, ARGV[12]}
 "#;

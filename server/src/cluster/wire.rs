@@ -26,7 +26,8 @@
 //!   again from 1 under a new epoch, and so is a stream of a Redis that
 //!   lost its data.
 //! - `log:{s}` (stream, `MAXLEN ~ --history`: trimmed a node at a time,
-//!   so it may hold up to about a hundred more, which reads ignore; same
+//!   and only when appending a seq that is a multiple of 8, so it may hold
+//!   up to about a hundred more, which reads ignore; same
 //!   expiry): the retained messages, entry id `{seq}-0`, fields `f` (the frame, exactly as
 //!   delivered live), `t` (added at, ms on Redis's clock: entries older
 //!   than the ttl are deleted by the next script touching the stream) and
