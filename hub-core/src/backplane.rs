@@ -105,6 +105,15 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'a, Result<History, Unavailable>>;
 
+    /// Resolves once this node has routed to its connections every
+    /// message of `stream` up to `at` that it had started to receive, so
+    /// that an answer reporting `at` (a `join`'s ack) is queued behind
+    /// them. One process routes as it publishes: at once. A shared broker
+    /// waits, bounded, for what is still on its way from the store.
+    fn routed<'a>(&'a self, _stream: &'a StreamName, _at: Position) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
     /// Messages held in this process's memory (`wshub_history_messages`).
     fn held_messages(&self) -> usize {
         0

@@ -549,7 +549,9 @@ impl Node {
             .await?;
         let at = at.first().copied().ok_or(NodeError::Unavailable)?;
         // The ack will carry `at`: a member joining again must have every
-        // message up to it queued first, fan-outs still waiting included.
+        // message up to it queued first, fan-outs still waiting included,
+        // and in a cluster those still on their way to this node.
+        self.inner.broker.routed(&stream, at).await;
         self.inner.hub.drain_fanout_of(group);
         Ok(placement(&stream, at))
     }

@@ -1529,6 +1529,62 @@ async fn an_ack_never_overtakes_an_earlier_message_of_its_stream() {
     );
 }
 
+/// §5: the ack of a `join` carries the group stream's position. A member
+/// joining again on a process where an earlier message of the group is
+/// still on its way over pub/sub gets that message first, then the ack,
+/// as with one process.
+#[tokio::test]
+async fn a_join_ack_comes_after_the_messages_its_position_counts() {
+    let redis = redis_in_memory().await;
+    let relay = ReplyHold::start(redis.addr(), true).await;
+    let (through_relay, direct) = (relay.url(), redis.url());
+    let (a, b) = tokio::join!(
+        Server::start_cluster(&through_relay, &[]),
+        Server::start_cluster(&direct, &[])
+    );
+    for s in [&a, &b] {
+        s.wait_log("broker up").await;
+    }
+    let mut xena = a.client("xena", &["team"]).await;
+    let mut yuri = b.client("yuri", &["team"]).await;
+    await_connections(&a, "yuri", 1).await;
+    let ack = yuri
+        .request(json!({"type":"publish","group":"team","body":"warm","id":"y0"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    expect_message(&mut xena, &json!("warm")).await;
+
+    relay.hold.send_replace(true);
+    let first = yuri
+        .request(json!({"type":"publish","group":"team","body":"first","id":"y1"}))
+        .await;
+    assert_eq!(first["seq"], 2, "{first}");
+    xena.send(json!({"type":"join","group":"team","id":"j1"}))
+        .await;
+    // The join's position is read on the command connection, unheld; give
+    // it the time to (wrongly) answer before "first" comes: until Redis has
+    // run the read (its `evalsha` count grows past the two publishes').
+    let before = calls(&redis, "evalsha");
+    let started = Instant::now();
+    while calls(&redis, "evalsha") < before + 1 {
+        assert!(started.elapsed() < LIMIT, "the join never reached Redis");
+        tokio::time::sleep(POLL).await;
+    }
+    relay.hold.send_replace(false);
+    let m = xena.recv().await;
+    assert_eq!(
+        (&m["type"], &m["body"]),
+        (&json!("message"), &json!("first")),
+        "{m}"
+    );
+    let ack = xena.recv().await;
+    assert_eq!(
+        (&ack["id"], &ack["seq"]),
+        (&json!("j1"), &json!(2)),
+        "{ack}"
+    );
+}
+
 /// §11: what is refused is never delivered. A send whose script ran in
 /// Redis but whose answer is held up past the server's wait is looked up
 /// instead of refused: the sender gets the ack, the recipient the message

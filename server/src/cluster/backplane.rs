@@ -655,12 +655,8 @@ impl Broker for RedisBackplane {
             // A connection's ack must not overtake a message before it. (A
             // repeated idempotency key publishes nothing to wait for.)
             if p.origin.is_some() && duplicate != 1 {
-                let channel = match &stream {
-                    StreamName::Inbox(u) => self.names.user_channel(u),
-                    StreamName::Group(g) => self.names.group_channel(g),
-                    StreamName::All => self.names.all_channel(),
-                };
-                subscriber::routed(self, &channel, epoch, seq).await;
+                let channel = self.names.stream_channel(&stream);
+                subscriber::routed(self, &channel, epoch, seq, subscriber::Untracked::Wait).await;
             }
             Ok(Published {
                 id,
@@ -668,6 +664,17 @@ impl Broker for RedisBackplane {
                 place: Some((stream, Position { epoch, seq })),
                 duplicate: duplicate == 1,
             })
+        })
+    }
+
+    /// A join's position: what this node already receives of the stream
+    /// (a track) is waited for up to it. A stream this node has had no
+    /// message of since it subscribed has nothing on its way that the
+    /// joining connection was owed.
+    fn routed<'a>(&'a self, stream: &'a StreamName, at: Position) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let channel = self.names.stream_channel(stream);
+            subscriber::routed(self, &channel, at.epoch, at.seq, subscriber::Untracked::Go).await;
         })
     }
 

@@ -133,6 +133,16 @@ impl Track {
 /// refusing it would deliver a refused message.
 const ROUTED_WAIT: Duration = Duration::from_secs(2);
 
+/// What `routed` does on a channel whose stream this node has no track of
+/// in the position's numbering.
+#[derive(Debug, Clone, Copy)]
+pub enum Untracked {
+    /// Wait: the caller's own message is on its way and starts the track.
+    Wait,
+    /// Go at once: nothing this node was owed is on its way.
+    Go,
+}
+
 /// An ack waiting for this node to route a seq of a channel's stream.
 #[derive(Debug)]
 pub struct RoutedWaiter {
@@ -149,17 +159,27 @@ pub struct RoutedWaiter {
 /// so an ack can overtake an earlier message still on its way; written
 /// after this, it is queued behind that message (`Connection::queue_own`).
 /// At once when this node does not read the channel, or already routed
-/// the seq; at most `ROUTED_WAIT`.
-pub async fn routed(bp: &RedisBackplane, channel: &str, epoch: Epoch, seq: u64) {
+/// the seq; at most `ROUTED_WAIT`. A join's ack waits the same way for
+/// what its position counts, but only on a channel with a track in the
+/// same numbering (`Untracked::Go`): its own message is not coming.
+pub async fn routed(
+    bp: &RedisBackplane,
+    channel: &str,
+    epoch: Epoch,
+    seq: u64,
+    untracked: Untracked,
+) {
     if !subs(bp).subscribed.contains(channel) {
         return;
     }
     let rx = {
         let all = tracks(bp);
-        if all
-            .get(channel)
-            .is_some_and(|t| t.epoch == epoch && t.last >= seq)
-        {
+        let done = match (all.get(channel), untracked) {
+            (Some(t), _) if t.epoch == epoch => t.last >= seq,
+            (_, Untracked::Wait) => false,
+            (_, Untracked::Go) => true,
+        };
+        if done {
             return;
         }
         let (tx, rx) = oneshot::channel();

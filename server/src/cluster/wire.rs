@@ -104,6 +104,15 @@ impl Names {
         }
     }
 
+    /// The channel a stream's messages travel on.
+    pub fn stream_channel(&self, stream: &StreamName) -> String {
+        match stream {
+            StreamName::Inbox(u) => self.user_channel(u),
+            StreamName::Group(g) => self.group_channel(g),
+            StreamName::All => self.all_channel(),
+        }
+    }
+
     pub fn topic_channel(&self, topic: &Topic) -> String {
         match topic {
             Topic::User(u) => self.user_channel(u),
