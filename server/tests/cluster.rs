@@ -1585,6 +1585,53 @@ async fn a_join_ack_comes_after_the_messages_its_position_counts() {
     );
 }
 
+/// The same on a process that reads the group but has had no message of
+/// it yet (a quiet group, a fresh process): the message still on its way
+/// comes before the join's ack (found by review).
+#[tokio::test]
+async fn a_join_ack_comes_after_a_message_on_its_way_to_a_quiet_process() {
+    let redis = redis_in_memory().await;
+    let relay = ReplyHold::start(redis.addr(), true).await;
+    let (through_relay, direct) = (relay.url(), redis.url());
+    let (a, b) = tokio::join!(
+        Server::start_cluster(&through_relay, &[]),
+        Server::start_cluster(&direct, &[])
+    );
+    for s in [&a, &b] {
+        s.wait_log("broker up").await;
+    }
+    let mut xena = a.client("xena", &["team"]).await;
+    let mut yuri = b.client("yuri", &["team"]).await;
+    await_connections(&a, "yuri", 1).await;
+
+    relay.hold.send_replace(true);
+    let first = yuri
+        .request(json!({"type":"publish","group":"team","body":"first","id":"y1"}))
+        .await;
+    assert_eq!(first["seq"], 1, "{first}");
+    let before = calls(&redis, "evalsha");
+    xena.send(json!({"type":"join","group":"team","id":"j1"}))
+        .await;
+    let started = Instant::now();
+    while calls(&redis, "evalsha") < before + 1 {
+        assert!(started.elapsed() < LIMIT, "the join never reached Redis");
+        tokio::time::sleep(POLL).await;
+    }
+    relay.hold.send_replace(false);
+    let m = xena.recv().await;
+    assert_eq!(
+        (&m["type"], &m["body"]),
+        (&json!("message"), &json!("first")),
+        "{m}"
+    );
+    let ack = xena.recv().await;
+    assert_eq!(
+        (&ack["id"], &ack["seq"]),
+        (&json!("j1"), &json!(1)),
+        "{ack}"
+    );
+}
+
 /// §11: what is refused is never delivered. A send whose script ran in
 /// Redis but whose answer is held up past the server's wait is looked up
 /// instead of refused: the sender gets the ack, the recipient the message

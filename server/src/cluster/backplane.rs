@@ -667,13 +667,32 @@ impl Broker for RedisBackplane {
         })
     }
 
-    /// A join's position: what this node already receives of the stream
-    /// (a track) is waited for up to it. A stream this node has had no
-    /// message of since it subscribed has nothing on its way that the
-    /// joining connection was owed.
+    /// A join's position, read from Redis: messages up to it may still be
+    /// on their way to this node over pub/sub. A barrier published on the
+    /// stream's channel after the read comes back behind all of them;
+    /// then whatever of them a gap fill holds is waited for as a send's
+    /// ack waits for its own message. Nothing to wait for on a channel
+    /// this node does not read; at most `subscriber::ROUTED_WAIT` each.
     fn routed<'a>(&'a self, stream: &'a StreamName, at: Position) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let channel = self.names.stream_channel(stream);
+            if !subscriber::reads(self, &channel) {
+                return;
+            }
+            let token = self.next_token.fetch_add(1, SeqCst);
+            let (done, came) = oneshot::channel();
+            lock(&self.acks).insert(token, (1, Some(done)));
+            let barrier = wire::control(&Envelope::Barrier {
+                node: self.node.0,
+                token,
+            });
+            let published: Result<i64, _> = self
+                .command(redis::cmd("PUBLISH").arg(&channel).arg(barrier))
+                .await;
+            if published.is_ok() {
+                let _ = tokio::time::timeout(subscriber::ROUTED_WAIT, came).await;
+            }
+            lock(&self.acks).remove(&token);
             subscriber::routed(self, &channel, at.epoch, at.seq, subscriber::Untracked::Go).await;
         })
     }

@@ -131,7 +131,12 @@ impl Track {
 /// The longest an ack waits for its own message to come back on pub/sub
 /// (`routed`). Past it the ack goes anyway: it was published, so
 /// refusing it would deliver a refused message.
-const ROUTED_WAIT: Duration = Duration::from_secs(2);
+pub const ROUTED_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether this node is subscribed to `channel` now.
+pub fn reads(bp: &RedisBackplane, channel: &str) -> bool {
+    subs(bp).subscribed.contains(channel)
+}
 
 /// What `routed` does on a channel whose stream this node has no track of
 /// in the position's numbering.
@@ -169,8 +174,13 @@ pub async fn routed(
     seq: u64,
     untracked: Untracked,
 ) {
-    if !subs(bp).subscribed.contains(channel) {
-        return;
+    {
+        // While the pub/sub connection is down nothing is subscribed, but
+        // what it missed is filled in once it is back (`catch_up`): wait.
+        let s = subs(bp);
+        if s.sink.is_some() && !s.subscribed.contains(channel) {
+            return;
+        }
     }
     let rx = {
         let all = tracks(bp);
@@ -191,15 +201,32 @@ pub async fn routed(
         bp.routed_waiting.fetch_add(1, SeqCst);
         rx
     };
+    // Declared before the wait: dropped after it, also when the caller
+    // goes away mid-wait, so no waiter outlives its receiver.
+    let _prune = PruneWaiters { bp, channel };
     if tokio::time::timeout(ROUTED_WAIT, rx).await.is_err() {
         tracing::debug!(channel, seq, "ack sent before its message came back");
-        let mut waiting = routed_waiters(bp);
-        if let Some(list) = waiting.get_mut(channel) {
+    }
+}
+
+/// Removes the waiters of a channel whose receivers are gone (timed out,
+/// or their caller dropped).
+struct PruneWaiters<'a> {
+    bp: &'a RedisBackplane,
+    channel: &'a str,
+}
+
+impl Drop for PruneWaiters<'_> {
+    fn drop(&mut self) {
+        let mut waiting = routed_waiters(self.bp);
+        if let Some(list) = waiting.get_mut(self.channel) {
             let before = list.len();
             list.retain(|w| !w.tx.is_closed());
-            bp.routed_waiting.fetch_sub(before - list.len(), SeqCst);
+            self.bp
+                .routed_waiting
+                .fetch_sub(before - list.len(), SeqCst);
             if list.is_empty() {
-                waiting.remove(channel);
+                waiting.remove(self.channel);
             }
         }
     }
@@ -278,10 +305,15 @@ pub async fn ensure(bp: &RedisBackplane, channels: Vec<String>) -> Result<(), Un
     match tokio::time::timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&missing)).await {
         Ok(Ok(())) => {
             // Whatever track these had is from before (an unsubscribe in
-            // flight): the first message from now on sets it.
-            forget(bp, &missing);
+            // flight): the first message from now on sets it. Not for one
+            // another `ensure` subscribed meanwhile: its track is current.
             let mut s = subs(bp);
-            s.subscribed.extend(missing);
+            let fresh: Vec<String> = missing
+                .into_iter()
+                .filter(|c| !s.subscribed.contains(c))
+                .collect();
+            forget(bp, &fresh);
+            s.subscribed.extend(fresh);
             Ok(())
         }
         _ => Err(Unavailable),
@@ -398,6 +430,8 @@ fn route(bp: &Arc<RedisBackplane>, channel: &str, payload: Bytes) {
             }
         }
         Some(Arrived::JoinAck(token)) => bp.join_acked(token),
+        Some(Arrived::Barrier(node, token)) if node == bp.node.0 => bp.join_acked(token),
+        Some(Arrived::Barrier(..)) => {}
         None => tracing::debug!("unreadable pub/sub payload ignored"),
     }
 }

@@ -154,6 +154,15 @@ pub enum Envelope {
     JoinAck {
         token: u64,
     },
+    /// Published by `node` on a stream's channel after reading the
+    /// stream's position: once it comes back, every message up to that
+    /// position has reached the node (a channel's messages arrive in the
+    /// order Redis ran the commands that published them). Other nodes
+    /// ignore it.
+    Barrier {
+        node: u64,
+        token: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +276,8 @@ pub enum Arrived {
     Message(WireMessage, Part),
     Control(Control, Option<(u64, u64)>),
     JoinAck(u64),
+    /// A node's barrier: (node, token).
+    Barrier(u64, u64),
 }
 
 /// Reads a payload; `None` for anything this version cannot read (logged
@@ -314,6 +325,7 @@ pub fn decode(payload: Bytes) -> Option<Arrived> {
             Envelope::Left { user, group } => Arrived::Control(Control::Left { user, group }, None),
             Envelope::Kick { user } => Arrived::Control(Control::Kick { user }, None),
             Envelope::JoinAck { token } => Arrived::JoinAck(token),
+            Envelope::Barrier { node, token } => Arrived::Barrier(node, token),
         }),
         _ => None,
     }
