@@ -270,10 +270,19 @@ impl Client {
                         ctx.tally.count(&format!("{kind}_acked"), 1);
                         let stream = v["stream"].as_str().unwrap_or_default();
                         let placed = match self.segs.get_mut(stream) {
-                            Some(seg) => seg.own(
-                                v["epoch"].as_str().unwrap_or_default(),
-                                v["seq"].as_u64().unwrap_or(0),
-                            ),
+                            Some(seg) => {
+                                let placed = seg.own(
+                                    v["epoch"].as_str().unwrap_or_default(),
+                                    v["seq"].as_u64().unwrap_or(0),
+                                );
+                                // Allowed, but counted: an ack that came
+                                // before a message below it (cluster
+                                // servers wait for it, for up to 2 s).
+                                if placed && !seg.ahead.is_empty() {
+                                    ctx.tally.count("acks_ahead_of_their_stream", 1);
+                                }
+                                placed
+                            }
                             None => false,
                         };
                         if !placed {
