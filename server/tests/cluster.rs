@@ -1388,6 +1388,59 @@ async fn a_cluster_stream_lives_while_messages_come_and_is_forgotten_after_a_qui
     );
 }
 
+/// §10: a stream with no message for `--history-ttl` is forgotten then,
+/// to the millisecond, not when Redis drops its keys (renewed sparingly,
+/// they live up to a tenth of the ttl longer). The last message's time is
+/// moved back in Redis rather than waiting a minute.
+#[tokio::test]
+async fn a_cluster_stream_is_forgotten_when_its_ttl_is_up_though_its_keys_live_on() {
+    let redis = redis_in_memory().await;
+    let (a, b) = two(&redis, &["--history-ttl", "60"]).await;
+    let _bob = b.client("bob", &[]).await;
+    let (status, pushed) = push(&a, "/api/v1/users/bob/messages", json!("one")).await;
+    assert_eq!((status, &pushed["seq"]), (200, &json!(1)), "{pushed}");
+    let (_, first) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    let time = redis.cli(&["TIME"]);
+    let mut parts = time.lines().map(|l| l.trim().parse::<i64>().unwrap());
+    let now_ms = parts.next().unwrap() * 1000 + parts.next().unwrap() / 1000;
+    let quiet_since = (now_ms - 59_000).to_string();
+    let just_quiet = (now_ms - 60_001).to_string();
+    let key = "wshub:seq:u:bob";
+
+    // A second short of the ttl: still the same stream.
+    redis.cli(&["HSET", key, "l", &quiet_since]);
+    let (_, h) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    assert_eq!(
+        (&h["epoch"], &h["seq"]),
+        (&first["epoch"], &json!(1)),
+        "{h}"
+    );
+
+    // Past it: forgotten, though the keys are all still there.
+    redis.cli(&["HSET", key, "l", &just_quiet]);
+    assert_eq!(redis.cli(&["EXISTS", "wshub:log:u:bob"]), "1");
+    let (_, h) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    assert_ne!(h["epoch"], first["epoch"], "{h}");
+    assert_eq!((&h["seq"], &h["messages"]), (&json!(0), &json!([])), "{h}");
+    // The next message starts the new numbering the read made.
+    let (status, next) = push(&a, "/api/v1/users/bob/messages", json!("two")).await;
+    assert_eq!((status, &next["seq"]), (200, &json!(1)), "{next}");
+    let (_, after) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    assert_eq!(
+        (&after["epoch"], &after["seq"]),
+        (&h["epoch"], &json!(1)),
+        "{after}"
+    );
+
+    // An append finds a quiet stream forgotten just as a read does.
+    redis.cli(&["HSET", key, "l", &just_quiet]);
+    let (status, third) = push(&a, "/api/v1/users/bob/messages", json!("three")).await;
+    assert_eq!((status, &third["seq"]), (200, &json!(1)), "{third}");
+    let (_, last) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    assert_ne!(last["epoch"], after["epoch"], "{last}");
+    assert_eq!(last["seq"], 1, "{last}");
+}
+
 /// A TCP relay in front of Redis whose answers (Redis to server) can be
 /// held back: a link that carries requests but loses the replies for a
 /// while, as retransmissions on a lossy one do. `pubsub_only` holds only

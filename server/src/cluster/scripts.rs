@@ -91,13 +91,21 @@ local function trim_old(log, now, ttl)
     redis.call('XDEL', log, head[1][1])
   end
 end
+-- Whether a stream whose last message came at `l` (field `l`, ms on
+-- Redis's clock) has been quiet for the ttl: §10 forgets it then, to the
+-- millisecond, although its keys live on for up to a tenth of the ttl
+-- more (renewed sparingly, below).
+local function quiet(l, now, ttl)
+  return l ~= false and l ~= nil and now - tonumber(l) >= ttl
+end
 -- The stream's epoch and last seq, made (under the caller's epoch
 -- candidate, at seq 0) when the stream has none: never seen, forgotten,
 -- or lost with Redis's data. A read does not extend a stream's life.
-local function meta(s, candidate, ttl)
+local function meta(s, candidate, ttl, now)
   local key = P .. 'seq:' .. s
-  local m = redis.call('HMGET', key, 'e', 'n')
-  if m[1] and m[2] then return m[1], tonumber(m[2]) end
+  local m = redis.call('HMGET', key, 'e', 'n', 'l')
+  if m[1] and m[2] and not quiet(m[3], now, ttl) then return m[1], tonumber(m[2]) end
+  if m[1] or m[2] then redis.call('DEL', key) end
   redis.call('HSET', key, 'e', candidate, 'n', 0)
   redis.call('PEXPIRE', key, ttl)
   -- A log outliving its numbering would clash with the new seqs.
@@ -127,8 +135,8 @@ local function digits(x)
   return v
 end
 -- Numbers one message in stream `s`, keeps it (unless max is 0) and
--- returns its epoch, seq, frame and `ns`. The seq first: on a stream with no
--- numbering HINCRBY starts it at 1, and the missing epoch says it is new.
+-- returns its epoch, seq, frame and `ns`. A stream with no numbering, or
+-- quiet for the ttl, starts one: the caller's epoch candidate, seq 1.
 -- Messages past the ttl are not looked for here but by every read
 -- (`trim_old` in READ), and the log is trimmed only roughly (`MAXLEN ~`,
 -- whole nodes at a time: exact trimming cost more than the rest of the
@@ -136,24 +144,36 @@ end
 -- drop was a twentieth of a direct message's Redis time), while READ
 -- hands out no more than the last `max`. The keys' lives are renewed
 -- when a tenth of the ttl has passed since the last renewal (field `x`),
--- to ttl plus that tenth: a stream lives between ttl and 1.1 ttl after
--- its last message, and most appends cost three commands.
+-- to ttl plus that tenth, so most appends cost three commands; that the
+-- stream is forgotten after exactly the ttl is told by `l` (`quiet`).
 local TRIM_EVERY = 8
 local function append(s, candidate, ttl, max, now, prefix, origin)
   local key = P .. 'seq:' .. s
   local log = P .. 'log:' .. s
-  local n = redis.call('HINCRBY', key, 'n', '1')
-  local m = redis.call('HMGET', key, 'e', 'x')
+  local m = redis.call('HMGET', key, 'e', 'n', 'x', 'l')
   local e = m[1]
-  local renewed = m[2] and tonumber(m[2]) or 0
-  if not e then
+  local n = tonumber(m[2] or '0') or 0
+  local renewed = m[3] and tonumber(m[3]) or 0
+  if e and quiet(m[4], now, ttl) then e = nil end
+  local fresh = not e
+  if fresh then
     e = candidate
-    redis.call('HSET', key, 'e', e)
+    n = 0
     renewed = 0
     -- A log outliving its numbering would clash with the new seqs.
     redis.call('DEL', log)
   end
+  n = n + 1
   local ns = string.format('%d', n)
+  local slack = math.floor(ttl / 10)
+  local renew = now - renewed >= slack
+  if fresh then
+    redis.call('HSET', key, 'e', e, 'n', ns, 'l', digits(now), 'x', digits(now))
+  elseif renew then
+    redis.call('HSET', key, 'n', ns, 'l', digits(now), 'x', digits(now))
+  else
+    redis.call('HSET', key, 'n', ns, 'l', digits(now))
+  end
   local frame = splice(prefix, e, ns)
   if max > 0 then
     if n % TRIM_EVERY == 0 then
@@ -163,9 +183,7 @@ local function append(s, candidate, ttl, max, now, prefix, origin)
       redis.call('XADD', log, ns .. '-0', 'f', frame, 't', digits(now), 'o', origin)
     end
   end
-  local slack = math.floor(ttl / 10)
-  if now - renewed >= slack then
-    redis.call('HSET', key, 'x', now)
+  if renew then
     redis.call('PEXPIRE', key, ttl + slack)
     if max > 0 then redis.call('PEXPIRE', log, ttl + slack) end
   end
@@ -294,7 +312,7 @@ local out = {}
 for i = 5, #ARGV, 4 do
   local s = ARGV[i]
   local want, after, limit = ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local e, n = meta(s, candidate, ttl)
+  local e, n = meta(s, candidate, ttl, now)
   local log = P .. 'log:' .. s
   trim_old(log, now, ttl)
   local first = n + 1

@@ -19,12 +19,13 @@
 //! - `seq:{s}` (hash `e` → epoch, `n` → last seq): the numbering. Made with
 //!   a fresh random epoch by whichever script first finds it missing (an
 //!   append, or a read of positions, so `welcome` already gives the epoch
-//!   the first message will carry), `x` → when its life was last
-//!   renewed. An append renews it (`PEXPIRE` 1.1 × `--history-ttl`) once
-//!   a tenth of the ttl has passed since `x`, so a stream with no new
-//!   message for that long (up to a tenth more) is forgotten and numbers
-//!   again from 1 under a new epoch, and so is a stream of a Redis that
-//!   lost its data.
+//!   the first message will carry), `l` → when its last message came,
+//!   `x` → when its life was last renewed. A stream with no new message
+//!   for `--history-ttl` (`now - l`) is forgotten: the next read or append
+//!   numbers it again from 1 under a new epoch, and so is a stream of a
+//!   Redis that lost its data. Its keys are dropped by Redis a little
+//!   later: an append renews them (`PEXPIRE` 1.1 × `--history-ttl`) only
+//!   once a tenth of the ttl has passed since `x`.
 //! - `log:{s}` (stream, `MAXLEN ~ --history`: trimmed a node at a time,
 //!   and only when appending a seq that is a multiple of 8, so it may hold
 //!   up to about a hundred more, which reads ignore; same
