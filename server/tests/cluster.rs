@@ -1513,6 +1513,85 @@ impl ReplyHold {
     }
 }
 
+/// Two processes, `a` reaching Redis through a relay that can hold what
+/// pub/sub delivers to it (not its commands' answers); `xena` on `a` and
+/// `yuri` on `b`, both in `team`.
+struct HeldPubSub {
+    relay: ReplyHold,
+    a: Server,
+    b: Server,
+    xena: Client,
+    yuri: Client,
+}
+
+async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
+    let relay = ReplyHold::start(redis.addr(), true).await;
+    let (through_relay, direct) = (relay.url(), redis.url());
+    let (a, b) = tokio::join!(
+        Server::start_cluster(&through_relay, &[]),
+        Server::start_cluster(&direct, &[])
+    );
+    for s in [&a, &b] {
+        s.wait_log("broker up").await;
+    }
+    let xena = a.client("xena", &["team"]).await;
+    let yuri = b.client("yuri", &["team"]).await;
+    await_connections(&a, "yuri", 1).await;
+    HeldPubSub {
+        relay,
+        a,
+        b,
+        xena,
+        yuri,
+    }
+}
+
+impl HeldPubSub {
+    /// Holds pub/sub to `a`, then yuri publishes "first" at `seq`.
+    async fn hold_and_publish_first(&mut self, seq: u64) {
+        self.relay.hold.send_replace(true);
+        let first = self
+            .yuri
+            .request(json!({"type":"publish","group":"team","body":"first","id":"y1"}))
+            .await;
+        assert_eq!(first["seq"], seq, "{first}");
+    }
+
+    /// Releases the hold, then expects xena to get "first" before the
+    /// answer `id` at `seq`.
+    async fn release_and_expect_first_then(&mut self, id: &str, seq: u64) {
+        self.relay.hold.send_replace(false);
+        let m = self.xena.recv().await;
+        assert_eq!(
+            (&m["type"], &m["body"]),
+            (&json!("message"), &json!("first")),
+            "{m}"
+        );
+        let ack = self.xena.recv().await;
+        assert_eq!(
+            (&ack["id"], &ack["seq"]),
+            (&json!(id), &json!(seq)),
+            "{ack}"
+        );
+    }
+
+    /// xena joins `team` again; once Redis has run the join's scripts (its
+    /// answer would then be on its way unheld, while "first" is held), the
+    /// hold is released: "first" must still come before the join's ack.
+    async fn join_and_expect_first_then_ack(&mut self, redis: &RedisServer, seq: u64) {
+        let before = calls(redis, "evalsha");
+        self.xena
+            .send(json!({"type":"join","group":"team","id":"j1"}))
+            .await;
+        let started = Instant::now();
+        while calls(redis, "evalsha") < before + 1 {
+            assert!(started.elapsed() < LIMIT, "the join never reached Redis");
+            tokio::time::sleep(POLL).await;
+        }
+        self.release_and_expect_first_then("j1", seq).await;
+    }
+}
+
 /// §3 and §10: the ack of a `publish` gives the message's place in the
 /// group's stream, which the client may keep as its position. On another
 /// process than the one that ran the script, an earlier message of the
@@ -1523,63 +1602,28 @@ impl ReplyHold {
 #[tokio::test]
 async fn an_ack_never_overtakes_an_earlier_message_of_its_stream() {
     let redis = redis_in_memory().await;
-    let relay = ReplyHold::start(redis.addr(), true).await;
-    let (through_relay, direct) = (relay.url(), redis.url());
-    let (a, b) = tokio::join!(
-        Server::start_cluster(&through_relay, &[]),
-        Server::start_cluster(&direct, &[])
-    );
-    for s in [&a, &b] {
-        s.wait_log("broker up").await;
-    }
-    let mut xena = a.client("xena", &["team"]).await;
-    let mut yuri = b.client("yuri", &["team"]).await;
-    await_connections(&a, "yuri", 1).await;
-    let ack = xena
+    let mut t = held_pubsub(&redis).await;
+    let ack = t
+        .xena
         .request(json!({"type":"publish","group":"team","body":"warm","id":"x0"}))
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    expect_message(&mut yuri, &json!("warm")).await;
+    expect_message(&mut t.yuri, &json!("warm")).await;
 
-    // What reaches `a` over pub/sub is held from now on.
-    relay.hold.send_replace(true);
-    let first = yuri
-        .request(json!({"type":"publish","group":"team","body":"first","id":"y1"}))
-        .await;
-    assert_eq!(first["seq"], 2, "{first}");
-    xena.send(json!({"type":"publish","group":"team","body":"second","id":"x1"}))
+    t.hold_and_publish_first(2).await;
+    t.xena
+        .send(json!({"type":"publish","group":"team","body":"second","id":"x1"}))
         .await;
     // Once Redis has run xena's script, its answer is on its way to `a`
     // unheld, while "first" is still held.
     loop {
-        let res = request(
-            b.addr,
-            "GET",
-            "/api/v1/groups/team/history",
-            Some(API_KEY),
-            None,
-            &[],
-        )
-        .await;
-        if res.text().contains("second") {
+        let (_, h) = t.b.api("GET", "/api/v1/groups/team/history", None).await;
+        if h.to_string().contains("second") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    relay.hold.send_replace(false);
-    let m = xena.recv().await;
-    assert_eq!(
-        (&m["type"], &m["body"]),
-        (&json!("message"), &json!("first")),
-        "{m}"
-    );
-    assert_eq!(m["seq"], 2);
-    let ack = xena.recv().await;
-    assert_eq!(
-        (&ack["id"], &ack["seq"]),
-        (&json!("x1"), &json!(3)),
-        "{ack}"
-    );
+    t.release_and_expect_first_then("x1", 3).await;
 }
 
 /// §5: the ack of a `join` carries the group stream's position. A member
@@ -1589,53 +1633,15 @@ async fn an_ack_never_overtakes_an_earlier_message_of_its_stream() {
 #[tokio::test]
 async fn a_join_ack_comes_after_the_messages_its_position_counts() {
     let redis = redis_in_memory().await;
-    let relay = ReplyHold::start(redis.addr(), true).await;
-    let (through_relay, direct) = (relay.url(), redis.url());
-    let (a, b) = tokio::join!(
-        Server::start_cluster(&through_relay, &[]),
-        Server::start_cluster(&direct, &[])
-    );
-    for s in [&a, &b] {
-        s.wait_log("broker up").await;
-    }
-    let mut xena = a.client("xena", &["team"]).await;
-    let mut yuri = b.client("yuri", &["team"]).await;
-    await_connections(&a, "yuri", 1).await;
-    let ack = yuri
+    let mut t = held_pubsub(&redis).await;
+    let ack = t
+        .yuri
         .request(json!({"type":"publish","group":"team","body":"warm","id":"y0"}))
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    expect_message(&mut xena, &json!("warm")).await;
-
-    relay.hold.send_replace(true);
-    let first = yuri
-        .request(json!({"type":"publish","group":"team","body":"first","id":"y1"}))
-        .await;
-    assert_eq!(first["seq"], 2, "{first}");
-    xena.send(json!({"type":"join","group":"team","id":"j1"}))
-        .await;
-    // The join's position is read on the command connection, unheld; give
-    // it the time to (wrongly) answer before "first" comes: until Redis has
-    // run the read (its `evalsha` count grows past the two publishes').
-    let before = calls(&redis, "evalsha");
-    let started = Instant::now();
-    while calls(&redis, "evalsha") < before + 1 {
-        assert!(started.elapsed() < LIMIT, "the join never reached Redis");
-        tokio::time::sleep(POLL).await;
-    }
-    relay.hold.send_replace(false);
-    let m = xena.recv().await;
-    assert_eq!(
-        (&m["type"], &m["body"]),
-        (&json!("message"), &json!("first")),
-        "{m}"
-    );
-    let ack = xena.recv().await;
-    assert_eq!(
-        (&ack["id"], &ack["seq"]),
-        (&json!("j1"), &json!(2)),
-        "{ack}"
-    );
+    expect_message(&mut t.xena, &json!("warm")).await;
+    t.hold_and_publish_first(2).await;
+    t.join_and_expect_first_then_ack(&redis, 2).await;
 }
 
 /// The same on a process that reads the group but has had no message of
@@ -1644,44 +1650,13 @@ async fn a_join_ack_comes_after_the_messages_its_position_counts() {
 #[tokio::test]
 async fn a_join_ack_comes_after_a_message_on_its_way_to_a_quiet_process() {
     let redis = redis_in_memory().await;
-    let relay = ReplyHold::start(redis.addr(), true).await;
-    let (through_relay, direct) = (relay.url(), redis.url());
-    let (a, b) = tokio::join!(
-        Server::start_cluster(&through_relay, &[]),
-        Server::start_cluster(&direct, &[])
-    );
-    for s in [&a, &b] {
-        s.wait_log("broker up").await;
-    }
-    let mut xena = a.client("xena", &["team"]).await;
-    let mut yuri = b.client("yuri", &["team"]).await;
-    await_connections(&a, "yuri", 1).await;
-
-    relay.hold.send_replace(true);
-    let first = yuri
-        .request(json!({"type":"publish","group":"team","body":"first","id":"y1"}))
-        .await;
-    assert_eq!(first["seq"], 1, "{first}");
-    let before = calls(&redis, "evalsha");
-    xena.send(json!({"type":"join","group":"team","id":"j1"}))
-        .await;
-    let started = Instant::now();
-    while calls(&redis, "evalsha") < before + 1 {
-        assert!(started.elapsed() < LIMIT, "the join never reached Redis");
-        tokio::time::sleep(POLL).await;
-    }
-    relay.hold.send_replace(false);
-    let m = xena.recv().await;
+    let mut t = held_pubsub(&redis).await;
+    t.hold_and_publish_first(1).await;
+    t.join_and_expect_first_then_ack(&redis, 1).await;
+    // `a` serves on: a push through it reaches both.
     assert_eq!(
-        (&m["type"], &m["body"]),
-        (&json!("message"), &json!("first")),
-        "{m}"
-    );
-    let ack = xena.recv().await;
-    assert_eq!(
-        (&ack["id"], &ack["seq"]),
-        (&json!("j1"), &json!(1)),
-        "{ack}"
+        delivered(&t.a, "/api/v1/groups/team/messages", json!("after")).await,
+        2
     );
 }
 
