@@ -1403,13 +1403,14 @@ async fn a_cluster_stream_is_forgotten_when_its_ttl_is_up_though_its_keys_live_o
     let time = redis.cli(&["TIME"]);
     let mut parts = time.lines().map(|l| l.trim().parse::<i64>().unwrap());
     let now_ms = parts.next().unwrap() * 1000 + parts.next().unwrap() / 1000;
-    let quiet_since = (now_ms - 59_000).to_string();
-    let just_quiet = (now_ms - 60_001).to_string();
-    let key = "wshub:seq:u:bob";
+    // The last message's time set to `l`, then bob's inbox through `b`.
+    let last_at = |l: i64| {
+        redis.cli(&["HSET", "wshub:seq:u:bob", "l", &l.to_string()]);
+        b.api("GET", "/api/v1/users/bob/history", None)
+    };
 
     // A second short of the ttl: still the same stream.
-    redis.cli(&["HSET", key, "l", &quiet_since]);
-    let (_, h) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    let (_, h) = last_at(now_ms - 59_000).await;
     assert_eq!(
         (&h["epoch"], &h["seq"]),
         (&first["epoch"], &json!(1)),
@@ -1417,15 +1418,14 @@ async fn a_cluster_stream_is_forgotten_when_its_ttl_is_up_though_its_keys_live_o
     );
 
     // Past it: forgotten, though the keys are all still there.
-    redis.cli(&["HSET", key, "l", &just_quiet]);
     assert_eq!(redis.cli(&["EXISTS", "wshub:log:u:bob"]), "1");
-    let (_, h) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    let (_, h) = last_at(now_ms - 60_001).await;
     assert_ne!(h["epoch"], first["epoch"], "{h}");
     assert_eq!((&h["seq"], &h["messages"]), (&json!(0), &json!([])), "{h}");
     // The next message starts the new numbering the read made.
     let (status, next) = push(&a, "/api/v1/users/bob/messages", json!("two")).await;
     assert_eq!((status, &next["seq"]), (200, &json!(1)), "{next}");
-    let (_, after) = b.api("GET", "/api/v1/users/bob/history", None).await;
+    let (_, after) = last_at(now_ms).await;
     assert_eq!(
         (&after["epoch"], &after["seq"]),
         (&h["epoch"], &json!(1)),
@@ -1433,7 +1433,12 @@ async fn a_cluster_stream_is_forgotten_when_its_ttl_is_up_though_its_keys_live_o
     );
 
     // An append finds a quiet stream forgotten just as a read does.
-    redis.cli(&["HSET", key, "l", &just_quiet]);
+    redis.cli(&[
+        "HSET",
+        "wshub:seq:u:bob",
+        "l",
+        &(now_ms - 60_001).to_string(),
+    ]);
     let (status, third) = push(&a, "/api/v1/users/bob/messages", json!("three")).await;
     assert_eq!((status, &third["seq"]), (200, &json!(1)), "{third}");
     let (_, last) = b.api("GET", "/api/v1/users/bob/history", None).await;
@@ -1524,8 +1529,13 @@ struct HeldPubSub {
     yuri: Client,
 }
 
-async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
-    let relay = ReplyHold::start(redis.addr(), true).await;
+/// A relay in front of `redis` (`ReplyHold`), a process `a` through it
+/// and a process `b` straight to Redis, both serving.
+async fn one_through_a_relay(
+    redis: &RedisServer,
+    pubsub_only: bool,
+) -> (ReplyHold, Server, Server) {
+    let relay = ReplyHold::start(redis.addr(), pubsub_only).await;
     let (through_relay, direct) = (relay.url(), redis.url());
     let (a, b) = tokio::join!(
         Server::start_cluster(&through_relay, &[]),
@@ -1534,6 +1544,11 @@ async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
     for s in [&a, &b] {
         s.wait_log("broker up").await;
     }
+    (relay, a, b)
+}
+
+async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
+    let (relay, a, b) = one_through_a_relay(redis, true).await;
     let xena = a.client("xena", &["team"]).await;
     let yuri = b.client("yuri", &["team"]).await;
     await_connections(&a, "yuri", 1).await;
@@ -1547,6 +1562,17 @@ async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
 }
 
 impl HeldPubSub {
+    /// A first message of `team` through both: `a` then has a track of
+    /// the group's channel (seq 1).
+    async fn warm_up(&mut self) {
+        let ack = self
+            .yuri
+            .request(json!({"type":"publish","group":"team","body":"warm","id":"y0"}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        expect_message(&mut self.xena, &json!("warm")).await;
+    }
+
     /// Holds pub/sub to `a`, then yuri publishes "first" at `seq`.
     async fn hold_and_publish_first(&mut self, seq: u64) {
         self.relay.hold.send_replace(true);
@@ -1603,13 +1629,7 @@ impl HeldPubSub {
 async fn an_ack_never_overtakes_an_earlier_message_of_its_stream() {
     let redis = redis_in_memory().await;
     let mut t = held_pubsub(&redis).await;
-    let ack = t
-        .xena
-        .request(json!({"type":"publish","group":"team","body":"warm","id":"x0"}))
-        .await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    expect_message(&mut t.yuri, &json!("warm")).await;
-
+    t.warm_up().await;
     t.hold_and_publish_first(2).await;
     t.xena
         .send(json!({"type":"publish","group":"team","body":"second","id":"x1"}))
@@ -1634,12 +1654,7 @@ async fn an_ack_never_overtakes_an_earlier_message_of_its_stream() {
 async fn a_join_ack_comes_after_the_messages_its_position_counts() {
     let redis = redis_in_memory().await;
     let mut t = held_pubsub(&redis).await;
-    let ack = t
-        .yuri
-        .request(json!({"type":"publish","group":"team","body":"warm","id":"y0"}))
-        .await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    expect_message(&mut t.xena, &json!("warm")).await;
+    t.warm_up().await;
     t.hold_and_publish_first(2).await;
     t.join_and_expect_first_then_ack(&redis, 2).await;
 }
@@ -1667,15 +1682,7 @@ async fn a_join_ack_comes_after_a_message_on_its_way_to_a_quiet_process() {
 #[tokio::test]
 async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     let redis = redis_in_memory().await;
-    let relay = ReplyHold::start(redis.addr(), false).await;
-    let (through_relay, direct) = (relay.url(), redis.url());
-    let (a, b) = tokio::join!(
-        Server::start_cluster(&through_relay, &[]),
-        Server::start_cluster(&direct, &[])
-    );
-    for s in [&a, &b] {
-        s.wait_log("broker up").await;
-    }
+    let (relay, a, b) = one_through_a_relay(&redis, false).await;
     let mut ann = a.client("ann", &[]).await;
     let mut ben = b.client("ben", &[]).await;
     await_connections(&a, "ben", 1).await;
