@@ -144,7 +144,8 @@ pub fn reads(bp: &RedisBackplane, channel: &str) -> bool {
 pub enum Untracked {
     /// Wait: the caller's own message is on its way and starts the track.
     Wait,
-    /// Go at once: nothing this node was owed is on its way.
+    /// Go at once: everything up to the position has arrived (a join's
+    /// barrier came back behind it).
     Go,
 }
 
@@ -164,9 +165,10 @@ pub struct RoutedWaiter {
 /// so an ack can overtake an earlier message still on its way; written
 /// after this, it is queued behind that message (`Connection::queue_own`).
 /// At once when this node does not read the channel, or already routed
-/// the seq; at most `ROUTED_WAIT`. A join's ack waits the same way for
-/// what its position counts, but only on a channel with a track in the
-/// same numbering (`Untracked::Go`): its own message is not coming.
+/// the seq; at most `ROUTED_WAIT`. A join's ack, once its barrier came
+/// back (backplane.rs), waits the same way for what a gap fill still
+/// holds, but only on a channel with a track in the same numbering
+/// (`Untracked::Go`): no message of its own is coming.
 pub async fn routed(
     bp: &RedisBackplane,
     channel: &str,
