@@ -109,7 +109,18 @@ impl<C> Fanout<C> {
             // after a later one.
             let _turn = self.turn();
             std::mem::swap(&mut *self.jobs(), &mut batch);
-            run(&mut batch);
+            // A job that panics (a bug) must not end the thread: every
+            // later push would be answered and never delivered live. The
+            // job that panicked is lost to live delivery (it is in its
+            // stream's history, and the panic hook has printed it); the
+            // rest of the batch runs.
+            while !batch.is_empty() {
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut batch)));
+                if ran.is_ok() {
+                    break;
+                }
+            }
             batch.clear();
         }
     }
@@ -129,5 +140,43 @@ impl<C> Fanout<C> {
         let mut pending = std::mem::take(&mut *self.jobs());
         run(&mut pending);
         turn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    #[test]
+    fn a_job_that_panics_leaves_the_thread_running_the_rest() {
+        let fanout: Arc<Fanout<u32>> = Arc::default();
+        let job = |members| Job {
+            frame: Frame::from_shared(bytes::Bytes::from_static(b"{}")).expect("a frame"),
+            members,
+            skip: None,
+        };
+        // One batch: the job after the one that panics, then a later one.
+        for members in [7, 0, 8] {
+            fanout.submit(job(members));
+        }
+        let (done, ran) = mpsc::channel();
+        let thread = fanout.clone();
+        std::thread::spawn(move || {
+            thread.run(|jobs| {
+                while let Some(job) = jobs.pop_front() {
+                    assert!(job.members != 0, "a bug in a fan-out");
+                    let _ = done.send(job.members);
+                }
+            })
+        });
+        let next = || {
+            ran.recv_timeout(Duration::from_secs(10))
+                .expect("a job ran")
+        };
+        assert_eq!((next(), next()), (7, 8));
+        fanout.submit(job(9));
+        assert_eq!(next(), 9);
     }
 }
