@@ -110,7 +110,7 @@ pub struct SoakArgs {
     /// a second (0: none, the default), so that its backlog outgrows the
     /// socket buffers and `--queue` while it pauses (close 1013, then a
     /// resume). 16384 makes a few 1013 closes a minute; the server's RSS
-    /// then takes longer than a quarter of a short run to level off.
+    /// then takes longer than half of a short run to level off.
     #[arg(long, default_value_t = 0)]
     pub slow_push_bytes: usize,
     /// One client in this many is a slow reader, one a bad-frame sender,
@@ -137,8 +137,9 @@ pub struct SoakArgs {
     /// Seconds the clients keep reading (and reconnecting) after the load.
     #[arg(long, default_value_t = 6.0)]
     pub drain_secs: f64,
-    /// Allowed growth of RSS, open files and threads (mean of the last
-    /// quarter over the mean of the second quarter), in percent.
+    /// Allowed growth of RSS, open files and threads over the last half of
+    /// the load (the mean of its last tenth over the mean from 45 to 55 %
+    /// of it), in percent.
     #[arg(long, default_value_t = 5.0)]
     pub max_growth_pct: f64,
     /// Seed of the clients' random choices.

@@ -2,10 +2,13 @@
 //! tallies, a summary on stderr, and `target/soak/<stamp>.json` with the
 //! samples in `target/soak/<stamp>.csv`.
 //!
-//! Growth is the mean of the last quarter of the load phase over the mean
-//! of its second quarter, minus one: the first quarter is warm-up (buffers,
-//! allocator arenas, histories filling up to `--history`), the drain after
-//! the load is left out.
+//! Growth is over the last half of the load phase: the level at its end
+//! (the mean of the samples in the last tenth of the load) over the level
+//! at its middle (the mean of the samples from 45 to 55 % of it), minus
+//! one. The first half is warm-up (buffers, allocator arenas, histories
+//! filling up to `--history`); the drain after the load is left out.
+//! Levels rather than single samples, so that one sample taken while a
+//! slow reader's backlog was at its peak does not decide.
 
 use std::fmt::Write as _;
 
@@ -16,8 +19,8 @@ use super::load::Outcome;
 use super::sample::Sample;
 use super::{Phase, SoakArgs};
 
-/// (mean of the second quarter, mean of the last quarter, growth in %) of
-/// `value` over the samples of one process taken while the load ran.
+/// (level at the middle, level at the end, growth in %) of one quantity
+/// of one process, from its samples taken while the load ran.
 pub(crate) fn growth(points: &[(f64, f64)], load_s: f64) -> Option<(f64, f64, f64)> {
     let mean = |from: f64, to: f64| {
         let v: Vec<f64> = points
@@ -27,14 +30,14 @@ pub(crate) fn growth(points: &[(f64, f64)], load_s: f64) -> Option<(f64, f64, f6
             .collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    let q2 = mean(0.25, 0.5)?;
-    let q4 = mean(0.75, 1.0)?;
-    let pct = if q2 > 0.0 {
-        (q4 / q2 - 1.0) * 100.0
+    let middle = mean(0.45, 0.55)?;
+    let end = mean(0.9, 1.0)?;
+    let pct = if middle > 0.0 {
+        (end / middle - 1.0) * 100.0
     } else {
         0.0
     };
-    Some((q2, q4, pct))
+    Some((middle, end, pct))
 }
 
 /// `YYYYMMDDTHHMMSSZ` of now (UTC).
@@ -113,7 +116,7 @@ pub(crate) fn finish(
     let mut growth_rows = Vec::new();
     let procs: std::collections::BTreeSet<usize> = outcome.samples.iter().map(|s| s.proc).collect();
     // A server a drill killed and restarted during the load: its samples
-    // start again from an empty process, so quarters of the run compare two
+    // start again from an empty process, so the middle and the end compare two
     // processes; it is shown, not judged (the other server is).
     let restarted: std::collections::BTreeMap<usize, f64> = outcome
         .drills
@@ -130,7 +133,7 @@ pub(crate) fn finish(
     // open files follow the clients it happens to hold (±6 % in a 2-minute
     // run); their sum is what must stay flat, and is judged instead.
     let servers = procs.iter().filter(|p| **p != 0).count();
-    let (mut fds_q2, mut fds_q4) = (0.0, 0.0);
+    let (mut fds_middle, mut fds_end) = (0.0, 0.0);
     for p in procs {
         let of = |f: &dyn Fn(&Sample) -> f64| -> Vec<(f64, f64)> {
             outcome
@@ -150,7 +153,7 @@ pub(crate) fn finish(
             ("fds", of(&|s| s.fds as f64)),
             ("threads", of(&|s| s.threads as f64)),
         ] {
-            let Some((q2, q4, pct)) = growth(&points, load_s) else {
+            let Some((middle, end, pct)) = growth(&points, load_s) else {
                 continue;
             };
             // Redis is shown, not judged: its memory is the history it keeps.
@@ -160,14 +163,14 @@ pub(crate) fn finish(
             // drills judge flatness).
             let judged = p != 0 && outcome.drills.is_empty() && !(what == "fds" && servers > 1);
             if p != 0 && what == "fds" {
-                fds_q2 += q2;
-                fds_q4 += q4;
+                fds_middle += middle;
+                fds_end += end;
             }
             let row = Growth {
                 process: &name,
                 what,
-                q2,
-                q4,
+                middle,
+                end,
                 pct,
                 judged,
                 restarted_at_s: restarted.get(&p).copied(),
@@ -175,13 +178,13 @@ pub(crate) fn finish(
             row.record(args.max_growth_pct, &mut verdicts, &mut growth_rows);
         }
     }
-    if servers > 1 && fds_q2 > 0.0 {
-        let pct = (fds_q4 / fds_q2 - 1.0) * 100.0;
+    if servers > 1 && fds_middle > 0.0 {
+        let pct = (fds_end / fds_middle - 1.0) * 100.0;
         let row = Growth {
             process: "servers",
             what: "fds",
-            q2: fds_q2,
-            q4: fds_q4,
+            middle: fds_middle,
+            end: fds_end,
             pct,
             judged: outcome.drills.is_empty(),
             restarted_at_s: None,
@@ -240,7 +243,7 @@ pub(crate) fn finish(
         "recovered_false": tally.resets(),
         "drills": outcome.drills,
         "growth": growth_rows,
-        "growth_rule": "mean of the last quarter of the load over the mean of its second quarter, per server process; threads stand for tasks (the server does not expose a tokio task count)",
+        "growth_rule": "over the last half of the load: the mean of its last tenth over the mean from 45 to 55 % of it, per server process; threads stand for tasks (the server does not expose a tokio task count)",
         "peak": {"rss_kib": peak(&|s| s.rss_kib), "fds": peak(&|s| s.fds), "threads": peak(&|s| s.threads)},
         "server_exits": exits,
         "panics": panics,
@@ -262,14 +265,16 @@ pub(crate) fn finish(
         "  streams checked at the end: {}; not connected at the end: {}",
         outcome.checked_streams, outcome.not_connected_at_end
     );
-    eprintln!("  growth (q4 mean / q2 mean, load phase):");
+    eprintln!(
+        "  growth over the last half of the load (mean at 45-55 % -> mean of the last 10 %):"
+    );
     for g in &growth_rows {
         eprintln!(
             "    {:<8} {:<8} {:>12.1} -> {:>12.1}  {:>+6.2} %{}",
             g["process"].as_str().unwrap_or_default(),
             g["what"].as_str().unwrap_or_default(),
-            g["q2_mean"].as_f64().unwrap_or(0.0),
-            g["q4_mean"].as_f64().unwrap_or(0.0),
+            g["middle_mean"].as_f64().unwrap_or(0.0),
+            g["end_mean"].as_f64().unwrap_or(0.0),
             g["growth_pct"].as_f64().unwrap_or(0.0),
             if g["judged"] == true {
                 ""
@@ -319,8 +324,8 @@ pub(crate) fn finish(
 struct Growth<'a> {
     process: &'a str,
     what: &'a str,
-    q2: f64,
-    q4: f64,
+    middle: f64,
+    end: f64,
     pct: f64,
     judged: bool,
     restarted_at_s: Option<f64>,
@@ -338,8 +343,8 @@ impl Growth<'_> {
             ));
         }
         rows.push(json!({
-            "process": self.process, "what": self.what, "q2_mean": self.q2,
-            "q4_mean": self.q4, "growth_pct": self.pct, "judged": self.judged,
+            "process": self.process, "what": self.what, "middle_mean": self.middle,
+            "end_mean": self.end, "growth_pct": self.pct, "judged": self.judged,
             "ok": ok, "restarted_at_s": self.restarted_at_s,
         }));
     }
@@ -350,14 +355,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn growth_compares_the_last_quarter_with_the_second() {
-        // 0..100 s: flat at 100 after a warm-up ramp, then 104 at the end.
+    fn growth_compares_the_end_of_the_load_with_its_middle() {
+        // 0..100 s: a warm-up ramp, flat at 100 from the middle, then 104
+        // over the last tenth.
         let pts: Vec<(f64, f64)> = (0..=100)
             .map(|t| {
                 let t = t as f64;
-                let v = if t < 20.0 {
-                    t * 5.0
-                } else if t < 75.0 {
+                let v = if t < 40.0 {
+                    t * 2.5
+                } else if t < 90.0 {
                     100.0
                 } else {
                     104.0
@@ -365,8 +371,8 @@ mod tests {
                 (t, v)
             })
             .collect();
-        let (q2, q4, pct) = growth(&pts, 100.0).unwrap();
-        assert_eq!((q2, q4), (100.0, 104.0));
+        let (middle, end, pct) = growth(&pts, 100.0).unwrap();
+        assert_eq!((middle, end), (100.0, 104.0));
         assert!((pct - 4.0).abs() < 1e-9);
         assert!(growth(&[], 100.0).is_none());
     }
