@@ -600,26 +600,20 @@ impl Node {
 
     /// `send` from a connection: to every connection of `to`, with copies to
     /// the sender's other connections.
-    pub async fn send(
-        &self,
-        from: &Connection,
-        to: UserId,
-        body: Body,
-    ) -> Result<Delivery, NodeError> {
-        self.route(Target::User(to), Some(from.origin()), body, None)
-            .await
+    pub async fn send(&self, from: Origin, to: UserId, body: Body) -> Result<Delivery, NodeError> {
+        self.route(Target::User(to), Some(from), body, None).await
     }
 
     /// `publish` from a connection: only a member may.
     pub async fn publish(
         &self,
-        from: &Connection,
+        from: Origin,
         group: GroupId,
         body: Body,
     ) -> Result<Delivery, NodeError> {
         let is_member = self.inner.membership.is_member(&group, &from.user).await?;
         self.inner.config.rules.may_publish(&group, is_member)?;
-        self.route(Target::Group(group), Some(from.origin()), body, None)
+        self.route(Target::Group(group), Some(from), body, None)
             .await
     }
 
@@ -712,7 +706,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn origin(&self) -> Origin {
+    /// Who sends from this connection: what a frame handed to the node
+    /// carries, so the work can go on while the connection itself keeps
+    /// delivering.
+    pub fn origin(&self) -> Origin {
         Origin {
             user: self.user.clone(),
             conn: self.id,

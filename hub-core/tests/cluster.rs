@@ -327,7 +327,7 @@ fn messages_copies_and_broadcasts_cross_nodes() {
     // Connection ids differ across nodes even where their numbers match.
     assert_ne!(alice.id, bob.id);
 
-    let d = done(a.send(&alice, user("bob"), Body::from_value(&json!("hi")))).unwrap();
+    let d = done(a.send(alice.origin(), user("bob"), Body::from_value(&json!("hi")))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&mut bob), vec![json!("hi")]);
     // The sender's copy reached its other connection, on the other node.
@@ -354,7 +354,12 @@ fn membership_and_presence_are_the_same_from_every_node() {
     );
     done(a.join(&group("pub.lobby"), &user("alice"))).unwrap();
     assert!(done(a.is_member(&group("pub.lobby"), &user("bob"))).unwrap());
-    let d = done(a.publish(&alice, group("pub.lobby"), Body::from_value(&json!(1)))).unwrap();
+    let d = done(a.publish(
+        alice.origin(),
+        group("pub.lobby"),
+        Body::from_value(&json!(1)),
+    ))
+    .unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&mut bob), vec![json!(1)]);
     let presence = done(a.user_presence(&user("bob"))).unwrap();
@@ -365,7 +370,12 @@ fn membership_and_presence_are_the_same_from_every_node() {
 
     // Leaving on A stops B's fan-out to bob.
     done(a.leave(&group("pub.lobby"), &user("bob"))).unwrap();
-    let d = done(a.publish(&alice, group("pub.lobby"), Body::from_value(&json!(2)))).unwrap();
+    let d = done(a.publish(
+        alice.origin(),
+        group("pub.lobby"),
+        Body::from_value(&json!(2)),
+    ))
+    .unwrap();
     assert_eq!(d.delivered, 0);
     assert!(bodies(&mut bob).is_empty());
 }
@@ -416,7 +426,7 @@ fn a_store_that_is_down_makes_every_operation_unavailable() {
     assert!(!a.broker_up());
     let body = || Body::from_value(&json!("x"));
     assert_eq!(
-        done(a.send(&alice, user("bob"), body())).unwrap_err(),
+        done(a.send(alice.origin(), user("bob"), body())).unwrap_err(),
         NodeError::Unavailable
     );
     assert_eq!(
@@ -431,7 +441,7 @@ fn a_store_that_is_down_makes_every_operation_unavailable() {
     // The connection itself is untouched, and service returns with the store.
     assert_eq!(alice.close_reason(), None);
     store.up.store(true, Ordering::SeqCst);
-    assert!(done(a.send(&alice, user("bob"), body())).is_ok());
+    assert!(done(a.send(alice.origin(), user("bob"), body())).is_ok());
 }
 
 /// In a cluster a message can still be on its way to a node (pub/sub)

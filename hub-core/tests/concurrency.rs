@@ -44,8 +44,8 @@ fn concurrent_churn_ends_consistent_without_deadlock() {
                         let i = t * 7919 + r;
                         let (conn, _) = connect(&node, user(i), &[group(i + 1)]);
                         done(node.join(&group(i), &user(i))).unwrap();
-                        let _ = done(node.publish(&conn, group(i + 2), Body::null()));
-                        done(node.send(&conn, user(i + 3), Body::null())).unwrap();
+                        let _ = done(node.publish(conn.origin(), group(i + 2), Body::null()));
+                        done(node.send(conn.origin(), user(i + 3), Body::null())).unwrap();
                         done(node.push(Target::Group(group(i + 4)), Body::null(), None)).unwrap();
                         if r % 50 == 0 {
                             done(node.push(Target::All, Body::null(), None)).unwrap();

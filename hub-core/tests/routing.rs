@@ -56,9 +56,9 @@ fn a_user_with_three_connections_gets_each_message_once_per_connection() {
     let (sender, _) = connect(&node, user("7"), &[group("g")]);
     done(node.join(&group("g"), &user("42"))).unwrap();
 
-    let d = done(node.send(&sender, user("42"), body(json!("direct")))).unwrap();
+    let d = done(node.send(sender.origin(), user("42"), body(json!("direct")))).unwrap();
     assert_eq!(d.delivered, 3);
-    let d = done(node.publish(&sender, group("g"), body(json!("group")))).unwrap();
+    let d = done(node.publish(sender.origin(), group("g"), body(json!("group")))).unwrap();
     assert_eq!(d.delivered, 3);
     let d = done(node.push(Target::User(user("42")), body(json!("push")), None)).unwrap();
     assert_eq!(d.delivered, 3);
@@ -81,7 +81,7 @@ fn senders_other_connections_get_copies_and_are_not_counted() {
     let (mut laptop, _) = connect(&node, user("a"), &[]);
     let (mut b, _) = connect(&node, user("b"), &[]);
 
-    let d = done(node.send(&phone, user("b"), body(json!(1)))).unwrap();
+    let d = done(node.send(phone.origin(), user("b"), body(json!(1)))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut b)), vec![json!(1)]);
     let copies = drain(&mut laptop);
@@ -93,14 +93,14 @@ fn senders_other_connections_get_copies_and_are_not_counted() {
     assert_eq!(m.to.as_ref().map(|u| u.as_str()), Some("b"));
 
     // To oneself: the other connections get it and are counted.
-    let d = done(node.send(&phone, user("a"), body(json!(2)))).unwrap();
+    let d = done(node.send(phone.origin(), user("a"), body(json!(2)))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut laptop)), vec![json!(2)]);
 
     // Publish: other members counted, own other connections get copies.
     done(node.join(&group("g"), &user("a"))).unwrap();
     done(node.join(&group("g"), &user("b"))).unwrap();
-    let d = done(node.publish(&phone, group("g"), body(json!(3)))).unwrap();
+    let d = done(node.publish(phone.origin(), group("g"), body(json!(3)))).unwrap();
     assert_eq!(d.delivered, 1);
     assert_eq!(bodies(&drain(&mut laptop)), vec![json!(3)]);
     assert_eq!(bodies(&drain(&mut b)), vec![json!(3)]);
@@ -295,9 +295,9 @@ fn joining_and_publishing_follow_the_rules() {
         ErrorCode::Forbidden
     );
     let (conn, _, _) = done(node.connect(done(node.admit(&session)).unwrap(), &session));
-    assert!(done(node.publish(&conn, group("team"), body(json!(1)))).is_ok());
+    assert!(done(node.publish(conn.origin(), group("team"), body(json!(1)))).is_ok());
     assert_eq!(
-        done(node.publish(&conn, group("secret"), body(json!(1))))
+        done(node.publish(conn.origin(), group("secret"), body(json!(1))))
             .unwrap_err()
             .code(),
         ErrorCode::Forbidden
@@ -366,7 +366,7 @@ fn a_reply_queued_by_the_connection_goes_behind_queued_messages() {
     let node = node(64);
     let (mut a, _) = connect(&node, user("a"), &[]);
     done(node.push(Target::User(user("a")), body(json!("first")), None)).unwrap();
-    let d = done(node.send(&a, user("b"), body(json!("out")))).unwrap();
+    let d = done(node.send(a.origin(), user("b"), body(json!("out")))).unwrap();
     let ack = protocol::ServerFrame::ack_delivered(
         protocol::CorrelationId::new("s").unwrap(),
         d.delivered,
@@ -422,7 +422,7 @@ fn a_fan_out_thread_delivers_group_pushes_to_the_members_of_their_append() {
     // Joined after the pushes: none of them.
     let (mut late, _) = connect(&node, user("late"), &[]);
     done(node.join(&g, &user("late"))).unwrap();
-    let d = done(node.publish(&a, g.clone(), body(json!("mine")))).unwrap();
+    let d = done(node.publish(a.origin(), g.clone(), body(json!("mine")))).unwrap();
     assert_eq!(d.delivered, 3);
     let ack = ServerFrame::ack_delivered(
         protocol::CorrelationId::new("p").unwrap(),

@@ -1448,16 +1448,25 @@ async fn a_cluster_stream_is_forgotten_when_its_ttl_is_up_though_its_keys_live_o
 
 /// A TCP relay in front of Redis whose answers (Redis to server) can be
 /// held back: a link that carries requests but loses the replies for a
-/// while, as retransmissions on a lossy one do. `pubsub_only` holds only
-/// the connections that subscribed (what pub/sub delivers), not the
-/// command connection's answers.
+/// while, as retransmissions on a lossy one do. `Holds` says on which of
+/// the connections through it.
+/// Which answers a `ReplyHold` holds while held.
+#[derive(Clone, Copy)]
+enum Holds {
+    Everything,
+    /// What pub/sub delivers (the connections that subscribed).
+    PubSub,
+    /// The command connection's answers.
+    Commands,
+}
+
 struct ReplyHold {
     addr: std::net::SocketAddr,
     hold: tokio::sync::watch::Sender<bool>,
 }
 
 impl ReplyHold {
-    async fn start(upstream: std::net::SocketAddr, pubsub_only: bool) -> ReplyHold {
+    async fn start(upstream: std::net::SocketAddr, holds: Holds) -> ReplyHold {
         use std::sync::atomic::{AtomicBool, Ordering};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1499,8 +1508,12 @@ impl ReplyHold {
                             return;
                         }
                         // Held: wait until released, then pass it on.
-                        let holds = !pubsub_only || subscribed.load(Ordering::SeqCst);
-                        if holds && watch.wait_for(|held| !*held).await.is_err() {
+                        let held = match holds {
+                            Holds::Everything => true,
+                            Holds::PubSub => subscribed.load(Ordering::SeqCst),
+                            Holds::Commands => !subscribed.load(Ordering::SeqCst),
+                        };
+                        if held && watch.wait_for(|held| !*held).await.is_err() {
                             return;
                         }
                         if cw.write_all(&buf[..n]).await.is_err() {
@@ -1531,11 +1544,8 @@ struct HeldPubSub {
 
 /// A relay in front of `redis` (`ReplyHold`), a process `a` through it
 /// and a process `b` straight to Redis, both serving.
-async fn one_through_a_relay(
-    redis: &RedisServer,
-    pubsub_only: bool,
-) -> (ReplyHold, Server, Server) {
-    let relay = ReplyHold::start(redis.addr(), pubsub_only).await;
+async fn one_through_a_relay(redis: &RedisServer, holds: Holds) -> (ReplyHold, Server, Server) {
+    let relay = ReplyHold::start(redis.addr(), holds).await;
     let (through_relay, direct) = (relay.url(), redis.url());
     let (a, b) = tokio::join!(
         Server::start_cluster(&through_relay, &[]),
@@ -1548,7 +1558,7 @@ async fn one_through_a_relay(
 }
 
 async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
-    let (relay, a, b) = one_through_a_relay(redis, true).await;
+    let (relay, a, b) = one_through_a_relay(redis, Holds::PubSub).await;
     let xena = a.client("xena", &["team"]).await;
     let yuri = b.client("yuri", &["team"]).await;
     await_connections(&a, "yuri", 1).await;
@@ -1682,7 +1692,7 @@ async fn a_join_ack_comes_after_a_message_on_its_way_to_a_quiet_process() {
 #[tokio::test]
 async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     let redis = redis_in_memory().await;
-    let (relay, a, b) = one_through_a_relay(&redis, false).await;
+    let (relay, a, b) = one_through_a_relay(&redis, Holds::Everything).await;
     let mut ann = a.client("ann", &[]).await;
     let mut ben = b.client("ben", &[]).await;
     await_connections(&a, "ben", 1).await;
@@ -1734,6 +1744,51 @@ fn calls(redis: &RedisServer, command: &str) -> u64 {
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// §5 and §11: while a frame of a connection waits on Redis, what others
+/// send to that connection is delivered all the same: the frame's work
+/// does not stop its connection's deliveries. Its answer follows once
+/// Redis answers.
+#[tokio::test]
+async fn a_frame_waiting_on_redis_does_not_hold_up_its_connections_deliveries() {
+    let redis = redis_in_memory().await;
+    let (relay, a, b) = one_through_a_relay(&redis, Holds::Commands).await;
+    let mut ann = a.client("ann", &[]).await;
+    let mut ben = b.client("ben", &[]).await;
+    await_connections(&a, "ben", 1).await;
+    await_connections(&b, "ann", 1).await;
+    // Once unheld: Redis then has the script.
+    let ack = ann
+        .request(json!({"type":"send","to":"ben","body":"before","id":"s0"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    expect_message(&mut ben, &json!("before")).await;
+
+    relay.hold.send_replace(true);
+    let before = calls(&redis, "evalsha");
+    ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
+        .await;
+    let started = Instant::now();
+    while calls(&redis, "evalsha") < before + 1 {
+        assert!(started.elapsed() < LIMIT, "the send never reached Redis");
+        tokio::time::sleep(POLL).await;
+    }
+    expect_message(&mut ben, &json!("held")).await;
+    // ann's answer is held on its way back; ben's message to her comes
+    // over pub/sub, which is not held, and reaches her first.
+    let ack = ben
+        .request(json!({"type":"send","to":"ann","body":"meanwhile","id":"b1"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    expect_message(&mut ann, &json!("meanwhile")).await;
+    relay.hold.send_replace(false);
+    let ack = ann.recv().await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["id"].as_str(), &ack["delivered"]),
+        (Some("ack"), Some("s1"), &json!(1)),
+        "{ack}"
+    );
 }
 
 /// Direct pushes that come at once travel to Redis several to a script

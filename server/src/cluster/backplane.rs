@@ -107,6 +107,26 @@ impl std::fmt::Debug for RedisBackplane {
     }
 }
 
+/// An entry of `acks`, taken out however its waiter ends: answered, timed
+/// out, or dropped with a connection that went away meanwhile.
+struct AckSlot<'a> {
+    acks: &'a Mutex<HashMap<u64, JoinWaiter>>,
+    token: u64,
+}
+
+impl<'a> AckSlot<'a> {
+    fn insert(acks: &'a Mutex<HashMap<u64, JoinWaiter>>, token: u64, waiter: JoinWaiter) -> Self {
+        lock(acks).insert(token, waiter);
+        AckSlot { acks, token }
+    }
+}
+
+impl Drop for AckSlot<'_> {
+    fn drop(&mut self) {
+        lock(self.acks).remove(&self.token);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -681,7 +701,7 @@ impl Broker for RedisBackplane {
             }
             let token = self.next_token.fetch_add(1, SeqCst);
             let (done, came) = oneshot::channel();
-            lock(&self.acks).insert(token, (1, Some(done)));
+            let slot = AckSlot::insert(&self.acks, token, (1, Some(done)));
             let barrier = wire::control(&Envelope::Barrier {
                 node: self.node.0,
                 token,
@@ -692,7 +712,7 @@ impl Broker for RedisBackplane {
             if published.is_ok() {
                 let _ = tokio::time::timeout(subscriber::ROUTED_WAIT, came).await;
             }
-            lock(&self.acks).remove(&token);
+            drop(slot);
             subscriber::routed(self, &channel, at.epoch, at.seq, subscriber::Untracked::Go).await;
         })
     }
@@ -806,7 +826,7 @@ impl Membership for RedisBackplane {
             let (done, acked) = oneshot::channel();
             // Registered before the script runs: an ack can come back
             // before the script's answer does.
-            lock(&self.acks).insert(token, (usize::MAX, Some(done)));
+            let _slot = AckSlot::insert(&self.acks, token, (usize::MAX, Some(done)));
             let payload = wire::control(&Envelope::Joined {
                 user: user.clone(),
                 group: group.clone(),
@@ -847,7 +867,6 @@ impl Membership for RedisBackplane {
                 Ok((-1, _)) => Ok(None),
                 Ok(_) | Err(_) => Err(Unavailable),
             };
-            lock(&self.acks).remove(&token);
             outcome
         })
     }

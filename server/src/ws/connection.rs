@@ -1,18 +1,23 @@
 //! One WebSocket connection after the upgrade: the welcome, then one loop
-//! that watches four things at once — the close signal, the timer
-//! (heartbeat and token expiry), the writer and the reader — and handles
-//! whichever is ready (PROTOCOL.md §3–5).
+//! that watches five things at once — the close signal, the timer
+//! (heartbeat and token expiry), the writer, the client frame being carried
+//! out and the reader — and handles whichever is ready (PROTOCOL.md §3–5).
 //!
 //! One task per connection does both reading and writing. Instead of
-//! awaiting a read or a write, the loop polls all four sources in one
-//! `poll_fn` and handles events synchronously: a reply is handed to the
-//! writer, not awaited. So no single socket operation can keep the task
+//! awaiting a read, a write or a frame's work, the loop polls all of them
+//! in one `poll_fn` and handles events synchronously: a reply is handed to
+//! the writer, not awaited. So no single socket operation can keep the task
 //! from seeing a close or a deadline, and under a queue that never empties
 //! the writer takes one bounded batch per turn while the reader and the
-//! timer still get theirs.
+//! timer still get theirs. A frame whose work waits (in a cluster: on
+//! Redis, and for its own message to come back over pub/sub) does not stop
+//! the connection's deliveries, its heartbeat or a kick; the next frame is
+//! read only when it is done, so one client's frames take effect, and are
+//! answered, in the order they were sent.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -50,8 +55,16 @@ pub struct Welcome {
 enum Event {
     Close(Disconnect),
     Received(Option<Result<Message, WsError>>),
+    /// The frame in `Handler::doing` is done, with its reply if any.
+    Done(Option<ServerFrame>),
     Tick,
 }
+
+/// A client frame's work, owning all it needs, so the loop can poll it
+/// beside the socket. Boxed: the future of a node call is large, and
+/// inline it would sit in every idle connection's task; a frame pays one
+/// allocation instead.
+type Doing = Pin<Box<dyn Future<Output = Option<ServerFrame>> + Send>>;
 
 /// Serves one upgraded connection until it ends. `conn` was admitted under
 /// the caps before the upgrade and is registered already; `slot` is its
@@ -112,9 +125,10 @@ pub async fn serve(
         next_ping: now + heartbeat,
         heartbeat,
         writer: Writer::default(),
+        doing: None,
         ws,
         conn,
-        session,
+        session: Arc::new(session),
         state,
     };
     let ended = handler.run(welcome).await;
@@ -137,9 +151,12 @@ pub async fn serve(
 struct Handler {
     ws: Ws,
     conn: Connection,
-    session: Session,
+    /// Shared with the frame being carried out.
+    session: Arc<Session>,
     state: SharedState,
     writer: Writer,
+    /// The client frame being carried out; no other is read meanwhile.
+    doing: Option<Doing>,
     rate: RateLimiter,
     last_seen: Instant,
     next_ping: Instant,
@@ -166,6 +183,10 @@ impl Handler {
             let step = match event {
                 Ok(Event::Close(reason)) => Err(Ended::Closed(reason)),
                 Ok(Event::Received(msg)) => self.on_message(msg).await,
+                Ok(Event::Done(reply)) => {
+                    self.doing = None;
+                    self.on_done(reply)
+                }
                 Ok(Event::Tick) => {
                     let step = self.on_tick(Instant::now());
                     timer.as_mut().reset(self.next_deadline().into());
@@ -174,6 +195,10 @@ impl Handler {
                 Err(ended) => Err(ended),
             };
             if let Err(ended) = step {
+                // A frame still being carried out is given up with the
+                // connection (see `RedisBackplane`'s guards for what that
+                // leaves behind: nothing).
+                self.doing = None;
                 return ended;
             }
         }
@@ -198,6 +223,12 @@ impl Handler {
             .poll_write(cx, &mut self.ws, &mut self.conn, stats)
         {
             return Poll::Ready(Err(ended));
+        }
+        if let Some(doing) = self.doing.as_mut() {
+            return match doing.as_mut().poll(cx) {
+                Poll::Ready(reply) => Poll::Ready(Ok(Event::Done(reply))),
+                Poll::Pending => Poll::Pending,
+            };
         }
         if self.writer.may_read() {
             if let Poll::Ready(msg) = self.ws.poll_next_unpin(cx) {
@@ -324,15 +355,22 @@ impl Handler {
         }
         // Any other first frame: handled as usual, after an empty resume.
         self.release();
-        let reply = match frame {
-            // Boxed: the future of a node call is large, and inline it would
-            // sit in every idle connection's task; a frame pays one
-            // allocation instead.
+        match frame {
             Ok(frame) => {
-                Box::pin(dispatch(&self.state.node, &self.conn, &self.session, frame)).await
+                let node = self.state.node.clone();
+                let from = self.conn.origin();
+                let session = Arc::clone(&self.session);
+                self.doing = Some(Box::pin(async move {
+                    dispatch(&node, from, &session, frame).await
+                }));
+                Ok(())
             }
-            Err(e) => Some(ServerFrame::error(e.id, e.code, e.message)),
-        };
+            Err(e) => self.reply(&ServerFrame::error(e.id, e.code, e.message)),
+        }
+    }
+
+    /// A frame's work is done: its reply goes out.
+    fn on_done(&mut self, reply: Option<ServerFrame>) -> Result<(), Ended> {
         match reply {
             // An ack with a position goes behind what is queued (see
             // `Connection::queue_own`); a full queue has closed the

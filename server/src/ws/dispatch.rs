@@ -2,26 +2,27 @@
 //! the connection and its session to node calls and the reply. No socket in
 //! sight, so every answer is unit-tested here; the rules it applies live in
 //! hub-core (`rules.rs`). It is async because in a cluster the node's calls
-//! reach the shared store; the connection's loop awaits it, so one client's
-//! frames take effect in the order they were sent.
+//! reach the shared store; the connection's loop polls it beside the socket
+//! and reads the next frame only when it is done, so one client's frames
+//! take effect in the order they were sent.
 
-use hub_core::{Connection, Delivery, Node, NodeError, Session};
+use hub_core::{Delivery, Node, NodeError, Origin, Session};
 use protocol::{ClientFrame, CorrelationId, ErrorCode, Placement, ServerFrame};
 
 /// Carries out one client frame; returns the reply, if any.
 pub async fn dispatch(
     node: &Node,
-    conn: &Connection,
+    from: Origin,
     session: &Session,
     frame: ClientFrame,
 ) -> Option<ServerFrame> {
     let (id, done) = match frame {
         ClientFrame::Send { to, body, id } => {
-            let done = node.send(conn, to, body).await;
+            let done = node.send(from, to, body).await;
             (id, done.map(Acked::Delivered))
         }
         ClientFrame::Publish { group, body, id } => {
-            let done = node.publish(conn, group, body).await;
+            let done = node.publish(from, group, body).await;
             (id, done.map(Acked::Delivered))
         }
         ClientFrame::Join { group, id } => (id, node.join_as(session, &group).await.map(Acked::At)),
@@ -75,7 +76,7 @@ mod tests {
     use std::num::NonZeroUsize;
 
     use super::*;
-    use hub_core::{NodeConfig, Rules};
+    use hub_core::{Connection, NodeConfig, Rules};
     use protocol::{ErrorCode, GroupId, UserId};
 
     fn node() -> Node {
@@ -107,7 +108,8 @@ mod tests {
 
     fn run(node: &Node, conn: &Connection, s: &Session, text: &str) -> Option<serde_json::Value> {
         let frame = ClientFrame::parse(text).unwrap();
-        done(dispatch(node, conn, s, frame)).map(|r| serde_json::from_str(&r.to_json()).unwrap())
+        done(dispatch(node, conn.origin(), s, frame))
+            .map(|r| serde_json::from_str(&r.to_json()).unwrap())
     }
 
     #[test]
