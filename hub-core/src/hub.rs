@@ -109,7 +109,12 @@ struct UserEntry {
 
 impl UserEntry {
     fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.admitted == 0 && self.conns.lock().is_empty()
+        self.groups.is_empty() && self.is_idle()
+    }
+
+    /// No connection here, and none admitted on its way.
+    fn is_idle(&self) -> bool {
+        self.admitted == 0 && self.conns.lock().is_empty()
     }
 }
 
@@ -207,15 +212,26 @@ impl Hub {
     /// keeps them on behalf of a shared store (a cluster) and the user has
     /// no connection here any more.
     pub(crate) fn forget_if_idle(&self, user: &UserId) {
-        let groups = {
-            let shard = self.user_shard(user);
-            match shard.get(user) {
-                Some(e) if e.admitted == 0 && e.conns.lock().is_empty() => e.groups.clone(),
-                _ => return,
-            }
-        };
-        for g in &groups {
-            self.leave(g, user);
+        let groups = self.groups_if_idle(user);
+        self.leave_all_if_idle(&groups, user);
+    }
+
+    /// The groups `user` is in here, if the user has no connection here
+    /// and none on its way.
+    fn groups_if_idle(&self, user: &UserId) -> Vec<GroupId> {
+        match self.user_shard(user).get(user) {
+            Some(e) if e.is_idle() => e.groups.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Leaves `groups` for `user`, each only while the user is still idle,
+    /// checked under the locks of the leave: a connection of the user
+    /// admitted since `groups_if_idle` (a reconnect to this process) keeps
+    /// the memberships it has just loaded.
+    fn leave_all_if_idle(&self, groups: &[GroupId], user: &UserId) {
+        for g in groups {
+            self.leave_unless(g, user, |e| !e.is_idle());
         }
     }
 
@@ -315,7 +331,23 @@ impl Hub {
 
     /// Removes `user` from `group`. Idempotent; returns true when it was a member.
     pub fn leave(&self, group: &GroupId, user: &UserId) -> bool {
+        self.leave_unless(group, user, |_| false)
+    }
+
+    /// `leave`, unless `keep` says otherwise of the user's entry; decided
+    /// under the locks the leave holds (group shard, then user shard, the
+    /// order `join` takes them in).
+    fn leave_unless(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        keep: impl Fn(&UserEntry) -> bool,
+    ) -> bool {
         let mut groups = self.group_shard(group);
+        let mut users = self.user_shard(user);
+        if users.get(user).is_some_and(keep) {
+            return false;
+        }
         let Some(members) = groups.get_mut(group) else {
             return false;
         };
@@ -329,7 +361,6 @@ impl Hub {
             groups.remove(group);
             self.stats.groups.fetch_sub(1, Relaxed);
         }
-        let mut users = self.user_shard(user);
         if let Some(entry) = users.get_mut(user) {
             entry.groups.remove(group);
             if entry.is_empty() {
@@ -708,5 +739,43 @@ impl Hub {
 
     fn push_all(&self, conns: &Conns, frame: &Frame, skip: Option<ConnId>) -> usize {
         self.push_all_many(conns, std::slice::from_ref(frame), skip, &mut Wakes::Now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{channel, NodeId};
+
+    /// In a cluster a process forgets the memberships it mirrors for a user
+    /// whose last connection here went. A reconnect of that user to this
+    /// process between the look and the leave has loaded them again, and
+    /// keeps them.
+    #[test]
+    fn a_reconnect_between_the_look_and_the_leave_keeps_its_memberships() {
+        let hub = Hub::default();
+        let (u, g) = (UserId::new("u").unwrap(), GroupId::new("g").unwrap());
+        let id = ConnId {
+            node: NodeId(1),
+            n: 1,
+        };
+        assert!(hub.admit(&u, 10));
+        let (tx, _rx) = channel(id, 8);
+        hub.register(&u, tx);
+        hub.join(&g, &u, 10).unwrap();
+        hub.unregister(&u, id);
+
+        let groups = hub.groups_if_idle(&u);
+        assert_eq!(groups, vec![g.clone()]);
+        // The user comes back here before the leave runs.
+        assert!(hub.admit(&u, 10));
+        hub.leave_all_if_idle(&groups, &u);
+        assert!(hub.is_member(&g, &u));
+
+        // Gone for good: forgotten.
+        hub.release(&u);
+        hub.forget_if_idle(&u);
+        assert!(!hub.is_member(&g, &u));
+        assert_eq!(hub.user_info(&u), (0, Vec::new()));
     }
 }
