@@ -1557,6 +1557,27 @@ async fn one_through_a_relay(redis: &RedisServer, holds: Holds) -> (ReplyHold, S
     (relay, a, b)
 }
 
+/// `one_through_a_relay`, with ann on `a` and ben on `b`, each counted by
+/// the other process, and one message from ann to ben with nothing held:
+/// Redis then has the script (a first EVALSHA's NOSCRIPT answer, held,
+/// would leave the script unrun).
+async fn ann_through_a_relay_ben_not(
+    redis: &RedisServer,
+    holds: Holds,
+) -> (ReplyHold, Server, Server, Client, Client) {
+    let (relay, a, b) = one_through_a_relay(redis, holds).await;
+    let mut ann = a.client("ann", &[]).await;
+    let mut ben = b.client("ben", &[]).await;
+    await_connections(&a, "ben", 1).await;
+    await_connections(&b, "ann", 1).await;
+    let ack = ann
+        .request(json!({"type":"send","to":"ben","body":"before","id":"s0"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    expect_message(&mut ben, &json!("before")).await;
+    (relay, a, b, ann, ben)
+}
+
 async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
     let (relay, a, b) = one_through_a_relay(redis, Holds::PubSub).await;
     let xena = a.client("xena", &["team"]).await;
@@ -1692,18 +1713,8 @@ async fn a_join_ack_comes_after_a_message_on_its_way_to_a_quiet_process() {
 #[tokio::test]
 async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     let redis = redis_in_memory().await;
-    let (relay, a, b) = one_through_a_relay(&redis, Holds::Everything).await;
-    let mut ann = a.client("ann", &[]).await;
-    let mut ben = b.client("ben", &[]).await;
-    await_connections(&a, "ben", 1).await;
-    // Once with answers: Redis then has the script (a first EVALSHA's
-    // NOSCRIPT answer would be held too, and the script never run).
-    let ack = ann
-        .request(json!({"type":"send","to":"ben","body":"before","id":"h0"}))
-        .await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    expect_message(&mut ben, &json!("before")).await;
-
+    let (relay, a, _b, mut ann, mut ben) =
+        ann_through_a_relay_ben_not(&redis, Holds::Everything).await;
     let ups = count_log(&a, "broker up");
     relay.hold.send_replace(true);
     ann.send(json!({"type":"send","to":"ben","body":"held","id":"h1"}))
@@ -1753,18 +1764,8 @@ fn calls(redis: &RedisServer, command: &str) -> u64 {
 #[tokio::test]
 async fn a_frame_waiting_on_redis_does_not_hold_up_its_connections_deliveries() {
     let redis = redis_in_memory().await;
-    let (relay, a, b) = one_through_a_relay(&redis, Holds::Commands).await;
-    let mut ann = a.client("ann", &[]).await;
-    let mut ben = b.client("ben", &[]).await;
-    await_connections(&a, "ben", 1).await;
-    await_connections(&b, "ann", 1).await;
-    // Once unheld: Redis then has the script.
-    let ack = ann
-        .request(json!({"type":"send","to":"ben","body":"before","id":"s0"}))
-        .await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    expect_message(&mut ben, &json!("before")).await;
-
+    let (relay, _a, _b, mut ann, mut ben) =
+        ann_through_a_relay_ben_not(&redis, Holds::Commands).await;
     relay.hold.send_replace(true);
     let before = calls(&redis, "evalsha");
     ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
