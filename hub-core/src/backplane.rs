@@ -60,9 +60,9 @@ impl Inbound for Hub {
 
     fn control(&self, control: &Control) {
         match control {
-            Control::Joined { user, group } => {
-                let _ = self.join(group, user, usize::MAX);
-            }
+            // A node mirrors memberships only for users connected to it
+            // (a connection arriving later loads them from the store).
+            Control::Joined { user, group } => self.join_if_connected(group, user),
             Control::Left { user, group } => {
                 self.leave(group, user);
             }

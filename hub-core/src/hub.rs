@@ -300,9 +300,31 @@ impl Hub {
         user: &UserId,
         max: usize,
     ) -> Result<bool, GroupCapReached> {
+        self.join_where(group, user, max, false)
+    }
+
+    /// A join another node made, mirrored here only while `user` has a
+    /// connection here or one on its way (checked under the join's locks,
+    /// so a connection admitted meanwhile is never missed). Joined for an
+    /// absent user, the group would be kept here until the user came and
+    /// went again.
+    pub(crate) fn join_if_connected(&self, group: &GroupId, user: &UserId) {
+        let _ = self.join_where(group, user, usize::MAX, true);
+    }
+
+    fn join_where(
+        &self,
+        group: &GroupId,
+        user: &UserId,
+        max: usize,
+        if_connected: bool,
+    ) -> Result<bool, GroupCapReached> {
         let mut groups = self.group_shard(group);
         let conns = {
             let mut users = self.user_shard(user);
+            if if_connected && users.get(user).is_none_or(UserEntry::is_idle) {
+                return Ok(false);
+            }
             let entry = users.entry(user.clone()).or_default();
             if !entry.groups.contains(group) && entry.groups.len() >= max {
                 if entry.is_empty() {
@@ -777,5 +799,21 @@ mod tests {
         hub.forget_if_idle(&u);
         assert!(!hub.is_member(&g, &u));
         assert_eq!(hub.user_info(&u), (0, Vec::new()));
+    }
+
+    /// A join made on another node is mirrored here only for a user with a
+    /// connection here, registered or on its way; for anyone else it would
+    /// stay until that user came and went.
+    #[test]
+    fn a_join_from_elsewhere_is_mirrored_only_for_a_user_connected_here() {
+        let hub = Hub::default();
+        let (u, g) = (UserId::new("u").unwrap(), GroupId::new("g").unwrap());
+        hub.join_if_connected(&g, &u);
+        assert!(!hub.is_member(&g, &u));
+        assert_eq!(hub.stats.snapshot().groups, 0);
+
+        assert!(hub.admit(&u, 10));
+        hub.join_if_connected(&g, &u);
+        assert!(hub.is_member(&g, &u));
     }
 }

@@ -180,7 +180,13 @@ pub struct Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         if !self.spent {
-            self.node.inner.hub.release(&self.user);
+            let node = &self.node.inner;
+            node.hub.release(&self.user);
+            // In a cluster the memberships loaded for this admission are
+            // mirrored only for a user connected here.
+            if node.broker.is_shared() {
+                node.hub.forget_if_idle(&self.user);
+            }
         }
     }
 }

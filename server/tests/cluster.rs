@@ -1545,11 +1545,19 @@ struct HeldPubSub {
 /// A relay in front of `redis` (`ReplyHold`), a process `a` through it
 /// and a process `b` straight to Redis, both serving.
 async fn one_through_a_relay(redis: &RedisServer, holds: Holds) -> (ReplyHold, Server, Server) {
+    one_through_a_relay_with(redis, holds, &[]).await
+}
+
+async fn one_through_a_relay_with(
+    redis: &RedisServer,
+    holds: Holds,
+    flags: &[&str],
+) -> (ReplyHold, Server, Server) {
     let relay = ReplyHold::start(redis.addr(), holds).await;
     let (through_relay, direct) = (relay.url(), redis.url());
     let (a, b) = tokio::join!(
-        Server::start_cluster(&through_relay, &[]),
-        Server::start_cluster(&direct, &[])
+        Server::start_cluster(&through_relay, flags),
+        Server::start_cluster(&direct, flags)
     );
     for s in [&a, &b] {
         s.wait_log("broker up").await;
@@ -1564,8 +1572,9 @@ async fn one_through_a_relay(redis: &RedisServer, holds: Holds) -> (ReplyHold, S
 async fn ann_through_a_relay_ben_not(
     redis: &RedisServer,
     holds: Holds,
+    flags: &[&str],
 ) -> (ReplyHold, Server, Server, Client, Client) {
-    let (relay, a, b) = one_through_a_relay(redis, holds).await;
+    let (relay, a, b) = one_through_a_relay_with(redis, holds, flags).await;
     let mut ann = a.client("ann", &[]).await;
     let mut ben = b.client("ben", &[]).await;
     await_connections(&a, "ben", 1).await;
@@ -1714,7 +1723,7 @@ async fn a_join_ack_comes_after_a_message_on_its_way_to_a_quiet_process() {
 async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
     let redis = redis_in_memory().await;
     let (relay, a, _b, mut ann, mut ben) =
-        ann_through_a_relay_ben_not(&redis, Holds::Everything).await;
+        ann_through_a_relay_ben_not(&redis, Holds::Everything, &[]).await;
     let ups = count_log(&a, "broker up");
     relay.hold.send_replace(true);
     ann.send(json!({"type":"send","to":"ben","body":"held","id":"h1"}))
@@ -1765,7 +1774,7 @@ fn calls(redis: &RedisServer, command: &str) -> u64 {
 async fn a_frame_waiting_on_redis_does_not_hold_up_its_connections_deliveries() {
     let redis = redis_in_memory().await;
     let (relay, _a, _b, mut ann, mut ben) =
-        ann_through_a_relay_ben_not(&redis, Holds::Commands).await;
+        ann_through_a_relay_ben_not(&redis, Holds::Commands, &[]).await;
     relay.hold.send_replace(true);
     let before = calls(&redis, "evalsha");
     ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
@@ -1790,6 +1799,27 @@ async fn a_frame_waiting_on_redis_does_not_hold_up_its_connections_deliveries() 
         (Some("ack"), Some("s1"), &json!(1)),
         "{ack}"
     );
+}
+
+/// §4: the heartbeat closes a client that has been silent for two
+/// intervals. A client whose frame is under way for longer than that
+/// (here: its answer from Redis held up) is not read meanwhile, so its
+/// pongs wait unread; it is not taken for silent, and gets its answer.
+#[tokio::test]
+async fn a_frame_under_way_for_two_heartbeats_does_not_time_its_client_out() {
+    let redis = redis_in_memory().await;
+    let (relay, _a, _b, mut ann, mut ben) =
+        ann_through_a_relay_ben_not(&redis, Holds::Commands, &["--heartbeat", "1"]).await;
+    relay.hold.send_replace(true);
+    ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
+        .await;
+    expect_message(&mut ben, &json!("held")).await;
+    // Three heartbeat intervals with the answer held: no signal marks them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.hold.send_replace(false);
+    let answer = ann.recv().await;
+    assert_eq!(answer["id"], "s1", "{answer}");
+    ping(&mut ann, "still-open").await;
 }
 
 /// Direct pushes that come at once travel to Redis several to a script

@@ -11,9 +11,9 @@
 //! the writer takes one bounded batch per turn while the reader and the
 //! timer still get theirs. A frame whose work waits (in a cluster: on
 //! Redis, and for its own message to come back over pub/sub) does not stop
-//! the connection's deliveries, its heartbeat or a kick; the next frame is
-//! read only when it is done, so one client's frames take effect, and are
-//! answered, in the order they were sent.
+//! the connection's deliveries, its pings or a kick; the next frame is read
+//! only when it is done, so one client's frames take effect in the order
+//! they were sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -185,6 +185,7 @@ impl Handler {
                 Ok(Event::Received(msg)) => self.on_message(msg).await,
                 Ok(Event::Done(reply)) => {
                     self.doing = None;
+                    self.last_seen = Instant::now();
                     self.on_done(reply)
                 }
                 Ok(Event::Tick) => {
@@ -269,9 +270,11 @@ impl Handler {
             return Ok(());
         }
         let limit = self.heartbeat * 2;
-        if now.saturating_duration_since(self.last_seen) > limit
-            || self.writer.stalled_for(now) > limit
-        {
+        // While a frame is under way the client is not read, so its pongs
+        // wait unread: silence then says nothing about the client (`Done`
+        // starts the count again).
+        let silent = self.doing.is_none() && now.saturating_duration_since(self.last_seen) > limit;
+        if silent || self.writer.stalled_for(now) > limit {
             return Err(Ended::Closed(Disconnect::HeartbeatTimeout));
         }
         self.next_ping = now + self.heartbeat;
