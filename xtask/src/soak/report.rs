@@ -175,7 +175,7 @@ pub(crate) fn finish(
                 judged,
                 restarted_at_s: restarted.get(&p).copied(),
             };
-            row.record(args.max_growth_pct, &mut verdicts, &mut growth_rows);
+            row.record(args, &mut verdicts, &mut growth_rows);
         }
     }
     if servers > 1 && fds_middle > 0.0 {
@@ -189,7 +189,7 @@ pub(crate) fn finish(
             judged: outcome.drills.is_empty(),
             restarted_at_s: None,
         };
-        row.record(args.max_growth_pct, &mut verdicts, &mut growth_rows);
+        row.record(args, &mut verdicts, &mut growth_rows);
     }
     for (kind, (n, _)) in &failures {
         verdicts.push(format!("{n} × {kind}"));
@@ -243,7 +243,7 @@ pub(crate) fn finish(
         "recovered_false": tally.resets(),
         "drills": outcome.drills,
         "growth": growth_rows,
-        "growth_rule": "over the last half of the load: the mean of its last tenth over the mean from 45 to 55 % of it, per server process; threads stand for tasks (the server does not expose a tokio task count)",
+        "growth_rule": "over the last half of the load: the mean of its last tenth over the mean from 45 to 55 % of it, per server process; RSS fails only past --min-rss-growth-kib too; threads stand for tasks (the server does not expose a tokio task count)",
         "peak": {"rss_kib": peak(&|s| s.rss_kib), "fds": peak(&|s| s.fds), "threads": peak(&|s| s.threads)},
         "server_exits": exits,
         "panics": panics,
@@ -333,13 +333,19 @@ struct Growth<'a> {
 
 impl Growth<'_> {
     /// Adds its row to the report, and a verdict when it is judged and
-    /// grew past `max_pct`.
-    fn record(&self, max_pct: f64, verdicts: &mut Vec<String>, rows: &mut Vec<Value>) {
-        let ok = !self.judged || self.pct <= max_pct;
+    /// grew past `--max-growth-pct` (RSS: and past `--min-rss-growth-kib`).
+    fn record(&self, args: &SoakArgs, verdicts: &mut Vec<String>, rows: &mut Vec<Value>) {
+        let max_pct = args.max_growth_pct;
+        let floor = if self.what == "rss_kib" {
+            args.min_rss_growth_kib
+        } else {
+            0.0
+        };
+        let ok = !self.judged || self.pct <= max_pct || self.end - self.middle <= floor;
         if !ok {
             verdicts.push(format!(
-                "{} {} grew {:.1} % (> {max_pct} %)",
-                self.process, self.what, self.pct
+                "{} {} grew {:.1} % (> {max_pct} %), {:.0} -> {:.0}",
+                self.process, self.what, self.pct, self.middle, self.end
             ));
         }
         rows.push(json!({
@@ -375,6 +381,38 @@ mod tests {
         assert_eq!((middle, end), (100.0, 104.0));
         assert!((pct - 4.0).abs() < 1e-9);
         assert!(growth(&[], 100.0).is_none());
+    }
+
+    /// RSS fails only past both the percentage and the KiB floor; open
+    /// files and threads on the percentage alone.
+    #[test]
+    fn rss_growth_fails_only_past_the_floor_too() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            soak: SoakArgs,
+        }
+        let args = <Cli as clap::Parser>::parse_from(["soak"]).soak;
+        let verdicts = |what: &str, middle: f64, end: f64| {
+            let g = Growth {
+                process: "server1",
+                what,
+                middle,
+                end,
+                pct: (end / middle - 1.0) * 100.0,
+                judged: true,
+                restarted_at_s: None,
+            };
+            let (mut verdicts, mut rows) = (Vec::new(), Vec::new());
+            g.record(&args, &mut verdicts, &mut rows);
+            verdicts.len()
+        };
+        // +6 %: 1,020 KiB, one allocator step; 3,000 KiB, more than that.
+        assert_eq!(verdicts("rss_kib", 17_000.0, 18_020.0), 0);
+        assert_eq!(verdicts("rss_kib", 50_000.0, 53_000.0), 1);
+        assert_eq!(verdicts("rss_kib", 17_000.0, 17_500.0), 0);
+        assert_eq!(verdicts("fds", 200.0, 212.0), 1);
+        assert_eq!(verdicts("fds", 200.0, 205.0), 0);
     }
 
     #[test]
