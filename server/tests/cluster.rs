@@ -1587,6 +1587,15 @@ async fn ann_through_a_relay_ben_not(
     (relay, a, b, ann, ben)
 }
 
+/// Holds the relay, then ann sends "held" (id `s1`) to ben, who gets it:
+/// Redis has run the script, and its answer to ann's process is held.
+async fn hold_and_send_held(relay: &ReplyHold, ann: &mut Client, ben: &mut Client) {
+    relay.hold.send_replace(true);
+    ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
+        .await;
+    expect_message(ben, &json!("held")).await;
+}
+
 async fn held_pubsub(redis: &RedisServer) -> HeldPubSub {
     let (relay, a, b) = one_through_a_relay(redis, Holds::PubSub).await;
     let xena = a.client("xena", &["team"]).await;
@@ -1775,16 +1784,7 @@ async fn a_frame_waiting_on_redis_does_not_hold_up_its_connections_deliveries() 
     let redis = redis_in_memory().await;
     let (relay, _a, _b, mut ann, mut ben) =
         ann_through_a_relay_ben_not(&redis, Holds::Commands, &[]).await;
-    relay.hold.send_replace(true);
-    let before = calls(&redis, "evalsha");
-    ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
-        .await;
-    let started = Instant::now();
-    while calls(&redis, "evalsha") < before + 1 {
-        assert!(started.elapsed() < LIMIT, "the send never reached Redis");
-        tokio::time::sleep(POLL).await;
-    }
-    expect_message(&mut ben, &json!("held")).await;
+    hold_and_send_held(&relay, &mut ann, &mut ben).await;
     // ann's answer is held on its way back; ben's message to her comes
     // over pub/sub, which is not held, and reaches her first.
     let ack = ben
@@ -1810,10 +1810,7 @@ async fn a_frame_under_way_for_two_heartbeats_does_not_time_its_client_out() {
     let redis = redis_in_memory().await;
     let (relay, _a, _b, mut ann, mut ben) =
         ann_through_a_relay_ben_not(&redis, Holds::Commands, &["--heartbeat", "1"]).await;
-    relay.hold.send_replace(true);
-    ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
-        .await;
-    expect_message(&mut ben, &json!("held")).await;
+    hold_and_send_held(&relay, &mut ann, &mut ben).await;
     // Three heartbeat intervals with the answer held: no signal marks them.
     tokio::time::sleep(Duration::from_secs(3)).await;
     relay.hold.send_replace(false);
@@ -1831,10 +1828,7 @@ async fn a_frame_under_way_at_shutdown_is_answered_before_the_close() {
     let redis = redis_in_memory().await;
     let (relay, a, _b, mut ann, mut ben) =
         ann_through_a_relay_ben_not(&redis, Holds::Commands, &[]).await;
-    relay.hold.send_replace(true);
-    ann.send(json!({"type":"send","to":"ben","body":"held","id":"s1"}))
-        .await;
-    expect_message(&mut ben, &json!("held")).await;
+    hold_and_send_held(&relay, &mut ann, &mut ben).await;
     a.terminate();
     a.wait_log("shutting down").await;
     relay.hold.send_replace(false);
