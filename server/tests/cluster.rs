@@ -1819,30 +1819,6 @@ async fn a_frame_under_way_for_two_heartbeats_does_not_time_its_client_out() {
     ping(&mut ann, "still-open").await;
 }
 
-/// §5 Shutdown: SIGTERM writes what is queued and closes with 1001. A
-/// frame whose work is under way at that moment (here: its answer from
-/// Redis held up) is finished first and answered before the close, so a
-/// message it sent is acknowledged, not left for the client to send again.
-#[tokio::test]
-async fn a_frame_under_way_at_shutdown_is_answered_before_the_close() {
-    let redis = redis_in_memory().await;
-    let (relay, a, _b, mut ann, mut ben) =
-        ann_through_a_relay_ben_not(&redis, Holds::Commands, &[]).await;
-    hold_and_send_held(&relay, &mut ann, &mut ben).await;
-    a.terminate();
-    a.wait_log("shutting down").await;
-    relay.hold.send_replace(false);
-    let (code, _, frames) = ann.until_close().await;
-    assert_eq!(code, 1001);
-    let answers: Vec<_> = frames.iter().filter(|f| f["id"] == "s1").collect();
-    assert_eq!(answers.len(), 1, "{frames:?}");
-    assert_eq!(
-        (&answers[0]["type"], &answers[0]["delivered"]),
-        (&json!("ack"), &json!(1)),
-        "{frames:?}"
-    );
-}
-
 /// Direct pushes that come at once travel to Redis several to a script
 /// call (`cluster/batch.rs`); each is still numbered once in its
 /// recipient's inbox and answered with its own place, and a key repeated

@@ -45,11 +45,6 @@ use crate::state::SharedState;
 /// before it goes on as after an empty resume (§10).
 const RESUME_WAIT: Duration = Duration::from_secs(10);
 
-/// At a shutdown, how long a frame under way may take to finish so that
-/// its answer goes out with the drained queue: a message it published is
-/// then acknowledged, not left for the client to send again.
-const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(2);
-
 /// What the welcome frame says besides who and which connection.
 pub struct Welcome {
     pub groups: Vec<protocol::GroupId>,
@@ -131,7 +126,6 @@ pub async fn serve(
         heartbeat,
         writer: Writer::default(),
         doing: None,
-        last_answer: None,
         ws,
         conn,
         session: Arc::new(session),
@@ -146,8 +140,7 @@ pub async fn serve(
     match ended {
         Ended::Closed(reason) => {
             let stats = handler.state.node.stats();
-            let last = handler.last_answer.take();
-            writer::close(&mut handler.ws, &mut handler.conn, reason, last, stats).await;
+            writer::close(&mut handler.ws, &mut handler.conn, reason, stats).await;
         }
         Ended::ClientClosed => writer::answer_close(&mut handler.ws).await,
         _ => {}
@@ -164,9 +157,6 @@ struct Handler {
     writer: Writer,
     /// The client frame being carried out; no other is read meanwhile.
     doing: Option<Doing>,
-    /// The answer of a frame finished during a shutdown, written after the
-    /// drained queue and before the close frame.
-    last_answer: Option<Frame>,
     rate: RateLimiter,
     last_seen: Instant,
     next_ping: Instant,
@@ -191,12 +181,7 @@ impl Handler {
         loop {
             let event = std::future::poll_fn(|cx| self.poll_event(cx, timer.as_mut())).await;
             let step = match event {
-                Ok(Event::Close(reason)) => {
-                    if reason == Disconnect::Shutdown {
-                        self.finish_at_shutdown().await;
-                    }
-                    Err(Ended::Closed(reason))
-                }
+                Ok(Event::Close(reason)) => Err(Ended::Closed(reason)),
                 Ok(Event::Received(msg)) => self.on_message(msg).await,
                 Ok(Event::Done(reply)) => {
                     self.doing = None;
@@ -384,19 +369,6 @@ impl Handler {
                 Ok(())
             }
             Err(e) => self.reply(&ServerFrame::error(e.id, e.code, e.message)),
-        }
-    }
-
-    /// A graceful stop with a frame under way: the frame is finished, for
-    /// at most `FINISH_AT_SHUTDOWN`, and its answer kept for the close,
-    /// which writes it behind the drained queue (where an ack with a
-    /// position belongs, §10). Any other close gives the frame up.
-    async fn finish_at_shutdown(&mut self) {
-        let Some(doing) = self.doing.take() else {
-            return;
-        };
-        if let Ok(Some(answer)) = tokio::time::timeout(FINISH_AT_SHUTDOWN, doing).await {
-            self.last_answer = Some(Frame::encode(&answer));
         }
     }
 

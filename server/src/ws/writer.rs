@@ -196,18 +196,10 @@ fn shared_text(frame: Frame) -> Message {
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Closes with `reason`'s code, bounded by `CLOSE_TIMEOUT`: on shutdown
-/// what was already queued is written first, then `last` (the answer of a
-/// frame finished meanwhile). When even the close frame cannot be written
-/// in that time the socket is dropped.
-pub async fn close(
-    ws: &mut Ws,
-    conn: &mut Connection,
-    reason: Disconnect,
-    last: Option<Frame>,
-    stats: &Stats,
-) {
-    let handshake = close_handshake(ws, conn, reason, last, stats);
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
+/// what was already queued is written first. When even the close frame
+/// cannot be written in that time the socket is dropped.
+pub async fn close(ws: &mut Ws, conn: &mut Connection, reason: Disconnect, stats: &Stats) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close_handshake(ws, conn, reason, stats)).await;
 }
 
 /// Sends the close reply tungstenite queued when the client closed, bounded
@@ -216,17 +208,10 @@ pub async fn answer_close(ws: &mut Ws) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
 }
 
-async fn close_handshake(
-    ws: &mut Ws,
-    conn: &mut Connection,
-    reason: Disconnect,
-    last: Option<Frame>,
-    stats: &Stats,
-) {
+async fn close_handshake(ws: &mut Ws, conn: &mut Connection, reason: Disconnect, stats: &Stats) {
     if reason == Disconnect::Shutdown {
         let (mut frames, mut bytes) = (0u64, 0u64);
-        let mut last = last;
-        while let Some(frame) = conn.try_recv().or_else(|| last.take()) {
+        while let Some(frame) = conn.try_recv() {
             frames += 1;
             bytes += frame.len() as u64;
             if ws.feed(shared_text(frame)).await.is_err() {
