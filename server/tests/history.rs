@@ -493,3 +493,59 @@ async fn with_history_0_messages_are_numbered_but_not_kept() {
     let metrics = metrics_text(&s).await;
     assert!(metrics.contains("wshub_history_messages 0"), "{metrics}");
 }
+
+/// The value of the counter `name` in `/metrics`.
+async fn counter(s: &Server, name: &str) -> u64 {
+    let text = metrics_text(s).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// §5 "Shutdown" and §10: a resume's replay and its ack go out before
+/// anything queued after them, also when a shutdown comes while a client
+/// that reads slowly still has most of the replay to take: the shutdown
+/// writes the rest of it and the ack, then the queue, then closes with
+/// 1001. Nothing the client was told it would get is left out.
+#[tokio::test]
+async fn a_shutdown_during_a_long_replay_still_writes_all_of_it() {
+    const MESSAGES: u64 = 600;
+    let s = Server::start(&["--history", "1000"]).await;
+    let first = s.client("rita", &[]).await;
+    let inbox = welcome_at(&first, "inbox");
+    drop(first);
+    // 600 messages of 32 KiB: about 19 MB, far more than the socket
+    // buffers between the server and a client that is not reading.
+    let pad = "x".repeat(32 * 1024);
+    for n in 0..MESSAGES {
+        push(
+            &s,
+            "/api/v1/users/rita/messages",
+            json!({"n": n, "pad": pad}),
+        )
+        .await;
+    }
+    let mut rita = resuming(&s, "rita", &[]).await;
+    let sent = counter(&s, "wshub_frames_sent_total").await;
+    rita.send(json!({"type":"resume","id":"r","positions":{"inbox":inbox}}))
+        .await;
+    // The replay has started going out; rita reads nothing yet.
+    while counter(&s, "wshub_frames_sent_total").await < sent + 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.terminate();
+    s.wait_log("shutting down").await;
+    let (code, _, frames) = rita.until_close().await;
+    assert_eq!(code, 1001);
+    let got: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .map(|f| f["body"]["n"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(got, (0..MESSAGES).collect::<Vec<_>>());
+    let ack = frames.last().expect("frames");
+    assert_eq!(
+        (&ack["id"], &ack["recovered"]),
+        (&json!("r"), &json!({"inbox": true}))
+    );
+}

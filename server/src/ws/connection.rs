@@ -140,7 +140,8 @@ pub async fn serve(
     match ended {
         Ended::Closed(reason) => {
             let stats = handler.state.node.stats();
-            writer::close(&mut handler.ws, &mut handler.conn, reason, stats).await;
+            let front = handler.writer.take_front();
+            writer::close(&mut handler.ws, &mut handler.conn, reason, front, stats).await;
         }
         Ended::ClientClosed => writer::answer_close(&mut handler.ws).await,
         _ => {}

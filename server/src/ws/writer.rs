@@ -88,6 +88,12 @@ impl Writer {
         self.front.extend(frames);
     }
 
+    /// What `send_first` put ahead of the queue and is not written yet,
+    /// for the close to write first.
+    pub fn take_front(&mut self) -> VecDeque<Frame> {
+        std::mem::take(&mut self.front)
+    }
+
     /// Hands a heartbeat ping to tungstenite.
     pub fn send_ping(&mut self, ws: &mut Ws) -> Result<(), Ended> {
         self.start_send(ws, Message::Ping(Default::default()))
@@ -196,10 +202,18 @@ fn shared_text(frame: Frame) -> Message {
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Closes with `reason`'s code, bounded by `CLOSE_TIMEOUT`: on shutdown
-/// what was already queued is written first. When even the close frame
-/// cannot be written in that time the socket is dropped.
-pub async fn close(ws: &mut Ws, conn: &mut Connection, reason: Disconnect, stats: &Stats) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close_handshake(ws, conn, reason, stats)).await;
+/// what was already queued is written first, after `front` (what a resume
+/// put ahead of the queue, `Writer::take_front`). When even the close
+/// frame cannot be written in that time the socket is dropped.
+pub async fn close(
+    ws: &mut Ws,
+    conn: &mut Connection,
+    reason: Disconnect,
+    front: VecDeque<Frame>,
+    stats: &Stats,
+) {
+    let handshake = close_handshake(ws, conn, reason, front, stats);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
 }
 
 /// Sends the close reply tungstenite queued when the client closed, bounded
@@ -208,10 +222,18 @@ pub async fn answer_close(ws: &mut Ws) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
 }
 
-async fn close_handshake(ws: &mut Ws, conn: &mut Connection, reason: Disconnect, stats: &Stats) {
+async fn close_handshake(
+    ws: &mut Ws,
+    conn: &mut Connection,
+    reason: Disconnect,
+    mut front: VecDeque<Frame>,
+    stats: &Stats,
+) {
     if reason == Disconnect::Shutdown {
         let (mut frames, mut bytes) = (0u64, 0u64);
-        while let Some(frame) = conn.try_recv() {
+        // A resume's replay and its ack first, as the loop would have
+        // written them: the queue holds what comes after.
+        while let Some(frame) = front.pop_front().or_else(|| conn.try_recv()) {
             frames += 1;
             bytes += frame.len() as u64;
             if ws.feed(shared_text(frame)).await.is_err() {
