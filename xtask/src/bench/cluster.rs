@@ -302,7 +302,7 @@ pub fn resubscribe(
         let spawned = Instant::now();
         redis.restart_blocking();
         let accepting = Instant::now();
-        ctx.pin_pid(redis.pid(), "0")?;
+        ctx.place_redis(redis.pid())?;
         let mut up_ms = Vec::new();
         for p in &servers.procs {
             let up = p.wait_for(LogEvent::BrokerUp, killed, Duration::from_secs(30))?;

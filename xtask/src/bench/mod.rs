@@ -224,6 +224,13 @@ pub struct BenchArgs {
     /// so neither preempts the other; halves the server's cores.
     #[arg(long)]
     pub pin: bool,
+    /// Cluster: the nice value Redis runs at (renice; negative is a higher
+    /// priority). On a machine where Redis shares its cores with the
+    /// servers and the load, a Redis taken off its core in the middle of a
+    /// command holds up every server (BENCHMARKS.md); 0 leaves it as
+    /// started.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub redis_nice: i32,
 }
 
 impl BenchArgs {
@@ -267,7 +274,7 @@ impl BenchArgs {
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     args.apply_quick();
-    let mut ctx = RunContext::new(args.pin);
+    let mut ctx = RunContext::new(args.pin, args.redis_nice);
     // Read before the build, which builds whatever the tree holds now.
     let commit = source();
     let mut build = cargo();
@@ -353,6 +360,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         "commit": commit,
         "quick": args.quick,
         "pinned": args.pin,
+        "redis_nice": args.redis_nice,
         "load_cpu_seconds": load_cpu,
         "results": results,
     });

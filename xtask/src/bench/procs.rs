@@ -76,6 +76,8 @@ impl Target {
 pub struct RunContext {
     /// Server on CPU 0, load processes on CPU 1 (`--pin`).
     pin: bool,
+    /// What `--redis-nice` gives Redis.
+    redis_nice: i32,
     /// Source addresses handed out so far in this run.
     sources_used: usize,
     /// Where this run starts counting in 127/8, taken from the process id,
@@ -85,9 +87,10 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    pub fn new(pin: bool) -> Self {
+    pub fn new(pin: bool, redis_nice: i32) -> Self {
         Self {
             pin,
+            redis_nice,
             sources_used: 0,
             source_base: (std::process::id() as usize % 200) * 1_000,
         }
@@ -107,12 +110,22 @@ impl RunContext {
         ))
     }
 
-    /// Moves the running process `pid` (all its threads) to `cpu` when
-    /// pinning is on: for Redis, which test-support starts.
-    pub fn pin_pid(&self, pid: u32, cpu: &str) -> anyhow::Result<()> {
+    /// Places a Redis that test-support started: on the servers' CPU when
+    /// pinning is on, at `--redis-nice` when that is not 0.
+    pub fn place_redis(&self, pid: u32) -> anyhow::Result<()> {
         if self.pin {
             let mut c = Command::new("taskset");
-            c.args(["-a", "-p", "-c", cpu, &pid.to_string()])
+            c.args(["-a", "-p", "-c", "0", &pid.to_string()])
+                .stdout(Stdio::null());
+            crate::cmd::run(c)?;
+        }
+        if self.redis_nice != 0 {
+            // A nice value belongs to a thread on Linux: give it to each.
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?
+                .filter_map(|t| t.ok()?.file_name().into_string().ok());
+            let mut c = Command::new("renice");
+            c.args(["-n", &self.redis_nice.to_string(), "-p"])
+                .args(threads)
                 .stdout(Stdio::null());
             crate::cmd::run(c)?;
         }
@@ -349,7 +362,7 @@ impl Servers {
         }
         let since = Instant::now();
         let redis = RedisServer::builder().persistence(false).start_blocking();
-        ctx.pin_pid(redis.pid(), "0")?;
+        ctx.place_redis(redis.pid())?;
         let url = redis.url();
         let procs = (0..CLUSTER_SERVERS)
             .map(|_| ServerProc::start(ctx, target, Some(&url)))

@@ -130,32 +130,58 @@ pub fn cluster_summary(results: &Value) -> Option<Value> {
         rows.iter()
             .find(|r| r["scenario"] == scenario && r["target"] == target)
     };
+    // Every round's rows of one scenario and target, in the order they ran.
+    let each = |scenario: &str, target: &str| -> Vec<&Value> {
+        rows.iter()
+            .filter(|r| r["scenario"] == scenario && r["target"] == target)
+            .collect()
+    };
     let mut out = serde_json::Map::new();
-    if let (Some(one), Some(cluster)) = (find("burst", "wshub"), find("burst", "wshub-cluster")) {
-        let (o, c) = (
-            one["deliveries_per_s"].as_f64().unwrap_or(0.0),
-            cluster["deliveries_per_s"].as_f64().unwrap_or(0.0),
-        );
+    let rates = |target: &str| -> Vec<f64> {
+        each("burst", target)
+            .iter()
+            .filter_map(|r| r["deliveries_per_s"].as_f64())
+            .collect()
+    };
+    let (single, cluster) = (rates("wshub"), rates("wshub-cluster"));
+    if !single.is_empty() && !cluster.is_empty() {
+        // Medians over the rounds: one round on these machines can be a
+        // quarter off its neighbours.
+        let (o, c) = (median(single.clone()), median(cluster.clone()));
         let ratio = if o > 0.0 { c / o } else { 0.0 };
         out.insert(
             "burst".into(),
             json!({
                 "single_per_s": o, "cluster_per_s": c,
+                "single_per_s_each": single, "cluster_per_s_each": cluster,
                 "fraction_of_single": ratio, "target": 0.5, "met": ratio >= 0.5,
             }),
         );
     }
-    if let Some(cluster) = find("direct", "wshub-cluster") {
-        let p99 = cluster["latency"]["p99_ms"].as_f64().unwrap_or(f64::MAX);
+    let direct = each("direct", "wshub-cluster");
+    if !direct.is_empty() {
+        let lat = |q: &str| -> Vec<f64> {
+            direct
+                .iter()
+                .map(|r| r["latency"][q].as_f64().unwrap_or(f64::MAX))
+                .collect()
+        };
+        let p99s = lat("p99_ms");
+        let met_rounds = p99s.iter().filter(|p| **p <= 5.0).count();
+        let p99 = median(p99s.clone());
+        let received: u64 = direct.iter().filter_map(|r| r["received"].as_u64()).sum();
+        let expected: u64 = direct.iter().filter_map(|r| r["expected"].as_u64()).sum();
         out.insert(
             "direct".into(),
             json!({
+                "rounds": direct.len(),
                 "cross_process_p99_ms": p99,
-                "cross_process_p50_ms": cluster["latency"]["p50_ms"],
-                "cross_process_p999_ms": cluster["latency"]["p999_ms"],
-                "received": cluster["received"], "expected": cluster["expected"],
+                "cross_process_p99_ms_each": p99s,
+                "cross_process_p50_ms": median(lat("p50_ms")),
+                "cross_process_p999_ms": median(lat("p999_ms")),
+                "received": received, "expected": expected,
                 "single_p99_ms": find("direct", "wshub").map(|r| r["latency"]["p99_ms"].clone()),
-                "target_ms": 5.0, "met": p99 <= 5.0,
+                "target_ms": 5.0, "met": p99 <= 5.0, "met_rounds": met_rounds,
             }),
         );
     }
@@ -361,7 +387,7 @@ fn print_cluster(c: &Value) {
     let b = &c["burst"];
     if !b.is_null() {
         println!(
-            "  burst: cluster {:.0}/s, one process {:.0}/s in this run: {:.2}x (target >= 0.5x: {})",
+            "  burst: cluster {:.0}/s, one process {:.0}/s in this run (medians over its rounds): {:.2}x (target >= 0.5x: {})",
             b["cluster_per_s"].as_f64().unwrap_or(0.0),
             b["single_per_s"].as_f64().unwrap_or(0.0),
             b["fraction_of_single"].as_f64().unwrap_or(0.0),
@@ -371,13 +397,16 @@ fn print_cluster(c: &Value) {
     let d = &c["direct"];
     if !d.is_null() {
         println!(
-            "  direct across processes: p50 {} ms, p99 {} ms, p999 {} ms; {} of {} received (target p99 <= 5 ms: {})",
-            d["cross_process_p50_ms"],
-            d["cross_process_p99_ms"],
-            d["cross_process_p999_ms"],
+            "  direct across processes (medians of {} rounds): p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; {} of {} received (target p99 <= 5 ms: {}; met in {} of the rounds, p99 of each: {})",
+            d["rounds"],
+            d["cross_process_p50_ms"].as_f64().unwrap_or(0.0),
+            d["cross_process_p99_ms"].as_f64().unwrap_or(0.0),
+            d["cross_process_p999_ms"].as_f64().unwrap_or(0.0),
             d["received"],
             d["expected"],
-            met(d)
+            met(d),
+            d["met_rounds"],
+            d["cross_process_p99_ms_each"],
         );
     }
     let r = &c["redis_commands"];
@@ -541,5 +570,52 @@ fn print_baselines(b: &Value) {
                 if p["met"].as_bool() == Some(true) { "met" } else { "MISSED" }
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct_round(p99: f64) -> Value {
+        json!({
+            "scenario": "direct", "target": "wshub-cluster",
+            "latency": {"p50_ms": 0.4, "p99_ms": p99, "p999_ms": p99 * 2.0},
+            "received": 10, "expected": 10,
+        })
+    }
+
+    #[test]
+    fn the_cluster_direct_target_is_judged_on_the_median_of_its_rounds() {
+        let rows = json!([direct_round(3.0), direct_round(19.0), direct_round(4.5)]);
+        let d = &cluster_summary(&rows).expect("a cluster ran")["direct"];
+        assert_eq!(d["cross_process_p99_ms"], 4.5);
+        assert_eq!(d["met"], true);
+        assert_eq!(d["met_rounds"], 2);
+        assert_eq!(d["rounds"], 3);
+        assert_eq!(d["received"], 30);
+
+        let rows = json!([direct_round(3.0), direct_round(19.0), direct_round(6.0)]);
+        let d = &cluster_summary(&rows).expect("a cluster ran")["direct"];
+        assert_eq!(d["cross_process_p99_ms"], 6.0);
+        assert_eq!(d["met"], false);
+        assert_eq!(d["met_rounds"], 1);
+    }
+
+    #[test]
+    fn the_cluster_burst_is_a_ratio_of_medians() {
+        let burst = |target: &str, rate: f64| json!({"scenario": "burst", "target": target, "deliveries_per_s": rate});
+        let rows = json!([
+            burst("wshub", 100.0),
+            burst("wshub-cluster", 40.0),
+            burst("wshub-cluster", 60.0),
+            burst("wshub", 120.0),
+            burst("wshub", 90.0),
+            burst("wshub-cluster", 70.0),
+        ]);
+        let b = &cluster_summary(&rows).expect("a cluster ran")["burst"];
+        assert_eq!(b["single_per_s"], 100.0);
+        assert_eq!(b["cluster_per_s"], 60.0);
+        assert_eq!(b["met"], true);
     }
 }
