@@ -1819,6 +1819,35 @@ async fn a_frame_under_way_for_two_heartbeats_does_not_time_its_client_out() {
     ping(&mut ann, "still-open").await;
 }
 
+/// §5: at a graceful stop a connection gets what was queued for it, then
+/// 1001. A frame under way at that moment (here: Redis has run its script
+/// and the answer is held on its way back) is finished and answered before
+/// the close: left unanswered, the client would send it again after
+/// reconnecting, and ben would get it twice. The answer leaves out the
+/// position, since this node stopped delivering to ann when shutdown
+/// began (§10: her resume replays her own copy instead).
+#[tokio::test]
+async fn a_frame_under_way_at_a_graceful_stop_is_answered_before_the_close() {
+    let redis = redis_in_memory().await;
+    let (relay, mut a, _b, mut ann, mut ben) =
+        ann_through_a_relay_ben_not(&redis, Holds::Commands, &[]).await;
+    hold_and_send_held(&relay, &mut ann, &mut ben).await;
+    a.terminate();
+    a.wait_log("shutting down").await;
+    relay.hold.send_replace(false);
+    let (code, _, frames) = ann.until_close().await;
+    assert_eq!(code, 1001, "{frames:?}");
+    let acks: Vec<&Value> = frames.iter().filter(|f| f["type"] == "ack").collect();
+    assert_eq!(
+        acks,
+        [&json!({"type":"ack","id":"s1","delivered":1})],
+        "{frames:?}"
+    );
+    assert!(a.wait_exit().await.success());
+    // Sent once: the next thing ben hears is the answer to his own ping.
+    ping(&mut ben, "after").await;
+}
+
 /// Direct pushes that come at once travel to Redis several to a script
 /// call (`cluster/batch.rs`); each is still numbered once in its
 /// recipient's inbox and answered with its own place, and a key repeated

@@ -96,6 +96,9 @@ pub struct RedisBackplane {
     /// (`subscriber::routed`), and how many in all.
     pub routed_waiters: Mutex<HashMap<String, Vec<RoutedWaiter>>>,
     pub routed_waiting: AtomicUsize,
+    /// The pub/sub side has stopped for good (shutdown): no message or
+    /// barrier comes back any more, so nothing waits for one.
+    pub stopped: AtomicBool,
     next_epoch: AtomicU64,
 }
 
@@ -190,6 +193,7 @@ impl RedisBackplane {
             tracks: Mutex::default(),
             routed_waiters: Mutex::default(),
             routed_waiting: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
             next_epoch: AtomicU64::new(0),
         })
     }
@@ -315,6 +319,15 @@ impl RedisBackplane {
     }
 
     /// A node subscribed to a group after a join: one fewer to wait for.
+    /// The pub/sub side stopped for good: every barrier still waited for
+    /// is given up at once (its sender dropped) instead of running out its
+    /// time.
+    pub fn stop_barriers(&self) {
+        for waiter in lock(&self.acks).values_mut() {
+            waiter.1 = None;
+        }
+    }
+
     pub fn join_acked(&self, token: u64) {
         let mut acks = lock(&self.acks);
         if let Some((left, done)) = acks.get_mut(&token) {
@@ -696,7 +709,7 @@ impl Broker for RedisBackplane {
     fn routed<'a>(&'a self, stream: &'a StreamName, at: Position) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let channel = self.names.stream_channel(stream);
-            if !subscriber::reads(self, &channel) {
+            if self.stopped.load(SeqCst) || !subscriber::reads(self, &channel) {
                 return;
             }
             let token = self.next_token.fetch_add(1, SeqCst);

@@ -186,6 +186,11 @@ pub async fn routed(
     }
     let rx = {
         let all = tracks(bp);
+        let mut waiting = routed_waiters(bp);
+        // Nothing comes back once the pub/sub side has stopped (`run`).
+        if bp.stopped.load(SeqCst) {
+            return;
+        }
         let done = match (all.get(channel), untracked) {
             (Some(t), _) if t.epoch == epoch => t.last >= seq,
             (_, Untracked::Wait) => false,
@@ -195,7 +200,6 @@ pub async fn routed(
             return;
         }
         let (tx, rx) = oneshot::channel();
-        let mut waiting = routed_waiters(bp);
         waiting
             .entry(channel.to_owned())
             .or_default()
@@ -323,8 +327,25 @@ pub async fn ensure(bp: &RedisBackplane, channels: Vec<String>) -> Result<(), Un
 }
 
 /// Keeps the pub/sub connection: connects, subscribes to what the hub
-/// needs, routes what arrives, and starts again when the connection ends.
+/// needs, routes what arrives, and starts again when the connection ends;
+/// at shutdown, stops for good and lets go of whatever waited for a
+/// message to come back (a frame finishing as its connection closes is
+/// answered without waiting for it, `ws/connection.rs`).
 pub async fn run(bp: Arc<RedisBackplane>, shutdown: CancellationToken) {
+    keep_subscribed(&bp, &shutdown).await;
+    // Flag first, under the waiters' lock: a waiter that registers later
+    // sees it (`routed`); every one registered before is dropped here.
+    let dropped = {
+        let mut waiting = routed_waiters(&bp);
+        bp.stopped.store(true, SeqCst);
+        std::mem::take(&mut *waiting)
+    };
+    drop(dropped);
+    bp.stop_barriers();
+}
+
+async fn keep_subscribed(bp: &Arc<RedisBackplane>, shutdown: &CancellationToken) {
+    let bp = bp.clone();
     loop {
         if shutdown.is_cancelled() {
             return;

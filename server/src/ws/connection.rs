@@ -139,14 +139,65 @@ pub async fn serve(
     drop(slot);
     match ended {
         Ended::Closed(reason) => {
+            let last = match handler.doing.take() {
+                Some(doing) => finish(doing).await,
+                None => None,
+            };
             let stats = handler.state.node.stats();
             let front = handler.writer.take_front();
-            writer::close(&mut handler.ws, &mut handler.conn, reason, front, stats).await;
+            writer::close(
+                &mut handler.ws,
+                &mut handler.conn,
+                reason,
+                front,
+                last,
+                stats,
+            )
+            .await;
         }
         Ended::ClientClosed => writer::answer_close(&mut handler.ws).await,
         _ => {}
     }
     tracing::info!(user = %user, conn = %label, reason = ended.reason(), "connection closed");
+}
+
+/// How long a frame under way when shutdown starts may take to finish: a
+/// cluster script that has not run by then has timed out on Redis's side
+/// (`SCRIPT_DEADLINE`, 700 ms) and will not take effect.
+const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// Finishes the frame that was under way when shutdown closed its
+/// connection, and gives its answer to write after the queue.
+///
+/// Given up, a frame that had taken effect went unanswered: the client
+/// sent it again after reconnecting, and its recipients got it twice. The
+/// answer leaves out the ack's position: the queue was closed when
+/// shutdown began and this node has stopped reading pub/sub, so messages
+/// before that position may never have reached this connection, and a
+/// client that took the position would skip them on resume. Without it,
+/// the resume replays the sender's own copy instead: a copy seen twice
+/// by its sender, not a message lost or sent twice.
+async fn finish(doing: Doing) -> Option<Frame> {
+    let reply = tokio::time::timeout(FINISH_AT_SHUTDOWN, doing)
+        .await
+        .ok()??;
+    let reply = match reply {
+        ServerFrame::Ack {
+            id,
+            delivered,
+            recovered,
+            ..
+        } => ServerFrame::Ack {
+            id,
+            delivered,
+            stream: None,
+            epoch: None,
+            seq: None,
+            recovered,
+        },
+        other => other,
+    };
+    Some(Frame::encode(&reply))
 }
 
 struct Handler {
@@ -199,8 +250,11 @@ impl Handler {
             if let Err(ended) = step {
                 // A frame still being carried out is given up with the
                 // connection (see `RedisBackplane`'s guards for what that
-                // leaves behind: nothing).
-                self.doing = None;
+                // leaves behind: nothing), except at shutdown, where `serve`
+                // finishes and answers it.
+                if ended != Ended::Closed(Disconnect::Shutdown) {
+                    self.doing = None;
+                }
                 return ended;
             }
         }

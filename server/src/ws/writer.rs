@@ -203,16 +203,18 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Closes with `reason`'s code, bounded by `CLOSE_TIMEOUT`: on shutdown
 /// what was already queued is written first, after `front` (what a resume
-/// put ahead of the queue, `Writer::take_front`). When even the close
-/// frame cannot be written in that time the socket is dropped.
+/// put ahead of the queue, `Writer::take_front`) and before `last` (the
+/// answer to a frame finished at shutdown). When even the close frame
+/// cannot be written in that time the socket is dropped.
 pub async fn close(
     ws: &mut Ws,
     conn: &mut Connection,
     reason: Disconnect,
     front: VecDeque<Frame>,
+    last: Option<Frame>,
     stats: &Stats,
 ) {
-    let handshake = close_handshake(ws, conn, reason, front, stats);
+    let handshake = close_handshake(ws, conn, reason, front, last, stats);
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
 }
 
@@ -227,13 +229,18 @@ async fn close_handshake(
     conn: &mut Connection,
     reason: Disconnect,
     mut front: VecDeque<Frame>,
+    mut last: Option<Frame>,
     stats: &Stats,
 ) {
     if reason == Disconnect::Shutdown {
         let (mut frames, mut bytes) = (0u64, 0u64);
         // A resume's replay and its ack first, as the loop would have
         // written them: the queue holds what comes after.
-        while let Some(frame) = front.pop_front().or_else(|| conn.try_recv()) {
+        while let Some(frame) = front
+            .pop_front()
+            .or_else(|| conn.try_recv())
+            .or_else(|| last.take())
+        {
             frames += 1;
             bytes += frame.len() as u64;
             if ws.feed(shared_text(frame)).await.is_err() {
