@@ -103,11 +103,15 @@ pub struct Delivery {
 }
 
 /// The answer to a `resume` (§10): the frames to send before the ack, in
-/// order, and per named stream whether it was recovered.
+/// order, and per named stream whether it was recovered. The connection
+/// must take it (`Connection::cover_replay`) before it is released, so
+/// what it queued meanwhile is delivered minus what the replay holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resumed {
     pub replay: Vec<Frame>,
     pub recovered: BTreeMap<String, bool>,
+    /// Per recovered stream (by key at its epoch), the last seq replayed.
+    covers: Vec<(u64, u64)>,
 }
 
 /// The wire form of a position.
@@ -442,11 +446,10 @@ impl Node {
     /// A `resume` (§10) for `conn`: replays what it missed of each named
     /// stream it may read, in one pass over the broker, and makes the
     /// connection skip queued frames the replay already covers.
-    pub async fn resume(
-        &self,
-        conn: &mut Connection,
-        positions: &Positions,
-    ) -> Result<Resumed, NodeError> {
+    /// Works out a `resume` for `user`'s held connection. It owns nothing
+    /// of the connection, so the connection goes on watching its close
+    /// signal and heartbeat while this waits on a cluster's Redis.
+    pub async fn resume(&self, user: &UserId, positions: &Positions) -> Result<Resumed, NodeError> {
         let inner = &self.inner;
         let mut recovered = BTreeMap::new();
         let mut asked = Vec::new();
@@ -456,7 +459,7 @@ impl Node {
         let groups: BTreeSet<GroupId> = if positions.keys().any(|k| k.starts_with("group:")) {
             inner
                 .membership
-                .groups_of(&conn.user)
+                .groups_of(user)
                 .await?
                 .into_iter()
                 .collect()
@@ -465,7 +468,7 @@ impl Node {
         };
         for (wire, p) in positions {
             recovered.insert(wire.clone(), false);
-            let Ok(name) = StreamName::parse(wire, &conn.user) else {
+            let Ok(name) = StreamName::parse(wire, user) else {
                 continue;
             };
             if let StreamName::Group(g) = &name {
@@ -483,11 +486,12 @@ impl Node {
         }
         let answers = inner.broker.recover(&asked).await?;
         let mut replay = Vec::new();
+        let mut covers = Vec::new();
         for ((wire, (name, _)), answer) in names.iter().zip(&asked).zip(answers) {
             let ok = answer.is_recovered();
             recovered.insert(wire.clone(), ok);
             if let Recovery::Recovered { replay: r, current } = answer {
-                conn.cover(name.key_at(&current.epoch), current.seq);
+                covers.push((name.key_at(&current.epoch), current.seq));
                 replay.extend(r.into_iter().map(|e| e.frame));
             }
         }
@@ -495,7 +499,11 @@ impl Node {
         let ok = recovered.values().filter(|v| **v).count() as u64;
         stats.recovered.fetch_add(ok, Relaxed);
         stats.reset.fetch_add(recovered.len() as u64 - ok, Relaxed);
-        Ok(Resumed { replay, recovered })
+        Ok(Resumed {
+            replay,
+            recovered,
+            covers,
+        })
     }
 
     /// The history API (§6): what a reader of `stream` would have received
@@ -756,6 +764,14 @@ impl Connection {
     }
 
     /// Makes queued frames of stream `key` up to `seq` count as had.
+    /// Makes what `resumed` replays count as had: queued frames of those
+    /// streams up to it are skipped once the connection is released.
+    pub fn cover_replay(&mut self, resumed: &Resumed) {
+        for &(key, seq) in &resumed.covers {
+            self.cover(key, seq);
+        }
+    }
+
     fn cover(&mut self, key: u64, seq: u64) {
         if seq == 0 {
             return;

@@ -345,7 +345,8 @@ fn a_resume_replays_and_skips_what_was_queued_while_held() {
         "a held connection hands nothing out"
     );
     let positions = [("inbox".to_owned(), inbox)].into();
-    let resumed = done(node.resume(&mut c, &positions)).unwrap();
+    let resumed = done(node.resume(&c.user, &positions)).unwrap();
+    c.cover_replay(&resumed);
     c.release();
     assert_eq!(resumed.recovered, [("inbox".to_owned(), true)].into());
     let replay: Vec<ServerFrame> = resumed

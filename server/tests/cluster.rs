@@ -1848,6 +1848,32 @@ async fn a_frame_under_way_at_a_graceful_stop_is_answered_before_the_close() {
     ping(&mut ben, "after").await;
 }
 
+/// §10, §11: a `resume` reads Redis while its connection stays held. A
+/// kick meanwhile (through another process) closes the connection with
+/// 1008 at once: the resume does not keep it from watching for one. (Had
+/// the loop waited for the resume, the held answer would have run out
+/// its time first, and an `unavailable` error would have come before the
+/// close.)
+#[tokio::test]
+async fn a_kick_closes_a_connection_whose_resume_waits_on_redis() {
+    let redis = redis_in_memory().await;
+    let (relay, a, b, _ann, _ben) = ann_through_a_relay_ben_not(&redis, Holds::Commands, &[]).await;
+    let t = sign(&json!({"sub": "ann", "exp": now() + 3600}), SECRET);
+    let mut again = Client::connect(&a.ws_url(&format!("token={t}&resume=1"))).await;
+    let inbox = again.welcome["streams"]["inbox"].clone();
+    assert_eq!(inbox["seq"], 1, "{}", again.welcome);
+    await_connections(&b, "ann", 2).await;
+    relay.hold.send_replace(true);
+    again
+        .send(json!({"type":"resume","id":"r","positions":{"inbox": inbox}}))
+        .await;
+    let (status, _) = b.api("DELETE", "/api/v1/users/ann/connections", None).await;
+    assert_eq!(status, 200);
+    let (code, _, frames) = again.until_close().await;
+    assert_eq!((code, frames), (1008, vec![]));
+    relay.hold.send_replace(false);
+}
+
 /// Direct pushes that come at once travel to Redis several to a script
 /// call (`cluster/batch.rs`); each is still numbered once in its
 /// recipient's inbox and answered with its own place, and a key repeated

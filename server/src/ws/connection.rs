@@ -10,10 +10,10 @@
 //! from seeing a close or a deadline, and under a queue that never empties
 //! the writer takes one bounded batch per turn while the reader and the
 //! timer still get theirs. A frame whose work waits (in a cluster: on
-//! Redis, and for its own message to come back over pub/sub) does not stop
-//! the connection's deliveries, its pings or a kick; the next frame is read
-//! only when it is done, so one client's frames take effect in the order
-//! they were sent.
+//! Redis, and for its own message to come back over pub/sub; a `resume`
+//! reading the streams' logs) does not stop the connection's deliveries,
+//! its pings or a kick; the next frame is read only when it is done, so one
+//! client's frames take effect in the order they were sent.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +22,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hub_core::{Connection, Disconnect, Frame, RateDecision, RateLimiter, Session};
+use hub_core::{
+    Connection, Disconnect, Frame, NodeError, RateDecision, RateLimiter, Resumed, Session,
+};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, ServerFrame};
@@ -55,8 +57,8 @@ pub struct Welcome {
 enum Event {
     Close(Disconnect),
     Received(Option<Result<Message, WsError>>),
-    /// The frame in `Handler::doing` is done, with its reply if any.
-    Done(Option<ServerFrame>),
+    /// The frame in `Handler::doing` is done.
+    Done(Outcome),
     Tick,
 }
 
@@ -64,7 +66,18 @@ enum Event {
 /// beside the socket. Boxed: the future of a node call is large, and
 /// inline it would sit in every idle connection's task; a frame pays one
 /// allocation instead.
-type Doing = Pin<Box<dyn Future<Output = Option<ServerFrame>> + Send>>;
+type Doing = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// What a client frame's work comes to.
+enum Outcome {
+    /// Its reply, if any.
+    Reply(Option<ServerFrame>),
+    /// A `resume` worked out (or refused): the connection takes it.
+    Resumed {
+        id: Option<protocol::CorrelationId>,
+        answer: Result<Resumed, NodeError>,
+    },
+}
 
 /// Serves one upgraded connection until it ends. `conn` was admitted under
 /// the caps before the upgrade and is registered already; `slot` is its
@@ -126,6 +139,7 @@ pub async fn serve(
         heartbeat,
         writer: Writer::default(),
         doing: None,
+        resuming: false,
         ws,
         conn,
         session: Arc::new(session),
@@ -178,9 +192,10 @@ const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 /// the resume replays the sender's own copy instead: a copy seen twice
 /// by its sender, not a message lost or sent twice.
 async fn finish(doing: Doing) -> Option<Frame> {
-    let reply = tokio::time::timeout(FINISH_AT_SHUTDOWN, doing)
-        .await
-        .ok()??;
+    let Outcome::Reply(reply) = tokio::time::timeout(FINISH_AT_SHUTDOWN, doing).await.ok()? else {
+        return None;
+    };
+    let reply = reply?;
     let reply = match reply {
         ServerFrame::Ack {
             id,
@@ -209,6 +224,9 @@ struct Handler {
     writer: Writer,
     /// The client frame being carried out; no other is read meanwhile.
     doing: Option<Doing>,
+    /// `doing` is a `resume`: delivery stays held until it is done, and a
+    /// shutdown does not wait for it (nothing queued is handed out).
+    resuming: bool,
     rate: RateLimiter,
     last_seen: Instant,
     next_ping: Instant,
@@ -234,7 +252,7 @@ impl Handler {
             let event = std::future::poll_fn(|cx| self.poll_event(cx, timer.as_mut())).await;
             let step = match event {
                 Ok(Event::Close(reason)) => Err(Ended::Closed(reason)),
-                Ok(Event::Received(msg)) => self.on_message(msg).await,
+                Ok(Event::Received(msg)) => self.on_message(msg),
                 Ok(Event::Done(reply)) => {
                     self.doing = None;
                     self.last_seen = Instant::now();
@@ -252,7 +270,7 @@ impl Handler {
                 // connection (see `RedisBackplane`'s guards for what that
                 // leaves behind: nothing), except at shutdown, where `serve`
                 // finishes and answers it.
-                if ended != Ended::Closed(Disconnect::Shutdown) {
+                if ended != Ended::Closed(Disconnect::Shutdown) || self.resuming {
                     self.doing = None;
                 }
                 return ended;
@@ -336,7 +354,7 @@ impl Handler {
         self.writer.send_ping(&mut self.ws)
     }
 
-    async fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), Ended> {
+    fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), Ended> {
         let msg = match msg {
             None => return Err(Ended::ClientVanished),
             Some(Ok(msg)) => msg,
@@ -355,7 +373,7 @@ impl Handler {
         match msg {
             Message::Text(text) => {
                 stats.frame_in(text.len());
-                self.on_text(text.as_str()).await
+                self.on_text(text.as_str())
             }
             Message::Binary(data) => {
                 stats.frame_in(data.len());
@@ -402,14 +420,13 @@ impl Handler {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Result<(), Ended> {
+    fn on_text(&mut self, text: &str) -> Result<(), Ended> {
         if !self.within_rate(Some(text))? {
             return Ok(());
         }
         let frame = ClientFrame::parse(text);
         if let Ok(ClientFrame::Resume { positions, id }) = frame {
-            // Boxed for the same reason as `dispatch` below.
-            return Box::pin(self.on_resume(id, positions)).await;
+            return self.on_resume(id, positions);
         }
         // Any other first frame: handled as usual, after an empty resume.
         self.release();
@@ -419,7 +436,7 @@ impl Handler {
                 let from = self.conn.origin();
                 let session = Arc::clone(&self.session);
                 self.doing = Some(Box::pin(async move {
-                    dispatch(&node, from, &session, frame).await
+                    Outcome::Reply(dispatch(&node, from, &session, frame).await)
                 }));
                 Ok(())
             }
@@ -428,7 +445,11 @@ impl Handler {
     }
 
     /// A frame's work is done: its reply goes out.
-    fn on_done(&mut self, reply: Option<ServerFrame>) -> Result<(), Ended> {
+    fn on_done(&mut self, outcome: Outcome) -> Result<(), Ended> {
+        let reply = match outcome {
+            Outcome::Reply(reply) => reply,
+            Outcome::Resumed { id, answer } => return self.on_resumed(id, answer),
+        };
         match reply {
             // An ack with a position goes behind what is queued (see
             // `Connection::queue_own`); a full queue has closed the
@@ -442,10 +463,11 @@ impl Handler {
         }
     }
 
-    /// A `resume` (§10): only as the first frame after `resume=1`. The
-    /// replay and then the ack go ahead of everything queued meanwhile,
-    /// which the connection then delivers minus what the replay covered.
-    async fn on_resume(
+    /// A `resume` (§10): only as the first frame after `resume=1`. Worked
+    /// out as the frame's work (in a cluster it reads Redis), while the
+    /// connection, still held, goes on watching its close signal and its
+    /// heartbeat; `on_resumed` then takes it.
+    fn on_resume(
         &mut self,
         id: Option<protocol::CorrelationId>,
         positions: protocol::Positions,
@@ -458,8 +480,30 @@ impl Handler {
             );
             return self.reply(&e);
         }
+        // The first frame came: the wait for it is over, and delivery
+        // stays held until the replay is in place.
+        self.hold_until = None;
+        self.resuming = true;
         let node = self.state.node.clone();
-        let answer = Box::pin(node.resume(&mut self.conn, &positions)).await;
+        let user = self.conn.user.clone();
+        self.doing = Some(Box::pin(async move {
+            let answer = node.resume(&user, &positions).await;
+            Outcome::Resumed { id, answer }
+        }));
+        Ok(())
+    }
+
+    /// The replay and then the ack go ahead of everything queued meanwhile,
+    /// which the connection then delivers minus what the replay covered.
+    fn on_resumed(
+        &mut self,
+        id: Option<protocol::CorrelationId>,
+        answer: Result<Resumed, NodeError>,
+    ) -> Result<(), Ended> {
+        self.resuming = false;
+        if let Ok(resumed) = &answer {
+            self.conn.cover_replay(resumed);
+        }
         self.release();
         match answer {
             Ok(resumed) => {
