@@ -50,12 +50,16 @@ impl std::fmt::Debug for TokenVerifier {
 impl TokenVerifier {
     pub fn new(secret: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        // `sub` is required by `Claims` itself; jsonwebtoken would demand a
-        // string, and the contract also takes an integer.
-        validation.set_required_spec_claims(&["exp"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        // "Expired" means expired: no grace beyond the token's own `exp`.
+        // jsonwebtoken checks the signature only; the claims are checked in
+        // `verify`. `sub` and `exp` are required by `Claims` itself
+        // (jsonwebtoken would demand a string `sub`, and the contract also
+        // takes an integer); the times are checked below, whole or
+        // fractional; claims the contract does not name (`aud`, `iss`, …)
+        // are not the hub's business and do not refuse a token.
+        validation.set_required_spec_claims::<&str>(&[]);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
         validation.leeway = 0;
         Self {
             key: secret.map(|s| DecodingKey::from_secret(s.as_bytes())),
@@ -81,7 +85,7 @@ impl TokenVerifier {
         if claims.exp <= now {
             return Err(TokenError::Expired);
         }
-        if claims.iat.is_some_and(|iat| iat > now) {
+        if claims.nbf.is_some_and(|nbf| nbf > now) || claims.iat.is_some_and(|iat| iat > now) {
             return Err(TokenError::NotYetValid);
         }
         Ok(claims)
@@ -176,6 +180,26 @@ mod tests {
         for (token, expected) in cases {
             assert_eq!(v.verify(&token), Err(expected));
         }
+    }
+
+    /// RFC 7519 times may have a fraction (Python's `time.time()`), and a
+    /// token may carry claims the contract does not name, `aud` included.
+    #[test]
+    fn fractional_times_and_other_claims_are_accepted() {
+        let v = TokenVerifier::new(Some("s3cret"));
+        let now = now_secs() as f64 + 0.25;
+        for claims in [
+            json!({"sub":"a","exp":now + 60.5,"nbf":now,"iat":now}),
+            json!({"sub":"a","exp":now + 60.0,"aud":"wshub","iss":"backend","jti":"1"}),
+            json!({"sub":"a","exp":now + 60.0,"aud":["x","y"]}),
+        ] {
+            let token = mint(claims.clone(), "s3cret");
+            assert!(v.verify(&token).is_ok(), "{claims}");
+        }
+        let late = mint(json!({"sub":"a","exp":now - 0.5}), "s3cret");
+        assert_eq!(v.verify(&late), Err(TokenError::Expired));
+        let early = mint(json!({"sub":"a","exp":now + 60.0,"nbf":now + 30.5}), "s3cret");
+        assert_eq!(v.verify(&early), Err(TokenError::NotYetValid));
     }
 
     #[test]
