@@ -14,6 +14,9 @@ pub enum Disconnect {
     RateLimited,
     /// Sent a frame over `--max-frame` (1009).
     TooLarge,
+    /// Sent a text frame that is not UTF-8 (1007, RFC 6455 §8.1: the
+    /// frame cannot be read past, so the connection cannot stay).
+    NotUtf8,
     /// Showed no sign of life for two heartbeat intervals (1001).
     HeartbeatTimeout,
     /// The server is shutting down (1001).
@@ -27,6 +30,7 @@ impl Disconnect {
             Disconnect::SlowConsumer => 1013,
             Disconnect::Kicked | Disconnect::TokenExpired | Disconnect::RateLimited => 1008,
             Disconnect::TooLarge => 1009,
+            Disconnect::NotUtf8 => 1007,
             Disconnect::HeartbeatTimeout | Disconnect::Shutdown => 1001,
         }
     }
@@ -39,6 +43,7 @@ impl Disconnect {
             Disconnect::TokenExpired => "token expired",
             Disconnect::RateLimited => "rate_limited",
             Disconnect::TooLarge => "too_large",
+            Disconnect::NotUtf8 => "invalid UTF-8",
             Disconnect::HeartbeatTimeout => "heartbeat timeout",
             Disconnect::Shutdown => "server shutting down",
         }

@@ -198,7 +198,10 @@ mod tests {
         }
         let late = mint(json!({"sub":"a","exp":now - 0.5}), "s3cret");
         assert_eq!(v.verify(&late), Err(TokenError::Expired));
-        let early = mint(json!({"sub":"a","exp":now + 60.0,"nbf":now + 30.5}), "s3cret");
+        let early = mint(
+            json!({"sub":"a","exp":now + 60.0,"nbf":now + 30.5}),
+            "s3cret",
+        );
         assert_eq!(v.verify(&early), Err(TokenError::NotYetValid));
     }
 

@@ -251,3 +251,29 @@ async fn bad_frames_get_errors_and_the_connection_stays_open() {
         "pong"
     );
 }
+
+/// §3: a bad frame is answered. A text frame that is not UTF-8 is too, and
+/// then the connection is failed with 1007 as RFC 6455 §8.1 requires (the
+/// WebSocket layer reads nothing past it).
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_is_answered_then_closed_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let s = Server::start(&[]).await;
+    let mut a = s.client("a", &[]).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    a.ws.send(Message::Frame(bad)).await.unwrap();
+    let (code, _, frames) = a.until_close().await;
+    assert_eq!(code, 1007, "{frames:?}");
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(
+        (frames[0]["type"].as_str(), frames[0]["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+    // Everyone else is unaffected.
+    let mut b = s.client("b", &[]).await;
+    assert_eq!(
+        b.request(json!({"type":"ping","id":"ok"})).await["type"],
+        "pong"
+    );
+}

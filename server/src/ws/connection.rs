@@ -359,6 +359,18 @@ impl Handler {
             None => return Err(Ended::ClientVanished),
             Some(Ok(msg)) => msg,
             Some(Err(WsError::Capacity(_))) => return Err(Ended::Closed(Disconnect::TooLarge)),
+            // A bad frame is answered (§3); this one also ends the
+            // connection: tokio-tungstenite reads nothing after an error,
+            // and RFC 6455 has the connection failed with 1007.
+            Some(Err(WsError::Utf8(_))) => {
+                let e = ServerFrame::error(
+                    None,
+                    ErrorCode::BadRequest,
+                    "text frames must be UTF-8; closing with 1007",
+                );
+                self.reply(&e)?;
+                return Err(Ended::Closed(Disconnect::NotUtf8));
+            }
             Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {
                 return Err(Ended::ClientClosed)
             }
