@@ -159,7 +159,14 @@ pub struct Config {
 
     /// Development mode: `?userId=` without a token, any group, API without a key.
     /// Only on a loopback --listen address.
-    #[arg(long, env = "WSHUB_INSECURE_DEV")]
+    /// The variable takes the usual spellings: 1/0, true/false, yes/no,
+    /// on/off (empty: off).
+    #[arg(
+        long,
+        env = "WSHUB_INSECURE_DEV",
+        action = clap::ArgAction::SetTrue,
+        value_parser = switch
+    )]
     pub insecure_dev: bool,
 }
 
@@ -250,6 +257,19 @@ mod tests {
     }
 
     #[test]
+    fn a_switch_takes_the_usual_spellings_and_refuses_the_rest() {
+        for on in ["1", "true", "TRUE", "yes", "On", " y "] {
+            assert_eq!(switch(on), Ok(true), "{on:?}");
+        }
+        for off in ["0", "false", "no", "OFF", ""] {
+            assert_eq!(switch(off), Ok(false), "{off:?}");
+        }
+        for bad in ["banana", "2", "enable"] {
+            assert!(switch(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn public_group_prefixes_reach_the_rules() {
         let c = parse(&[
             "--secret",
@@ -274,5 +294,18 @@ mod tests {
         assert!(parse(&["--secret", "s", "--max-user-connections", "0"]).is_err());
         assert!(parse(&["--secret", "s", "--max-user-groups", "0"]).is_err());
         assert!(parse(&["--secret", "s", "--max-connections", "0"]).is_ok());
+    }
+}
+
+/// An on/off flag's environment value: 1/0, true/false, yes/no, on/off in
+/// any case, or empty for off. Anything else is refused rather than
+/// guessed at: this is the switch that turns authentication off.
+fn switch(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        "0" | "false" | "no" | "off" | "n" | "f" | "" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not on or off (use 1/0, true/false, yes/no, on/off)"
+        )),
     }
 }
