@@ -220,6 +220,19 @@ impl Config {
     }
 }
 
+/// An on/off flag's environment value: 1/0, true/false, yes/no, on/off in
+/// any case, or empty for off. Anything else is refused rather than
+/// guessed at: this is the switch that turns authentication off.
+fn switch(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        "0" | "false" | "no" | "off" | "n" | "f" | "" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not on or off (use 1/0, true/false, yes/no, on/off)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,18 +307,5 @@ mod tests {
         assert!(parse(&["--secret", "s", "--max-user-connections", "0"]).is_err());
         assert!(parse(&["--secret", "s", "--max-user-groups", "0"]).is_err());
         assert!(parse(&["--secret", "s", "--max-connections", "0"]).is_ok());
-    }
-}
-
-/// An on/off flag's environment value: 1/0, true/false, yes/no, on/off in
-/// any case, or empty for off. Anything else is refused rather than
-/// guessed at: this is the switch that turns authentication off.
-fn switch(v: &str) -> Result<bool, String> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
-        "0" | "false" | "no" | "off" | "n" | "f" | "" => Ok(false),
-        other => Err(format!(
-            "{other:?} is not on or off (use 1/0, true/false, yes/no, on/off)"
-        )),
     }
 }
