@@ -179,9 +179,11 @@ impl FrameError {
 /// Unknown fields are ignored so clients can add their own.
 #[derive(Deserialize)]
 struct RawFields<'a> {
-    #[serde(rename = "type", borrow, default)]
+    // `null` is kept as given: a `type` or `id` of `null` is a bad one,
+    // not a missing one (§3).
+    #[serde(rename = "type", borrow, default, deserialize_with = "present")]
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     to: Option<&'a RawValue>,
@@ -298,6 +300,18 @@ mod tests {
         for f in frames {
             let text = serde_json::to_string(&f).unwrap();
             assert_eq!(parse(&text).unwrap(), f, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_null_type_or_id_is_a_bad_one_not_a_missing_one() {
+        for text in [
+            r#"{"type":null,"userId":"bob","msg":"hi"}"#,
+            r#"{"type":"send","to":"bob","body":1,"id":null}"#,
+            r#"{"type":"ping","id":null}"#,
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None), "{text}");
         }
     }
 
