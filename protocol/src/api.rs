@@ -25,14 +25,23 @@ pub enum ApiRoute {
 }
 
 impl ApiRoute {
-    /// Matches `rest`, the path after `/api/v1/` (not percent-decoded).
-    /// `Ok(None)`: no such path (404); `Err`: a path of the right shape
-    /// naming a bad id (400), with a message that shows at most 40
-    /// characters of it.
+    /// Matches `rest`, the path after `/api/v1/` as sent. Ids are
+    /// percent-decoded first: a client that encodes its path segments
+    /// sends `a%40b` for `a@b` (§1 allows `@` and `:`). `Ok(None)`: no
+    /// such path (404); `Err`: a path of the right shape naming a bad id
+    /// (400), with a message that shows at most 40 characters of it.
     pub fn parse(rest: &str) -> Result<Option<ApiRoute>, String> {
-        let user = |s: &str| UserId::new(s).map_err(|e| format!("bad user id `{}`: {e}", clip(s)));
-        let group =
-            |s: &str| GroupId::new(s).map_err(|e| format!("bad group id `{}`: {e}", clip(s)));
+        fn decoded(s: &str) -> Result<std::borrow::Cow<'_, str>, String> {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map_err(|_| format!("bad id `{}`: not UTF-8 once decoded", clip(s)))
+        }
+        let user = |s: &str| {
+            UserId::new(&decoded(s)?).map_err(|e| format!("bad user id `{}`: {e}", clip(s)))
+        };
+        let group = |s: &str| {
+            GroupId::new(&decoded(s)?).map_err(|e| format!("bad group id `{}`: {e}", clip(s)))
+        };
         let parts: Vec<&str> = rest.split('/').collect();
         Ok(Some(match parts.as_slice() {
             ["users", u, "messages"] => ApiRoute::PushUser(user(u)?),
@@ -244,6 +253,27 @@ pub struct HealthResponse {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn path_ids_are_percent_decoded_then_checked() {
+        let u = |s: &str| UserId::new(s).unwrap();
+        let g = |s: &str| GroupId::new(s).unwrap();
+        assert_eq!(
+            ApiRoute::parse("users/a%40b/messages"),
+            Ok(Some(ApiRoute::PushUser(u("a@b"))))
+        );
+        assert_eq!(
+            ApiRoute::parse("groups/shop%3A7/members/x%2dy"),
+            Ok(Some(ApiRoute::Member(g("shop:7"), u("x-y"))))
+        );
+        assert_eq!(
+            ApiRoute::parse("users/a@b"),
+            Ok(Some(ApiRoute::User(u("a@b"))))
+        );
+        for bad in ["users/a%2Fb", "users/a%20b", "users/%ff", "users/"] {
+            assert!(ApiRoute::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn push_request_needs_a_body_and_takes_null() {
