@@ -44,7 +44,60 @@ impl Metrics {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        prometheus_text(&out)
+    }
+}
+
+/// prometheus-client writes OpenMetrics; §7 promises the Prometheus text
+/// format (0.0.4, the content type `/metrics` answers with). For what we
+/// expose they differ in two places: a counter's family is named with its
+/// `_total` (OpenMetrics names it without, so a 0.0.4 parser takes the
+/// `_total` samples for an untyped metric of their own), and there is no
+/// closing `# EOF`.
+fn prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 16 * counters.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then_some((p, name, tail))
+        });
+        match described {
+            Some((p, name, tail)) => {
+                out.push_str(p);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text;
+
+    #[test]
+    fn counters_are_named_with_their_total_and_there_is_no_eof() {
+        let open = "# HELP a_seconds Time.\n# TYPE a_seconds histogram\na_seconds_sum 0.0\n\
+                    # HELP c Frames\n# TYPE c counter\nc_total 3\n\
+                    # HELP g Open\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(open),
+            "# HELP a_seconds Time.\n# TYPE a_seconds histogram\na_seconds_sum 0.0\n\
+             # HELP c_total Frames\n# TYPE c_total counter\nc_total 3\n\
+             # HELP g Open\n# TYPE g gauge\ng 1\n"
+        );
     }
 }
 

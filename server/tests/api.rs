@@ -352,7 +352,10 @@ async fn metrics_follow_connects_and_disconnects() {
         series(&text, name);
     }
     assert!(text.contains("# TYPE wshub_connections gauge"));
-    assert!(text.contains("# TYPE wshub_frames_received counter"));
+    // The Prometheus text format (0.0.4): a counter's family carries its
+    // `_total`, and no OpenMetrics `# EOF`.
+    assert!(text.contains("# TYPE wshub_frames_received_total counter"));
+    assert!(!text.contains("# EOF"), "{text}");
     assert!(text.contains("# TYPE wshub_api_request_duration_seconds histogram"));
     assert_eq!(series(&text, "wshub_connections"), 0.0);
 
