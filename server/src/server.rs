@@ -100,6 +100,7 @@ async fn is_upgrade(stream: &TcpStream) -> bool {
 
 /// Serves one HTTP connection (and its upgrade) with hyper.
 async fn serve_http(stream: TcpStream, state: SharedState) {
+    let head_limit = head_limit(state.config.max_user_groups.get());
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(crate::http::router::route(req, state).await) }
@@ -109,12 +110,25 @@ async fn serve_http(stream: TcpStream, state: SharedState) {
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(REQUEST_TIMEOUT)
-        .max_buf_size(64 * 1024)
+        .max_buf_size(head_limit)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "http connection ended with an error");
     }
+}
+
+/// The most bytes a request head may take (hyper answers 431 past it).
+/// A token in the query or `Authorization` carries the user's groups
+/// (§1): at `--max-user-groups` ids of 128 bytes, base64url, about 176
+/// KiB at the default cap. A token with half as many groups again past
+/// the cap still fits, so it gets its 401 (§2: a token is answered 101 or
+/// 401), not a 431. The buffer grows only as a head needs it.
+fn head_limit(max_user_groups: usize) -> usize {
+    const SLACK: usize = 16 * 1024;
+    let claims = max_user_groups.saturating_mul(3 * 131) / 2;
+    let token = claims.saturating_mul(4) / 3;
+    token.saturating_add(SLACK).max(64 * 1024)
 }
 
 /// SIGINT and SIGTERM, listened for from the moment this is made: made

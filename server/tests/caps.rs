@@ -238,6 +238,35 @@ async fn a_token_listing_more_groups_than_the_cap_is_401() {
     assert_eq!(c.welcome["groups"], json!(["g1", "g2", "g3"]));
 }
 
+/// §2: a token is answered 101 or 401 whatever its claims hold. At the
+/// default cap a token may list 1,024 groups of 128 bytes, about 176 KiB;
+/// one with 1,100 such groups is refused for them with 401, not turned
+/// away for the size of its request head. (Sent as `Authorization:
+/// Bearer`: a URL cannot be that long, here or in hyper.)
+#[tokio::test]
+async fn the_largest_token_the_cap_allows_is_accepted_and_a_larger_one_is_401() {
+    let s = Server::start(&[]).await;
+    let with_groups = |user: &str, n: usize| {
+        let ids: Vec<String> = (0..n).map(|i| format!("{i:0>128}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut req = s.ws_url("").into_client_request().unwrap();
+        let bearer = format!("Bearer {}", token(user, &refs, 3600));
+        req.headers_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        req
+    };
+    let c = Client::try_connect(with_groups("big", 1024)).await.unwrap();
+    assert_eq!(c.welcome["groups"].as_array().map(Vec::len), Some(1024));
+
+    match Client::try_connect(with_groups("bigger", 1100)).await {
+        Ok(_) => panic!("a token past the cap was accepted"),
+        Err((status, body)) => assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        ),
+    }
+}
+
 #[tokio::test]
 async fn token_groups_that_would_pass_the_cap_with_earlier_memberships_are_409() {
     // A user belongs to at most --max-user-groups groups, however the
