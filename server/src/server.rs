@@ -47,9 +47,16 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState, http: Handle
         let state = state.clone();
         let http = http.clone();
         tokio::spawn(async move {
-            if is_upgrade(&stream).await {
-                serve_http(stream, state).await;
-                return;
+            match look_at_head(&stream).await {
+                Head::Upgrade => {
+                    serve_http(stream, state).await;
+                    return;
+                }
+                Head::Other => {}
+                Head::TooSlow => {
+                    request_timeout(stream).await;
+                    return;
+                }
             }
             // Off this runtime's reactor, onto the HTTP runtime's.
             match stream.into_std() {
@@ -67,35 +74,72 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState, http: Handle
     }
 }
 
-/// Whether a new connection's request starts `GET /ws` (the WebSocket
-/// endpoint, §2), looking without reading. The first bytes of a request
-/// come in one packet in practice; a client that sends fewer than eight in
-/// `PEEK_FOR` is looked at with growing pauses and then goes to the HTTP
-/// runtime, where hyper gives its request head the usual 10 s.
-async fn is_upgrade(stream: &TcpStream) -> bool {
+/// What the first request on a new connection is, seen without reading.
+enum Head {
+    /// `GET /ws` (the WebSocket endpoint, §2).
+    Upgrade,
+    /// Anything else, or a head too large to look at whole here: hyper
+    /// reads it (with its own 10 s for a head).
+    Other,
+    /// No whole request head within `REQUEST_TIMEOUT`: answered 408.
+    TooSlow,
+}
+
+/// Looks at a new connection's first request head (`MSG_PEEK`): whether it
+/// is `GET /ws`, and whether it arrives whole within `REQUEST_TIMEOUT`
+/// (§6: 408 where an answer can still be written; hyper's own timeout
+/// would only close the socket). A head comes in one packet in practice,
+/// so the first look decides; a client that sends it slowly is looked at
+/// again with growing pauses.
+async fn look_at_head(stream: &TcpStream) -> Head {
     const WS: &[u8] = b"GET /ws";
-    const PEEK_FOR: Duration = Duration::from_secs(1);
-    let mut head = [0u8; 8];
+    /// Heads longer than this (a large token) are left to hyper whole.
+    const LOOK: usize = 8 * 1024;
+    let mut head = vec![0u8; LOOK];
     let look = async {
         let mut pause = Duration::from_millis(1);
         loop {
-            match stream.peek(&mut head).await {
+            let n = match stream.peek(&mut head).await {
+                // The end or an error: hyper sees it too.
+                Ok(0) | Err(_) => return Head::Other,
+                Ok(n) => n,
+            };
+            let seen = &head[..n];
+            let whole = n == LOOK || seen.windows(4).any(|w| w == b"\r\n\r\n");
+            if n > WS.len() || whole {
                 // `GET /ws`, then `?` or ` `.
-                Ok(n) if n > WS.len() => {
-                    return head.starts_with(WS) && matches!(head[WS.len()], b'?' | b' ')
-                }
-                // The end, an error, or something else than `GET /ws`.
-                Ok(0) | Err(_) => return false,
-                Ok(n) if !WS.starts_with(&head[..n]) => return false,
-                // A prefix of it: wait for more.
-                Ok(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                let upgrade =
+                    seen.starts_with(WS) && matches!(seen.get(WS.len()), Some(b'?' | b' '));
+                if whole {
+                    return if upgrade { Head::Upgrade } else { Head::Other };
                 }
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     };
-    tokio::time::timeout(PEEK_FOR, look).await.unwrap_or(false)
+    tokio::time::timeout(REQUEST_TIMEOUT, look)
+        .await
+        .unwrap_or(Head::TooSlow)
+}
+
+/// Answers a connection whose request head did not arrive in time, then
+/// closes it; bounded, since the client may not be reading either.
+async fn request_timeout(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        r#"{{"error":{{"code":"bad_request","message":"the request head did not arrive within {} s"}}}}"#,
+        REQUEST_TIMEOUT.as_secs()
+    );
+    let answer = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 /// Serves one HTTP connection (and its upgrade) with hyper.
