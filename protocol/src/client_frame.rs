@@ -225,12 +225,12 @@ fn json_of(raw: &RawValue) -> serde_json::Value {
 
 fn user_field(raw: Option<&RawValue>, name: &str) -> Result<UserId, String> {
     let raw = raw.ok_or_else(|| format!("missing field `{name}`"))?;
-    UserId::from_json(&json_of(raw)).map_err(|e| format!("bad user id in `{name}`: {e}"))
+    UserId::from_json_text(raw.get()).map_err(|e| format!("bad user id in `{name}`: {e}"))
 }
 
 fn group_field(raw: Option<&RawValue>) -> Result<GroupId, String> {
     let raw = raw.ok_or_else(|| "missing field `group`".to_owned())?;
-    GroupId::from_json(&json_of(raw)).map_err(|e| format!("bad group id in `group`: {e}"))
+    GroupId::from_json_text(raw.get()).map_err(|e| format!("bad group id in `group`: {e}"))
 }
 
 fn positions_field(raw: Option<&RawValue>) -> Result<Positions, String> {
@@ -312,6 +312,23 @@ mod tests {
         ] {
             let e = parse(text).unwrap_err();
             assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_integer_id_of_any_length_means_its_digits() {
+        let f = parse(r#"{"type":"send","to":100000000000000000000,"body":1}"#).unwrap();
+        assert!(
+            matches!(f, ClientFrame::Send { to, .. } if to.as_str() == "100000000000000000000")
+        );
+        let f = parse(r#"{"type":"join","group":-12}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Join { group, .. } if group.as_str() == "-12"));
+        for bad in [
+            r#"{"type":"send","to":1.5,"body":1}"#,
+            r#"{"type":"send","to":1e3,"body":1}"#,
+            r#"{"type":"send","to":true,"body":1}"#,
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
         }
     }
 

@@ -70,6 +70,19 @@ macro_rules! id_type {
                 }
             }
 
+            /// `from_json` for a value still in its JSON text: an integer
+            /// of any length stands for its digits as written (a parsed
+            /// one past 64 bits would already be a rounded float).
+            pub fn from_json_text(text: &str) -> Result<Self, IdError> {
+                let digits = text.strip_prefix('-').unwrap_or(text);
+                if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Self::new(text);
+                }
+                let v: serde_json::Value =
+                    serde_json::from_str(text).map_err(|_| IdError::WrongType)?;
+                Self::from_json(&v)
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }
