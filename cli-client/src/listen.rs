@@ -34,7 +34,10 @@ pub async fn run(common: &Common, reconnect: bool) -> Outcome {
     loop {
         let why = match pump(&mut conn, &mut streams).await {
             End::ReaderGone => return Ok(()),
-            End::Final(f) => return Err(f),
+            // With --no-reconnect every end of the connection is the same
+            // end to a script (§9: exit 3), a kick included.
+            End::Final(f) if reconnect => return Err(f),
+            End::Final(f) => f.message,
             End::Lost(why) => why,
         };
         if !reconnect {

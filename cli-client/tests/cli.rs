@@ -606,6 +606,24 @@ fn listen_stops_when_kicked() {
     assert!(errs[0].contains("1008"), "{errs:?}");
 }
 
+/// §9: `listen --no-reconnect` exits 3 when its connection ends, however
+/// it ends: a kick (1008) too.
+#[test]
+fn listen_no_reconnect_exits_3_when_kicked() {
+    let s = start("127.0.0.1:0");
+    let l = Listener::at(&s.ws_url(""), &token(&s, "kai", &[]), &["--no-reconnect"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, _) = rt.block_on(s.api("DELETE", "/api/v1/users/kai/connections", None));
+    assert!((200..300).contains(&status), "{status}");
+    let (code, errs) = l.exit();
+    assert_eq!(code, Some(3), "{errs:?}");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("connection lost") && errs[0].contains("1008"),
+        "{errs:?}"
+    );
+}
+
 #[test]
 fn chat_shows_what_it_missed_while_reconnecting() {
     let s = start("127.0.0.1:0");
