@@ -18,7 +18,8 @@ pub struct Config {
         long,
         env = "WSHUB_LISTEN",
         default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_parser = listen_addr
     )]
     pub listen: SocketAddr,
 
@@ -220,6 +221,22 @@ impl Config {
     }
 }
 
+/// `--listen`: an IP address and port, or a host name and port
+/// (`localhost:8080`), looked up once at startup; a name with several
+/// addresses listens on the first.
+fn listen_addr(v: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = v.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let mut found = v
+        .to_socket_addrs()
+        .map_err(|e| format!("{v:?} is not HOST:PORT or IP:PORT ({e})"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("{v:?} names no address"))
+}
+
 /// An on/off flag's environment value: 1/0, true/false, yes/no, on/off in
 /// any case, or empty for off. Anything else is refused rather than
 /// guessed at: this is the switch that turns authentication off.
@@ -264,6 +281,9 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(parse(&["--secret", "s", "--queue", "0"]).is_err());
         assert!(parse(&["--secret", "s", "--listen", "nowhere"]).is_err());
+        assert!(parse(&["--secret", "s", "--listen", "localhost"]).is_err());
+        let c = parse(&["--secret", "s", "--listen", "localhost:0"]).unwrap();
+        assert!(c.listen.ip().is_loopback() && c.listen.port() == 0);
         assert!(parse(&[]).is_err());
         assert!(parse(&["--insecure-dev", "--listen", "0.0.0.0:1"]).is_err());
         assert!(parse(&["--insecure-dev"]).is_ok());
