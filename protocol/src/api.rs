@@ -167,8 +167,8 @@ impl HistoryQuery {
             since: 0,
             limit: HISTORY_LIMIT_DEFAULT,
         };
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        // Decoded as a form is (`%31` is `1`), as clients encode queries.
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let number = || -> Result<u64, String> {
                 if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(format!("`{k}` must be a non-negative integer"));
@@ -176,7 +176,7 @@ impl HistoryQuery {
                 // Past u64: as large as can be.
                 Ok(v.parse().unwrap_or(u64::MAX))
             };
-            match k {
+            match k.as_ref() {
                 "since" => q.since = number()?,
                 "limit" => {
                     q.limit = usize::try_from(number()?)
@@ -290,6 +290,8 @@ mod tests {
         assert_eq!((q.since, q.limit), (5, 1000));
         let q = HistoryQuery::parse(Some("limit=0")).unwrap();
         assert_eq!(q.limit, 0);
+        let q = HistoryQuery::parse(Some("%73ince=%31&limit=%32")).unwrap();
+        assert_eq!((q.since, q.limit), (1, 2));
         for bad in [
             "since=-1",
             "since=",

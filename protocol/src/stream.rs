@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest epoch a client may send back. The server's own are 8
-/// characters; anything longer cannot be one of them, and is kept out of
-/// memory rather than compared.
+/// Longest epoch a client's position keeps. The server's own are 8
+/// characters; anything longer cannot be one of them, and is read as an
+/// epoch that matches nothing rather than kept.
 pub const MAX_EPOCH_LEN: usize = 64;
 
 /// A place in a stream: the last message seen (seq 0: none yet).
@@ -47,10 +47,15 @@ pub fn parse_positions(v: &serde_json::Value) -> Result<Positions, String> {
         let epoch = p
             .get("epoch")
             .and_then(|e| e.as_str())
-            .filter(|e| e.len() <= MAX_EPOCH_LEN)
-            .ok_or_else(|| {
-                format!("position of `{shown}` needs an `epoch` string of at most {MAX_EPOCH_LEN} bytes")
-            })?;
+            .ok_or_else(|| format!("position of `{shown}` needs an `epoch` string"))?;
+        // An epoch too long to be one of ours is a wrong epoch (§10: that
+        // stream is not recovered, no error), kept as one that matches
+        // nothing rather than held in memory.
+        let epoch = if epoch.len() <= MAX_EPOCH_LEN {
+            epoch
+        } else {
+            ""
+        };
         let seq = p
             .get("seq")
             .and_then(|s| s.as_u64())
@@ -95,9 +100,11 @@ mod tests {
             json!({"inbox": {"epoch": 5, "seq": 1}}),
             json!({"inbox": {"epoch": "e", "seq": -1}}),
             json!({"inbox": {"epoch": "e", "seq": 1.5}}),
-            json!({"inbox": {"epoch": "e".repeat(65), "seq": 1}}),
         ] {
             assert!(parse_positions(&bad).is_err(), "{bad}");
         }
+        // Too long to be an epoch of ours: a wrong one, not a bad frame.
+        let p = parse_positions(&json!({"inbox": {"epoch": "e".repeat(65), "seq": 1}})).unwrap();
+        assert_eq!(p["inbox"].epoch, "");
     }
 }
