@@ -1730,9 +1730,20 @@ async fn a_join_ack_comes_after_a_message_on_its_way_to_a_quiet_process() {
 /// once.
 #[tokio::test]
 async fn a_send_whose_answer_is_held_up_is_acknowledged_not_refused() {
+    held_up_send_is_acknowledged(&[]).await;
+}
+
+/// The same without history (`--history 0`): there is no log to look the
+/// message up in, and the push's mark is found instead.
+#[tokio::test]
+async fn a_send_whose_answer_is_held_up_is_acknowledged_without_history_too() {
+    held_up_send_is_acknowledged(&["--history", "0"]).await;
+}
+
+async fn held_up_send_is_acknowledged(flags: &[&str]) {
     let redis = redis_in_memory().await;
     let (relay, a, _b, mut ann, mut ben) =
-        ann_through_a_relay_ben_not(&redis, Holds::Everything, &[]).await;
+        ann_through_a_relay_ben_not(&redis, Holds::Everything, flags).await;
     let ups = count_log(&a, "broker up");
     relay.hold.send_replace(true);
     ann.send(json!({"type":"send","to":"ben","body":"held","id":"h1"}))

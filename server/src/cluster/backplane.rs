@@ -491,13 +491,10 @@ impl RedisBackplane {
     /// that what is answered `unavailable` is never delivered (§11): asks
     /// Redis once its clock is past the push's deadline (after which the
     /// push cannot run any more) whether the message is in its stream's
-    /// log, for up to `SETTLE_FOR`. Without a log (`--history 0`), or when
-    /// Redis cannot be asked for that long, it is `unavailable` and
-    /// unknown (docs/testing.md, "Fault drills").
+    /// log (without a log, `--history 0`: whether it left its mark), for
+    /// up to `SETTLE_FOR`. When Redis cannot be asked for that long, it is
+    /// `unavailable` and unknown (docs/testing.md, "Fault drills").
     async fn settle(&self, p: &Publication, deadline: i64) -> Result<PushAnswer, Unavailable> {
-        if self.history.max_messages == 0 {
-            return Err(Unavailable);
-        }
         // The stream the ack reports: there, the script appended last.
         let (stream, kind, of) = match (&p.target, &p.origin) {
             (Target::User(to), Some(o)) if &o.user != to => {
@@ -515,7 +512,9 @@ impl RedisBackplane {
                 .arg(Names::stream_id(&stream))
                 .arg(p.message.id.as_str())
                 .arg(kind)
-                .arg(of);
+                .arg(of)
+                .arg(p.origin.as_ref().map_or("", |o| o.user.as_str()))
+                .arg(if p.origin.is_some() { "1" } else { "0" });
             let mut conn = self.conn.clone();
             let left = give_up.saturating_duration_since(tokio::time::Instant::now());
             let asked =

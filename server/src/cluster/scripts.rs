@@ -193,6 +193,14 @@ end
 local function placed(e, ns, header, frame)
   return 'p' .. e .. ':' .. ns .. '\n' .. header .. '\n' .. frame
 end
+-- Without a log (`--history 0`, max 0) a push leaves a short-lived mark of
+-- where message `id` went, so SETTLE can tell whether a push whose answer
+-- was lost ran. Kept a minute: SETTLE asks within seconds.
+local function mark_ran(max, id, e, n)
+  if max == 0 then
+    redis.call('SET', P .. 'ran:' .. id, e .. ':' .. string.format('%d', n), 'PX', 60000)
+  end
+end
 -- An earlier push with this idempotency key: {0, epoch, seq, 1, id}.
 local function first_push(key)
   if key == '' then return nil end
@@ -253,6 +261,7 @@ local function push_one(i)
     redis.call('PUBLISH', ARGV[i + 6], placed(e, ns, ARGV[i + 7], frame))
   end
   remember(key, window, id, e, n)
+  mark_ran(max, id, e, n)
   return {delivered, e, n, 0, id}
 end
 for i = 6, #ARGV, 12 do out[#out + 1] = push_one(i) end
@@ -276,6 +285,7 @@ end
 local e, n, frame, ns = append('g:' .. ARGV[3], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), now, ARGV[7], ARGV[11])
 redis.call('PUBLISH', ARGV[5], placed(e, ns, ARGV[6], frame))
 remember(ARGV[12], ARGV[13], ARGV[14], e, n)
+mark_ran(tonumber(ARGV[10]), ARGV[14], e, n)
 if delivered < 0 then delivered = 0 end
 return {delivered, e, n, 0, ARGV[14]}
 "#;
@@ -291,6 +301,7 @@ local delivered = live_sum(P .. 'conns_by_node', now)
 local e, n, frame, ns = append('all', ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), now, ARGV[5], ARGV[9])
 redis.call('PUBLISH', ARGV[3], placed(e, ns, ARGV[4], frame))
 remember(ARGV[10], ARGV[11], ARGV[12], e, n)
+mark_ran(tonumber(ARGV[8]), ARGV[12], e, n)
 return {delivered, e, n, 0, ARGV[12]}
 "#;
 
@@ -344,31 +355,55 @@ return out
 "#;
 
 /// ARGV: prefix, deadline, stream id, message id, what `delivered`
-/// counts ("u" and a user, "g" and a group, "a"). Whether a push whose
-/// answer never came took effect: asked once Redis's clock is past the
-/// push's deadline, when a push that has not run can no longer run.
-/// Returns {1, epoch, seq, delivered} when the message is in the stream's
-/// log, {0, '', 0, 0} when it is not, {-1, '', 0, 0} when still too early.
+/// counts ("u" and a user, "g" and a group, "a"), the sending user or "",
+/// "1" when it sent from a connection. Whether a push whose answer never
+/// came took effect: asked once Redis's clock is past the push's
+/// deadline, when a push that has not run can no longer run. Found by
+/// the mark a push leaves without a log (`mark_ran`), else in the
+/// stream's log. `delivered` is counted now, leaving out the sender's own
+/// connections as the push did. Returns {1, epoch, seq, delivered} when
+/// it ran, {0, '', 0, 0} when it did not, {-1, '', 0, 0} when still too
+/// early.
 const SETTLE: &str = r#"
 local now = now_ms()
 if now <= tonumber(ARGV[2]) then return {-1, '', 0, 0} end
 local s = ARGV[3]
-local e = redis.call('HGET', P .. 'seq:' .. s, 'e')
-if not e then return {0, '', 0, 0} end
--- A message frame starts with its type and id.
-local head = '{"type":"message","id":"' .. ARGV[4] .. '"'
-local r = redis.call('XREVRANGE', P .. 'log:' .. s, '+', '-', 'COUNT', 1000)
-for _, entry in ipairs(r) do
-  local f = entry_field(entry[2], 'f')
-  if f and string.sub(f, 1, #head) == head then
-    local delivered = 0
-    if ARGV[5] == 'u' then delivered = count(ARGV[6], now)
-    elseif ARGV[5] == 'g' then delivered = live_sum(P .. 'group:' .. ARGV[6] .. ':conns', now)
-    else delivered = live_sum(P .. 'conns_by_node', now) end
-    return {1, e, tonumber(string.match(entry[1], '^(%d+)')), delivered}
+local e, n
+local ran = redis.call('GET', P .. 'ran:' .. ARGV[4])
+if ran then
+  local me, mn = string.match(ran, '^(%w+):(%d+)$')
+  if me then e, n = me, tonumber(mn) end
+end
+if not e then
+  local se = redis.call('HGET', P .. 'seq:' .. s, 'e')
+  if not se then return {0, '', 0, 0} end
+  -- A message frame starts with its type and id.
+  local head = '{"type":"message","id":"' .. ARGV[4] .. '"'
+  local r = redis.call('XREVRANGE', P .. 'log:' .. s, '+', '-', 'COUNT', 1000)
+  for _, entry in ipairs(r) do
+    local f = entry_field(entry[2], 'f')
+    if f and string.sub(f, 1, #head) == head then
+      e, n = se, tonumber(string.match(entry[1], '^(%d+)'))
+      break
+    end
   end
 end
-return {0, '', 0, 0}
+if not e then return {0, '', 0, 0} end
+local from, from_conn = ARGV[7] or '', ARGV[8] == '1'
+local delivered = 0
+if ARGV[5] == 'u' then
+  delivered = count(ARGV[6], now)
+  if from == ARGV[6] and from_conn and delivered > 0 then delivered = delivered - 1 end
+elseif ARGV[5] == 'g' then
+  delivered = live_sum(P .. 'group:' .. ARGV[6] .. ':conns', now)
+  if from ~= '' and redis.call('SISMEMBER', P .. 'group:' .. ARGV[6] .. ':members', from) == 1 then
+    delivered = delivered - count(from, now)
+  end
+  if delivered < 0 then delivered = 0 end
+else
+  delivered = live_sum(P .. 'conns_by_node', now)
+end
+return {1, e, n, delivered}
 "#;
 
 /// ARGV: prefix, deadline, user, channel, payload. Returns how many

@@ -38,6 +38,10 @@
 //! - `idem:{s} {key}` (string `{id}\n{epoch}\n{seq}`, `PX` =
 //!   `--idempotency-window`): the first push with an `Idempotency-Key` to
 //!   that target; a repeat answers it and publishes nothing.
+//! - `ran:{message id}` (string `{epoch}:{seq}`, `PX` 60 s), only with
+//!   `--history 0`: where a push went, for a process whose answer from
+//!   Redis was lost to find out that it ran (`SETTLE`), as it otherwise
+//!   does in the log.
 //!
 //! One script per publication numbers it in each stream it enters, splices
 //! epoch and seq into the frame, appends it to the log and publishes it, so
