@@ -1740,6 +1740,37 @@ async fn a_send_whose_answer_is_held_up_is_acknowledged_without_history_too() {
     held_up_send_is_acknowledged(&["--history", "0"]).await;
 }
 
+/// §11: a join whose script ran in Redis but whose answer is held up
+/// past the server's wait is looked up rather than refused: the member
+/// it made is not one the backend was told failed.
+#[tokio::test]
+async fn a_join_whose_answer_is_held_up_is_acknowledged_not_refused() {
+    let redis = redis_in_memory().await;
+    let (relay, a, b) = one_through_a_relay_with(&redis, Holds::Everything, &[]).await;
+    // Redis has the script (a first EVALSHA's NOSCRIPT answer, held,
+    // would leave it unrun).
+    let (status, _) = a.api("PUT", "/api/v1/groups/warm/members/ann", None).await;
+    assert_eq!(status, 200);
+    relay.hold.send_replace(true);
+    let join = a.api("PUT", "/api/v1/groups/team/members/ann", None);
+    let meanwhile = async {
+        // The script ran: the other process sees the membership.
+        let start = Instant::now();
+        while !groups_of(&b, "ann").await.to_string().contains("team") {
+            assert!(start.elapsed() < LIMIT, "the held join never ran");
+            tokio::time::sleep(POLL).await;
+        }
+        // Past the server's wait for the answer (3 s): no signal marks it.
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        relay.hold.send_replace(false);
+    };
+    let ((status, body), ()) = tokio::join!(join, meanwhile);
+    assert_eq!(
+        (status, &body),
+        (200, &json!({"group":"team","user":"ann","joined":true}))
+    );
+}
+
 async fn held_up_send_is_acknowledged(flags: &[&str]) {
     let redis = redis_in_memory().await;
     let (relay, a, _b, mut ann, mut ben) =

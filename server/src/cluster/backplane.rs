@@ -535,6 +535,38 @@ impl RedisBackplane {
         Err(Unavailable)
     }
 
+    /// Whether `user` is in `group` once a join or leave sent with
+    /// `deadline` can no longer run, for up to `SETTLE_FOR`: how one whose
+    /// answer never came is told apart from one that did not run.
+    async fn settle_membership(
+        &self,
+        user: &UserId,
+        group: &GroupId,
+        deadline: i64,
+    ) -> Result<bool, Unavailable> {
+        let give_up = tokio::time::Instant::now() + SETTLE_FOR;
+        while tokio::time::Instant::now() < give_up {
+            let mut inv = self.scripts.settle_membership.prepare_invoke();
+            inv.arg(self.prefix())
+                .arg(deadline)
+                .arg(user.as_str())
+                .arg(group.as_str());
+            let mut conn = self.conn.clone();
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            let asked: Result<Result<i64, _>, _> =
+                tokio::time::timeout(SETTLE_EVERY.min(left), inv.invoke_async(&mut conn)).await;
+            match asked {
+                Ok(Ok(1)) => return Ok(true),
+                Ok(Ok(0)) => return Ok(false),
+                Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {}
+            }
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep((SETTLE_EVERY / 4).min(left)).await;
+        }
+        tracing::warn!(%user, %group, "a membership change's fate is unknown: answered unavailable");
+        Err(Unavailable)
+    }
+
     /// Reads streams in one script (`READ`): per (stream, epoch wanted,
     /// after, limit), where it stands and the entries asked for.
     pub async fn read_streams(&self, asks: &[ReadAsk]) -> Result<Vec<StreamRead>, Unavailable> {
@@ -845,9 +877,10 @@ impl Membership for RedisBackplane {
                 node: self.node.0,
                 token,
             });
+            let deadline = self.deadline();
             let mut inv = self.scripts.join.prepare_invoke();
             inv.arg(self.prefix())
-                .arg(self.deadline())
+                .arg(deadline)
                 .arg(user.as_str())
                 .arg(group.as_str())
                 .arg(max)
@@ -877,7 +910,13 @@ impl Membership for RedisBackplane {
                 }
                 Ok((0, _)) => Ok(Some(false)),
                 Ok((-1, _)) => Ok(None),
-                Ok(_) | Err(_) => Err(Unavailable),
+                // No answer: the script may have run all the same, and a
+                // join answered `unavailable` must not hold (§11).
+                Err(_) => match self.settle_membership(user, group, deadline).await {
+                    Ok(true) => Ok(Some(true)),
+                    Ok(false) | Err(_) => Err(Unavailable),
+                },
+                Ok(_) => Err(Unavailable),
             };
             outcome
         })
@@ -894,17 +933,22 @@ impl Membership for RedisBackplane {
                 user: user.clone(),
                 group: group.clone(),
             });
+            let deadline = self.deadline();
             let mut inv = self.scripts.leave.prepare_invoke();
             inv.arg(self.prefix())
-                .arg(self.deadline())
+                .arg(deadline)
                 .arg(user.as_str())
                 .arg(group.as_str())
                 .arg(self.names.user_channel(user))
                 .arg(payload);
-            let was: i64 = self.run(inv).await?;
-            match was {
-                -1 => Err(Unavailable),
-                n => Ok(n == 1),
+            match self.run::<i64>(inv).await {
+                Ok(-1) => Err(Unavailable),
+                Ok(n) => Ok(n == 1),
+                // As for a join: a leave that ran is a leave.
+                Err(_) => match self.settle_membership(user, group, deadline).await {
+                    Ok(false) => Ok(true),
+                    Ok(true) | Err(_) => Err(Unavailable),
+                },
             }
         })
     }

@@ -447,6 +447,15 @@ end
 return was
 "#;
 
+/// ARGV: prefix, deadline, user, group. Where a join or leave whose answer
+/// never came left the membership: asked once Redis's clock is past its
+/// deadline, when it can no longer run. Returns 1 (a member), 0 (not),
+/// -1 (still too early).
+const SETTLE_MEMBERSHIP: &str = r#"
+if now_ms() <= tonumber(ARGV[2]) then return -1 end
+return redis.call('SISMEMBER', P .. 'user:' .. ARGV[3] .. ':groups', ARGV[4])
+"#;
+
 /// ARGV: prefix, node, user, delta (+1 or -1).
 const PRESENCE: &str = r#"
 local uc = P .. 'user:' .. ARGV[3] .. ':conns'
@@ -541,6 +550,7 @@ pub struct Scripts {
     pub connections: Script,
     pub read: Script,
     pub settle: Script,
+    pub settle_membership: Script,
 }
 
 impl Default for Scripts {
@@ -560,6 +570,7 @@ impl Default for Scripts {
             connections: s(CONNECTIONS),
             read: s(READ),
             settle: s(SETTLE),
+            settle_membership: s(SETTLE_MEMBERSHIP),
         }
     }
 }
