@@ -105,7 +105,14 @@ async fn look_at_head(stream: &TcpStream) -> Head {
                 Ok(n) => n,
             };
             let seen = &head[..n];
-            let whole = n == LOOK || seen.windows(4).any(|w| w == b"\r\n\r\n");
+            // Whole as hyper's parser (httparse) reads a head: bare `\n`
+            // line ends too. One it cannot parse is hyper's to answer.
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let whole = n == LOOK
+                || !matches!(
+                    httparse::Request::new(&mut headers).parse(seen),
+                    Ok(httparse::Status::Partial)
+                );
             if n > WS.len() || whole {
                 // `GET /ws`, then `?` or ` `.
                 let upgrade =
@@ -114,8 +121,10 @@ async fn look_at_head(stream: &TcpStream) -> Head {
                     return if upgrade { Head::Upgrade } else { Head::Other };
                 }
             }
+            // Each look copies what has come so far: a client that sends
+            // its head slowly is looked at a few times a second at most.
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            pause = (pause * 2).min(Duration::from_millis(250));
         }
     };
     tokio::time::timeout(REQUEST_TIMEOUT, look)
@@ -168,11 +177,13 @@ async fn serve_http(stream: TcpStream, state: SharedState) {
 /// KiB at the default cap. A token with half as many groups again past
 /// the cap still fits, so it gets its 401 (§2: a token is answered 101 or
 /// 401), not a 431. The buffer grows only as a head needs it.
+/// Never more than 1 MiB, whatever the cap: this much is held for a
+/// client before it has been authenticated.
 fn head_limit(max_user_groups: usize) -> usize {
     const SLACK: usize = 16 * 1024;
     let claims = max_user_groups.saturating_mul(3 * 131) / 2;
     let token = claims.saturating_mul(4) / 3;
-    token.saturating_add(SLACK).max(64 * 1024)
+    token.saturating_add(SLACK).clamp(64 * 1024, 1024 * 1024)
 }
 
 /// SIGINT and SIGTERM, listened for from the moment this is made: made

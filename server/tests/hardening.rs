@@ -235,6 +235,26 @@ async fn a_request_head_that_does_not_arrive_in_10_s_is_408() {
     }
 }
 
+/// A head whose lines end in a bare `\n` is a whole head (as HTTP parsers
+/// are lenient about it): answered at once, not held for the 10 s of an
+/// unfinished one.
+#[tokio::test]
+async fn a_head_with_bare_line_feeds_is_answered_at_once() {
+    let s = Server::start(&[]).await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\nHost: a\nConnection: close\n\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    // Well inside the 10 s an unfinished head gets.
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    let res = Response::from_raw(&got).expect("an HTTP answer");
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
 /// An opening handshake written by hand, so that each part can be wrong.
 fn handshake(
     method: &str,
