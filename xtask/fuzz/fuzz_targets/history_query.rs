@@ -5,7 +5,8 @@
 //! (ASCII digits, any length; past u64 is as large as can be) for `since`
 //! and `limit`, checked against an independent reading of the query: the
 //! last of each name wins, `limit` is capped at 1000, defaults are 0 and
-//! 100, other parameters are ignored; a refusal names the bad parameter.
+//! 100, other parameters are ignored, names and values are decoded as a
+//! form's (`+` a space, `%xx` a byte); a refusal names the bad parameter.
 
 #![no_main]
 
@@ -20,6 +21,14 @@ fn number(v: &str) -> Option<u64> {
     Some(v.bytes().fold(0u64, |n, d| {
         n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
     }))
+}
+
+/// The oracle's form decoding: `+` is a space, then `%xx` a byte; bytes
+/// that are not UTF-8 become U+FFFD.
+fn form(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -38,11 +47,12 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (form(k), form(v));
         if k != "since" && k != "limit" {
             continue;
         }
-        let Some(n) = number(v) else {
-            expected = Err(k.to_owned());
+        let Some(n) = number(&v) else {
+            expected = Err(k);
             break;
         };
         if let Ok((since, limit)) = &mut expected {
