@@ -108,10 +108,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Resolves once this node has routed to its connections every
     /// message of `stream` up to `at` that it had started to receive, so
     /// that an answer reporting `at` (a `join`'s ack) is queued behind
-    /// them. One process routes as it publishes: at once. A shared broker
-    /// waits, bounded, for what is still on its way from the store.
-    fn routed<'a>(&'a self, _stream: &'a StreamName, _at: Position) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    /// them: `true`. One process routes as it publishes: at once. A shared
+    /// broker waits, bounded, for what is still on its way from the store,
+    /// and answers `false` when it gave up (or stopped receiving): then
+    /// `at` may be ahead of what the connections got, and must not be
+    /// given to a client as its position.
+    fn routed<'a>(&'a self, _stream: &'a StreamName, _at: Position) -> BoxFuture<'a, bool> {
+        Box::pin(async { true })
     }
 
     /// Messages held in this process's memory (`wshub_history_messages`).

@@ -539,12 +539,14 @@ impl Node {
     }
 
     /// `join` from a connection: checked against the rules and the group
-    /// cap. Answers the group stream's position, for the ack.
+    /// cap. Answers the group stream's position, for the ack; `None` when
+    /// what came before it could not be seen routed to this node's
+    /// connections (the ack then goes without one).
     pub async fn join_as(
         &self,
         session: &Session,
         group: &GroupId,
-    ) -> Result<Placement, NodeError> {
+    ) -> Result<Option<Placement>, NodeError> {
         let is_member = self
             .inner
             .membership
@@ -565,9 +567,9 @@ impl Node {
         // The ack will carry `at`: a member joining again must have every
         // message up to it queued first, fan-outs still waiting included,
         // and in a cluster those still on their way to this node.
-        self.inner.broker.routed(&stream, at).await;
+        let routed = self.inner.broker.routed(&stream, at).await;
         self.inner.hub.drain_fanout_of(group);
-        Ok(placement(&stream, at))
+        Ok(routed.then(|| placement(&stream, at)))
     }
 
     /// Adds `user` to `group` (the API's `PUT …/members/{user}`): checked

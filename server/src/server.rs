@@ -289,6 +289,9 @@ pub async fn run(
     let open = state.node.stats_snapshot().connections;
     tracing::info!(connections = open, "shutting down");
     state.node.disconnect_all(Disconnect::Shutdown);
+    // Only now: every connection is closed, so a frame that finishes from
+    // here on is answered without a position (see `State::broker_stop`).
+    state.broker_stop.cancel();
     state.connections.close();
     let grace = Duration::from_secs(state.config.shutdown_grace);
     if tokio::time::timeout(grace, state.connections.wait())

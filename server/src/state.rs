@@ -23,6 +23,12 @@ pub struct State {
     pub metrics: Metrics,
     /// Cancelled when shutdown starts (SIGINT/SIGTERM).
     pub shutdown: CancellationToken,
+    /// Stops the cluster backplane's tasks (pub/sub, heartbeat): cancelled
+    /// once shutdown has closed every connection, not before, so that a
+    /// frame finishing meanwhile finds its connection closed and answers
+    /// without a position (`ws/connection.rs`), instead of reporting one
+    /// whose earlier messages the stopped subscriber never delivered.
+    pub broker_stop: CancellationToken,
     /// Tracks WebSocket connection tasks, so shutdown can wait for them.
     pub connections: TaskTracker,
     pub ws_config: WebSocketConfig,
@@ -35,8 +41,9 @@ pub struct State {
 
 impl State {
     /// Builds the shared state; in cluster mode also starts the
-    /// backplane's background tasks (they end with `shutdown`).
+    /// backplane's background tasks (they end with `broker_stop`).
     pub fn new(config: Config, shutdown: CancellationToken) -> anyhow::Result<SharedState> {
+        let broker_stop = CancellationToken::new();
         let (node, cluster) = match &config.redis {
             None => (Node::new(config.node_config()), None),
             Some(url) => {
@@ -89,7 +96,7 @@ impl State {
                     anyhow::bail!("cannot use --redis {url}: {e}");
                 }
                 if let Some(bp) = &made {
-                    crate::cluster::heartbeat::start(bp, &shutdown);
+                    crate::cluster::heartbeat::start(bp, &broker_stop);
                 }
                 (node, made)
             }
@@ -105,6 +112,7 @@ impl State {
             tokens,
             metrics,
             shutdown,
+            broker_stop,
             connections: TaskTracker::new(),
             ws_config,
             connection_slots,

@@ -717,15 +717,20 @@ impl Broker for RedisBackplane {
                 (target, _) => target.stream(),
             };
             // A connection's ack must not overtake a message before it. (A
-            // repeated idempotency key publishes nothing to wait for.)
+            // repeated idempotency key publishes nothing to wait for.) When
+            // its message could not be seen coming back, the ack goes
+            // without the position: messages before it may be missing here.
+            let mut placed = true;
             if p.origin.is_some() && duplicate != 1 {
                 let channel = self.names.stream_channel(&stream);
-                subscriber::routed(self, &channel, epoch, seq, subscriber::Untracked::Wait).await;
+                placed =
+                    subscriber::routed(self, &channel, epoch, seq, subscriber::Untracked::Wait)
+                        .await;
             }
             Ok(Published {
                 id,
                 delivered,
-                place: Some((stream, Position { epoch, seq })),
+                place: placed.then_some((stream, Position { epoch, seq })),
                 duplicate: duplicate == 1,
             })
         })
@@ -737,11 +742,14 @@ impl Broker for RedisBackplane {
     /// then whatever of them a gap fill holds is waited for as a send's
     /// ack waits for its own message. Nothing to wait for on a channel
     /// this node does not read; at most `subscriber::ROUTED_WAIT` each.
-    fn routed<'a>(&'a self, stream: &'a StreamName, at: Position) -> BoxFuture<'a, ()> {
+    fn routed<'a>(&'a self, stream: &'a StreamName, at: Position) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let channel = self.names.stream_channel(stream);
-            if self.stopped.load(SeqCst) || !subscriber::reads(self, &channel) {
-                return;
+            if self.stopped.load(SeqCst) {
+                return false;
+            }
+            if !subscriber::reads(self, &channel) {
+                return true;
             }
             let token = self.next_token.fetch_add(1, SeqCst);
             let (done, came) = oneshot::channel();
@@ -753,11 +761,16 @@ impl Broker for RedisBackplane {
             let published: Result<i64, _> = self
                 .command(redis::cmd("PUBLISH").arg(&channel).arg(barrier))
                 .await;
-            if published.is_ok() {
-                let _ = tokio::time::timeout(subscriber::ROUTED_WAIT, came).await;
-            }
+            let barrier_back = published.is_ok()
+                && matches!(
+                    tokio::time::timeout(subscriber::ROUTED_WAIT, came).await,
+                    Ok(Ok(()))
+                );
             drop(slot);
-            subscriber::routed(self, &channel, at.epoch, at.seq, subscriber::Untracked::Go).await;
+            let routed =
+                subscriber::routed(self, &channel, at.epoch, at.seq, subscriber::Untracked::Go)
+                    .await;
+            barrier_back && routed
         })
     }
 

@@ -168,20 +168,22 @@ pub struct RoutedWaiter {
 /// the seq; at most `ROUTED_WAIT`. A join's ack, once its barrier came
 /// back (backplane.rs), waits the same way for what a gap fill still
 /// holds, but only on a channel with a track in the same numbering
-/// (`Untracked::Go`): no message of its own is coming.
+/// (`Untracked::Go`): no message of its own is coming. `false` when it
+/// gave up (the time ran out, or the pub/sub side stopped at shutdown):
+/// the position must then not be given to the client.
 pub async fn routed(
     bp: &RedisBackplane,
     channel: &str,
     epoch: Epoch,
     seq: u64,
     untracked: Untracked,
-) {
+) -> bool {
     {
         // While the pub/sub connection is down nothing is subscribed, but
         // what it missed is filled in once it is back (`catch_up`): wait.
         let s = subs(bp);
         if s.sink.is_some() && !s.subscribed.contains(channel) {
-            return;
+            return true;
         }
     }
     let rx = {
@@ -189,7 +191,7 @@ pub async fn routed(
         let mut waiting = routed_waiters(bp);
         // Nothing comes back once the pub/sub side has stopped (`run`).
         if bp.stopped.load(SeqCst) {
-            return;
+            return false;
         }
         let done = match (all.get(channel), untracked) {
             (Some(t), _) if t.epoch == epoch => t.last >= seq,
@@ -197,7 +199,7 @@ pub async fn routed(
             (_, Untracked::Go) => true,
         };
         if done {
-            return;
+            return true;
         }
         let (tx, rx) = oneshot::channel();
         waiting
@@ -210,8 +212,18 @@ pub async fn routed(
     // Declared before the wait: dropped after it, also when the caller
     // goes away mid-wait, so no waiter outlives its receiver.
     let _prune = PruneWaiters { bp, channel };
-    if tokio::time::timeout(ROUTED_WAIT, rx).await.is_err() {
-        tracing::debug!(channel, seq, "ack sent before its message came back");
+    match tokio::time::timeout(ROUTED_WAIT, rx).await {
+        Ok(Ok(())) => true,
+        // Dropped: the pub/sub side stopped for good (`run`).
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::debug!(
+                channel,
+                seq,
+                "ack sent without its position: its message did not come back"
+            );
+            false
+        }
     }
 }
 

@@ -140,6 +140,7 @@ pub async fn serve(
         writer: Writer::default(),
         doing: None,
         resuming: false,
+        unqueued: None,
         ws,
         conn,
         session: Arc::new(session),
@@ -155,7 +156,7 @@ pub async fn serve(
         Ended::Closed(reason) => {
             let last = match handler.doing.take() {
                 Some(doing) => finish(doing).await,
-                None => None,
+                None => handler.unqueued.take(),
             };
             let stats = handler.state.node.stats();
             let front = handler.writer.take_front();
@@ -195,8 +196,12 @@ async fn finish(doing: Doing) -> Option<Frame> {
     let Outcome::Reply(reply) = tokio::time::timeout(FINISH_AT_SHUTDOWN, doing).await.ok()? else {
         return None;
     };
-    let reply = reply?;
-    let reply = match reply {
+    Some(Frame::encode(&positionless(reply?)))
+}
+
+/// An answer with its ack's position left out (see `finish`).
+fn positionless(reply: ServerFrame) -> ServerFrame {
+    match reply {
         ServerFrame::Ack {
             id,
             delivered,
@@ -211,8 +216,7 @@ async fn finish(doing: Doing) -> Option<Frame> {
             recovered,
         },
         other => other,
-    };
-    Some(Frame::encode(&reply))
+    }
 }
 
 struct Handler {
@@ -227,6 +231,9 @@ struct Handler {
     /// `doing` is a `resume`: delivery stays held until it is done, and a
     /// shutdown does not wait for it (nothing queued is handed out).
     resuming: bool,
+    /// The answer to a frame that finished as shutdown closed the queue it
+    /// would have gone behind: written at the close instead (`on_done`).
+    unqueued: Option<Frame>,
     rate: RateLimiter,
     last_seen: Instant,
     next_ping: Instant,
@@ -467,7 +474,13 @@ impl Handler {
             // `Connection::queue_own`); a full queue has closed the
             // connection, which the loop sees next.
             Some(reply @ ServerFrame::Ack { seq: Some(_), .. }) => {
-                self.conn.queue_own(&Frame::encode(&reply));
+                if !self.conn.queue_own(&Frame::encode(&reply))
+                    && self.conn.close_reason() == Some(Disconnect::Shutdown)
+                {
+                    // Shutdown closed the queue between the frame's end and
+                    // this: answered at the close, as `finish` would have.
+                    self.unqueued = Some(Frame::encode(&positionless(reply)));
+                }
                 Ok(())
             }
             Some(reply) => self.reply(&reply),

@@ -25,7 +25,12 @@ pub async fn dispatch(
             let done = node.publish(from, group, body).await;
             (id, done.map(Acked::Delivered))
         }
-        ClientFrame::Join { group, id } => (id, node.join_as(session, &group).await.map(Acked::At)),
+        ClientFrame::Join { group, id } => (
+            id,
+            node.join_as(session, &group)
+                .await
+                .map(|at| at.map_or(Acked::Plain, Acked::At)),
+        ),
         ClientFrame::Leave { group, id } => (
             id,
             node.leave(&group, &session.user)
