@@ -213,10 +213,18 @@ fn classify_serde_error(text: &str, e: serde_json::Error) -> FrameError {
 }
 
 fn parse_correlation_id(raw: &RawValue) -> Result<CorrelationId, FrameError> {
-    let v: serde_json::Value = serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null);
+    let text = raw.get();
+    // An integer literal of any length means its digits, as it does for
+    // user and group ids (parsed, one past 64 bits would be a float).
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let id = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        CorrelationId::new(text)
+    } else {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        CorrelationId::from_json(&v)
+    };
     // The message never echoes the bad id.
-    CorrelationId::from_json(&v)
-        .map_err(|e| FrameError::new(ErrorCode::BadRequest, format!("bad `id`: {e}")))
+    id.map_err(|e| FrameError::new(ErrorCode::BadRequest, format!("bad `id`: {e}")))
 }
 
 fn json_of(raw: &RawValue) -> serde_json::Value {
@@ -321,6 +329,8 @@ mod tests {
         assert!(
             matches!(f, ClientFrame::Send { to, .. } if to.as_str() == "100000000000000000000")
         );
+        let f = parse(r#"{"type":"ping","id":100000000000000000000}"#).unwrap();
+        assert_eq!(f.id().map(|i| i.as_str()), Some("100000000000000000000"));
         let f = parse(r#"{"type":"join","group":-12}"#).unwrap();
         assert!(matches!(f, ClientFrame::Join { group, .. } if group.as_str() == "-12"));
         for bad in [

@@ -223,17 +223,23 @@ impl Config {
 
 /// `--listen`: an IP address and port, or a host name and port
 /// (`localhost:8080`), looked up once at startup; a name with several
-/// addresses listens on the first.
+/// addresses listens on its first IPv4 one, else its first.
 fn listen_addr(v: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = v.parse() {
         return Ok(addr);
     }
     use std::net::ToSocketAddrs;
-    let mut found = v
+    let found: Vec<SocketAddr> = v
         .to_socket_addrs()
-        .map_err(|e| format!("{v:?} is not HOST:PORT or IP:PORT ({e})"))?;
+        .map_err(|e| format!("{v:?} is not HOST:PORT or IP:PORT ({e})"))?
+        .collect();
+    // IPv4 first: `localhost` often lists ::1 first, and clients (ours
+    // included, by default) dial 127.0.0.1.
     found
-        .next()
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
         .ok_or_else(|| format!("{v:?} names no address"))
 }
 

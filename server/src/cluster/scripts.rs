@@ -195,10 +195,11 @@ local function placed(e, ns, header, frame)
 end
 -- Without a log (`--history 0`, max 0) a push leaves a short-lived mark of
 -- where message `id` went, so SETTLE can tell whether a push whose answer
--- was lost ran. Kept a minute: SETTLE asks within seconds.
+-- was lost ran. Kept 15 s: SETTLE asks within 9 (the 3 s wait for the
+-- answer, then up to 5 s of asking).
 local function mark_ran(max, id, e, n)
   if max == 0 then
-    redis.call('SET', P .. 'ran:' .. id, e .. ':' .. string.format('%d', n), 'PX', 60000)
+    redis.call('SET', P .. 'ran:' .. id, e .. ':' .. string.format('%d', n), 'PX', 15000)
   end
 end
 -- An earlier push with this idempotency key: {0, epoch, seq, 1, id}.

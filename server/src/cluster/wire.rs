@@ -38,7 +38,7 @@
 //! - `idem:{s} {key}` (string `{id}\n{epoch}\n{seq}`, `PX` =
 //!   `--idempotency-window`): the first push with an `Idempotency-Key` to
 //!   that target; a repeat answers it and publishes nothing.
-//! - `ran:{message id}` (string `{epoch}:{seq}`, `PX` 60 s), only with
+//! - `ran:{message id}` (string `{epoch}:{seq}`, `PX` 15 s), only with
 //!   `--history 0`: where a push went, for a process whose answer from
 //!   Redis was lost to find out that it ran (`SETTLE`), as it otherwise
 //!   does in the log.
