@@ -1622,6 +1622,27 @@ impl HeldPubSub {
         expect_message(&mut self.xena, &json!("warm")).await;
     }
 
+    /// A warm-up, then "first" (seq 2) held on its way to `a`, then xena
+    /// publishes "second" (id `x1`): returns once Redis has run her script
+    /// (the group's history has it), so its answer is on its way to `a`
+    /// unheld while "first" is still held.
+    async fn publish_second_behind_held_first(&mut self) {
+        self.warm_up().await;
+        self.hold_and_publish_first(2).await;
+        self.xena
+            .send(json!({"type":"publish","group":"team","body":"second","id":"x1"}))
+            .await;
+        let start = Instant::now();
+        loop {
+            let (_, h) = self.b.api("GET", "/api/v1/groups/team/history", None).await;
+            if h.to_string().contains("second") {
+                return;
+            }
+            assert!(start.elapsed() < LIMIT, "the publish never ran");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Holds pub/sub to `a`, then yuri publishes "first" at `seq`.
     async fn hold_and_publish_first(&mut self, seq: u64) {
         self.relay.hold.send_replace(true);
@@ -1678,20 +1699,7 @@ impl HeldPubSub {
 async fn an_ack_never_overtakes_an_earlier_message_of_its_stream() {
     let redis = redis_in_memory().await;
     let mut t = held_pubsub(&redis).await;
-    t.warm_up().await;
-    t.hold_and_publish_first(2).await;
-    t.xena
-        .send(json!({"type":"publish","group":"team","body":"second","id":"x1"}))
-        .await;
-    // Once Redis has run xena's script, its answer is on its way to `a`
-    // unheld, while "first" is still held.
-    loop {
-        let (_, h) = t.b.api("GET", "/api/v1/groups/team/history", None).await;
-        if h.to_string().contains("second") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    t.publish_second_behind_held_first().await;
     t.release_and_expect_first_then("x1", 3).await;
 }
 
@@ -1909,21 +1917,7 @@ async fn a_publish_under_way_at_a_graceful_stop_gets_one_ack_that_skips_nothing(
     for round in 0..3 {
         let redis = redis_in_memory().await;
         let mut t = held_pubsub(&redis).await;
-        t.warm_up().await;
-        t.hold_and_publish_first(2).await;
-        t.xena
-            .send(json!({"type":"publish","group":"team","body":"second","id":"x1"}))
-            .await;
-        // Its script has run once the group's history has it.
-        let start = Instant::now();
-        loop {
-            let (_, h) = t.b.api("GET", "/api/v1/groups/team/history", None).await;
-            if h.to_string().contains("second") {
-                break;
-            }
-            assert!(start.elapsed() < LIMIT, "the publish never ran");
-            tokio::time::sleep(POLL).await;
-        }
+        t.publish_second_behind_held_first().await;
         // Its answer is on the way back (no signal marks it arriving).
         tokio::time::sleep(Duration::from_millis(50)).await;
         t.a.terminate();
