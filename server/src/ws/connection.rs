@@ -177,8 +177,10 @@ pub async fn serve(
 }
 
 /// How long a frame under way when shutdown starts may take to finish: a
-/// cluster script that has not run by then has timed out on Redis's side
-/// (`SCRIPT_DEADLINE`, 700 ms) and will not take effect.
+/// cluster script sent before shutdown began has run or timed out on
+/// Redis's side by then (`SCRIPT_DEADLINE`, 700 ms). (One sent later, after
+/// a slow membership read, or one whose answer is lost and must be
+/// settled, can outlast it: then no answer, as before.)
 const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// Finishes the frame that was under way when shutdown closed its
@@ -186,9 +188,9 @@ const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 ///
 /// Given up, a frame that had taken effect went unanswered: the client
 /// sent it again after reconnecting, and its recipients got it twice. The
-/// answer leaves out the ack's position: the queue was closed when
-/// shutdown began and this node has stopped reading pub/sub, so messages
-/// before that position may never have reached this connection, and a
+/// answer leaves out the ack's position: the connection's queue was closed
+/// when shutdown began (and the node stops reading pub/sub right after),
+/// so messages before that position may never have reached it, and a
 /// client that took the position would skip them on resume. Without it,
 /// the resume replays the sender's own copy instead: a copy seen twice
 /// by its sender, not a message lost or sent twice.
