@@ -828,10 +828,16 @@ impl Connection {
         std::future::poll_fn(|cx| self.rx.poll_closed(cx)).await
     }
 
-    /// Ready once something asked this connection to close. Polled by the
-    /// same task as `poll_recv`: the two share one waker slot.
-    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
-        self.rx.poll_closed(cx)
+    /// Registers the polling task to be woken by the next queued frame and
+    /// by a close, with one registration for both (they share one waker
+    /// slot). A task that polls several things calls it first in each
+    /// turn; after it, `close_reason` and `try_recv` are plain looks that
+    /// miss nothing, since whatever comes after a look wakes the task. One
+    /// registration per turn instead of one per empty look: a writer in a
+    /// large fan-out is woken once per message, so this is paid per
+    /// delivery.
+    pub fn watch(&mut self, cx: &mut Context<'_>) {
+        self.rx.watch(cx);
     }
 
     pub fn close_reason(&self) -> Option<Disconnect> {

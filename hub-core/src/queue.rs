@@ -259,6 +259,11 @@ impl QueueReceiver {
         self.check_then_register(cx, |rx| rx.reason())
     }
 
+    /// Registers the task's waker for the next frame and the close alike.
+    pub(crate) fn watch(&self, cx: &mut Context<'_>) {
+        self.shared.waker.register(cx.waker());
+    }
+
     /// Looks, and when there is nothing registers the task's waker and
     /// looks again: a push or close between the first look and the
     /// registration would otherwise go unseen.

@@ -6,5 +6,6 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod ended;
+pub mod socket;
 pub mod upgrade;
 pub mod writer;

@@ -182,6 +182,53 @@ async fn ping_gets_pong() {
     );
 }
 
+/// tungstenite answers a client's ping itself, into the same buffer as
+/// the server's messages: the pong must come whole, between whole frames,
+/// with the ping's payload, while large messages are being written.
+#[tokio::test]
+async fn a_websocket_ping_is_answered_between_whole_messages() {
+    let s = Server::start(&[]).await;
+    let mut a = s.client("a", &["g"]).await;
+    let pad = "z".repeat(4000);
+    for batch in 0..10u64 {
+        for n in 0..20u64 {
+            if n == 10 {
+                let ping = format!("batch {batch}").into_bytes();
+                a.ws.send(Message::Ping(ping.into())).await.unwrap();
+            }
+            let (status, _) = s
+                .api(
+                    "POST",
+                    "/api/v1/groups/g/messages",
+                    Some(json!({"body":{"n":batch * 20 + n,"pad":pad}})),
+                )
+                .await;
+            assert_eq!(status, 200);
+        }
+        let (mut ns, mut pongs) = (Vec::new(), Vec::new());
+        while ns.len() < 20 || pongs.is_empty() {
+            let msg = tokio::time::timeout(LIMIT, futures_util::StreamExt::next(&mut a.ws))
+                .await
+                .expect("a frame in time")
+                .expect("the stream goes on")
+                .expect("a well-formed frame");
+            match msg {
+                Message::Text(t) => {
+                    let m: Value = serde_json::from_str(&t).unwrap();
+                    assert_eq!(m["body"]["pad"], pad);
+                    ns.push(m["body"]["n"].as_u64().unwrap());
+                }
+                Message::Pong(p) => pongs.push(p.to_vec()),
+                Message::Ping(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let expected: Vec<u64> = (batch * 20..batch * 20 + 20).collect();
+        assert_eq!(ns, expected);
+        assert_eq!(pongs, [format!("batch {batch}").into_bytes()]);
+    }
+}
+
 #[tokio::test]
 async fn bad_frames_get_errors_and_the_connection_stays_open() {
     let s = Server::start(&[]).await;

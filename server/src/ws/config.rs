@@ -1,13 +1,16 @@
 //! How tungstenite is set up for every connection: buffer sizes chosen for
 //! many small, mostly idle connections.
 
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
+use super::socket::Socket;
+
 /// One accepted WebSocket, straight on the TCP stream (hyper's upgrade is
-/// unwrapped, so no boxed IO sits under every read and write).
-pub type Ws = WebSocketStream<TcpStream>;
+/// unwrapped, so no boxed IO sits under every read and write). tungstenite
+/// reads it; the writer frames and writes what the server sends (see
+/// `socket.rs`).
+pub type Ws = WebSocketStream<Socket>;
 
 /// Initial read buffer per connection. Chat frames are small and an idle
 /// connection should cost little (tungstenite's default is 128 KiB, eagerly
@@ -15,11 +18,12 @@ pub type Ws = WebSocketStream<TcpStream>;
 /// tungstenite grows the buffer on demand for a larger one, up to
 /// `--max-frame`.
 const READ_BUFFER: usize = 2 * 1024;
-/// Bytes of frames tungstenite gathers before it writes to the socket. It
-/// is also the most the writer hands tungstenite beyond what the socket has
-/// taken: past it tungstenite reports the sink as not ready, and the rest
-/// waits in the connection's bounded queue (see `writer.rs`).
-const WRITE_BUFFER: usize = 16 * 1024;
+/// Bytes of frames the writer gathers before it writes to the socket. It
+/// is also about the most it buffers beyond what the socket has taken:
+/// the rest waits in the connection's bounded queue (see `writer.rs`).
+/// tungstenite's own buffer holds only its pongs and close frames, and it
+/// hands them to the same socket buffer at once.
+pub const WRITE_BUFFER: usize = 16 * 1024;
 
 /// The kernel's send buffer for every WebSocket, instead of Linux's
 /// autotuning, which lets one socket buffer up to `tcp_wmem`'s maximum

@@ -40,6 +40,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::config::{Ws, SEND_BUFFER};
 use super::dispatch::dispatch;
 use super::ended::Ended;
+use super::socket::Socket;
 use super::writer::{self, Writer};
 use crate::state::SharedState;
 
@@ -112,7 +113,7 @@ pub async fn serve(
                 tracing::debug!(error = %e, "cannot size the send buffer");
             }
             WebSocketStream::from_partially_read(
-                stream,
+                Socket::new(stream),
                 parts.read_buf.to_vec(),
                 Role::Server,
                 Some(state.ws_config),
@@ -246,12 +247,8 @@ struct Handler {
 
 impl Handler {
     async fn run(&mut self, welcome: Frame) -> Ended {
-        if let Err(ended) = self
-            .writer
-            .send_encoded(&mut self.ws, welcome, self.state.node.stats())
-        {
-            return ended;
-        }
+        self.writer
+            .send_encoded(&mut self.ws, welcome, self.state.node.stats());
         // One timer per connection, set to the earliest of the next
         // heartbeat and the token's expiry: every timer a connection holds
         // is paid for by every idle connection.
@@ -294,7 +291,10 @@ impl Handler {
         cx: &mut Context<'_>,
         timer: Pin<&mut Sleep>,
     ) -> Poll<Result<Event, Ended>> {
-        if let Poll::Ready(reason) = self.conn.poll_closed(cx) {
+        // One registration for the close signal and the queue: the looks
+        // below (here and in `poll_write`) then miss nothing.
+        self.conn.watch(cx);
+        if let Some(reason) = self.conn.close_reason() {
             return Poll::Ready(Ok(Event::Close(reason)));
         }
         if timer.poll(cx).is_ready() {
@@ -360,7 +360,8 @@ impl Handler {
             return Err(Ended::Closed(Disconnect::HeartbeatTimeout));
         }
         self.next_ping = now + self.heartbeat;
-        self.writer.send_ping(&mut self.ws)
+        self.writer.send_ping(&mut self.ws);
+        Ok(())
     }
 
     fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Result<(), Ended> {
@@ -547,6 +548,7 @@ impl Handler {
 
     fn reply(&mut self, frame: &ServerFrame) -> Result<(), Ended> {
         self.writer
-            .send_own(&mut self.ws, frame, self.state.node.stats())
+            .send_own(&mut self.ws, frame, self.state.node.stats());
+        Ok(())
     }
 }

@@ -5,10 +5,10 @@
 //! polls `poll_write` next to the close signal, the timer and the reader, so
 //! a socket that stops taking bytes never pins the task: the close signal
 //! (a slow consumer's overflow, a kick, shutdown) and the heartbeat deadline
-//! are always seen. The bytes in flight are bounded twice: tungstenite holds
-//! at most about its write buffer (16 KiB) beyond what the socket took, and
-//! everything else waits in the connection's queue, whose overflow closes
-//! the connection.
+//! are always seen. The bytes in flight are bounded twice: the socket's
+//! buffer (`socket.rs`) holds at most about `WRITE_BUFFER` (16 KiB) beyond
+//! what the kernel took, and everything else waits in the connection's
+//! queue, whose overflow closes the connection.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
@@ -17,14 +17,13 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hub_core::{Connection, Disconnect, Frame, Stats};
 use protocol::ServerFrame;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::config::Ws;
+use super::config::{Ws, WRITE_BUFFER};
 use super::ended::Ended;
+use super::socket::Socket;
 
 /// Most queued frames handed to the socket in one turn of the loop before
 /// the reader and the timer get theirs: a group that never goes quiet must
@@ -33,18 +32,16 @@ const MAX_BATCH: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct Writer {
-    /// tungstenite holds bytes the socket has not taken yet.
-    unflushed: bool,
-    /// tungstenite's buffer is full; until it drains nothing more is taken
-    /// from the queue.
+    /// The socket did not take everything buffered; until it has, nothing
+    /// more is taken from the queue.
     blocked: bool,
-    /// A reply was handed over while blocked: until the buffer drains the
+    /// A reply was buffered while blocked: until the buffer drains the
     /// client is not read, since its next frame could add another. Reading
     /// stops only then, so the pongs of a client that reads slowly under a
     /// busy queue still get through.
     replied_while_blocked: bool,
     /// Since when the writer has been blocked without a break: the socket
-    /// did not take even tungstenite's one buffer in that time.
+    /// did not take even one buffer's worth in that time.
     stalled_since: Option<Instant>,
     /// Frames that go before anything queued: a resume's replay and its
     /// ack (§10). While it holds anything, our own replies wait behind it,
@@ -53,33 +50,28 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Hands one frame of our own (welcome, ack, error, pong) to tungstenite;
-    /// it reaches the socket at the next `poll_write`.
-    pub fn send_own(
-        &mut self,
-        ws: &mut Ws,
-        frame: &ServerFrame,
-        stats: &Stats,
-    ) -> Result<(), Ended> {
+    /// Buffers one frame of our own (welcome, ack, error, pong); it reaches
+    /// the socket at the next `poll_write`.
+    pub fn send_own(&mut self, ws: &mut Ws, frame: &ServerFrame, stats: &Stats) {
         if !self.front.is_empty() {
             self.front.push_back(Frame::encode(frame));
-            return Ok(());
+            return;
         }
         self.replied_while_blocked |= self.blocked;
         let text = frame.to_json();
         stats.frames_out(1, text.len() as u64);
-        self.start_send(ws, Message::Text(Utf8Bytes::from(text)))
+        ws.get_mut().put_text(text.as_bytes());
     }
 
     /// `send_own` for a frame encoded already (the welcome).
-    pub fn send_encoded(&mut self, ws: &mut Ws, frame: Frame, stats: &Stats) -> Result<(), Ended> {
+    pub fn send_encoded(&mut self, ws: &mut Ws, frame: Frame, stats: &Stats) {
         if !self.front.is_empty() {
             self.front.push_back(frame);
-            return Ok(());
+            return;
         }
         self.replied_while_blocked |= self.blocked;
         stats.frames_out(1, frame.len() as u64);
-        self.start_send(ws, shared_text(frame))
+        ws.get_mut().put_text(frame.bytes());
     }
 
     /// Puts frames ahead of the connection's queue (a resume's replay, then
@@ -94,19 +86,9 @@ impl Writer {
         std::mem::take(&mut self.front)
     }
 
-    /// Hands a heartbeat ping to tungstenite.
-    pub fn send_ping(&mut self, ws: &mut Ws) -> Result<(), Ended> {
-        self.start_send(ws, Message::Ping(Default::default()))
-    }
-
-    fn start_send(&mut self, ws: &mut Ws, message: Message) -> Result<(), Ended> {
-        // tokio-tungstenite takes a frame even when its buffer is past the
-        // limit (it then reports not ready); the reader stops after one
-        // reply while blocked, so at most one lands beyond the limit.
-        ws.start_send_unpin(message)
-            .map_err(|_| Ended::SocketError)?;
-        self.unflushed = true;
-        Ok(())
+    /// Buffers a heartbeat ping.
+    pub fn send_ping(&mut self, ws: &mut Ws) {
+        ws.get_mut().put_ping();
     }
 
     /// Whether the client may be read now (see `replied_while_blocked`).
@@ -120,10 +102,12 @@ impl Writer {
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
     }
 
-    /// Moves up to `MAX_BATCH` queued frames to tungstenite while it takes
-    /// them, then flushes. Registers for wake-ups on whatever it waits for
-    /// (queue or socket); when frames are left over with the socket still
-    /// willing, it asks to be polled again at once.
+    /// Moves up to `MAX_BATCH` queued frames into the socket's buffer, a
+    /// buffer's worth (`WRITE_BUFFER`) at a time, and writes them while the
+    /// socket takes them. The caller has registered the task for the queue
+    /// in this turn (`Connection::watch`); this registers it for the socket
+    /// when the socket is full. When frames are left over with the socket
+    /// still willing, it asks to be polled again at once.
     pub fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
@@ -131,15 +115,51 @@ impl Writer {
         conn: &mut Connection,
         stats: &Stats,
     ) -> Result<(), Ended> {
-        let (mut frames, mut bytes) = (0u64, 0u64);
+        let socket = ws.get_mut();
+        let mut frames = 0;
         let mut more = false;
         loop {
-            match ws.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.blocked = false;
-                    self.replied_while_blocked = false;
-                    self.stalled_since = None;
+            if self.blocked {
+                match socket.poll_send(cx) {
+                    Poll::Ready(Ok(())) => self.unblock(),
+                    Poll::Ready(Err(_)) => return Err(Ended::SocketError),
+                    Poll::Pending => break,
                 }
+            }
+            let (mut full, mut taken, mut bytes) = (false, 0u64, 0u64);
+            loop {
+                if socket.pending() >= WRITE_BUFFER {
+                    full = true;
+                    break;
+                }
+                if frames == MAX_BATCH {
+                    more = true;
+                    break;
+                }
+                let frame = match self.front.pop_front() {
+                    Some(frame) => frame,
+                    None => match conn.try_recv() {
+                        Some(frame) => frame,
+                        None => break,
+                    },
+                };
+                frames += 1;
+                taken += 1;
+                bytes += frame.len() as u64;
+                socket.put_text(frame.bytes());
+            }
+            // Counted before they are written: a client that has a frame
+            // finds it in the stats.
+            if taken > 0 {
+                stats.frames_out(taken, bytes);
+            }
+            if socket.pending() == 0 {
+                break;
+            }
+            match socket.poll_send(cx) {
+                // A whole buffer went out: there may be more to take.
+                Poll::Ready(Ok(())) if full => continue,
+                Poll::Ready(Ok(())) => break,
                 Poll::Ready(Err(_)) => return Err(Ended::SocketError),
                 Poll::Pending => {
                     self.blocked = true;
@@ -147,51 +167,18 @@ impl Writer {
                     break;
                 }
             }
-            if frames as usize == MAX_BATCH {
-                more = true;
-                break;
-            }
-            let frame = match self.front.pop_front() {
-                Some(frame) => frame,
-                None => match conn.poll_recv(cx) {
-                    Poll::Ready(frame) => frame,
-                    Poll::Pending => break,
-                },
-            };
-            frames += 1;
-            bytes += frame.len() as u64;
-            self.start_send(ws, shared_text(frame))?;
-        }
-        if frames > 0 {
-            stats.frames_out(frames, bytes);
-        }
-        if self.unflushed {
-            match ws.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.unflushed = false;
-                    self.blocked = false;
-                    self.replied_while_blocked = false;
-                }
-                Poll::Ready(Err(_)) => return Err(Ended::SocketError),
-                Poll::Pending => {}
-            }
         }
         if more && !self.blocked {
             cx.waker().wake_by_ref();
         }
         Ok(())
     }
-}
 
-/// A queued frame as a WebSocket text frame over the same shared bytes.
-/// Built as a raw frame because tungstenite's text type would check the
-/// UTF-8 again for every recipient; hub-core encodes only from `String`s.
-fn shared_text(frame: Frame) -> Message {
-    Message::Frame(WsFrame::message(
-        frame.into_bytes(),
-        OpCode::Data(Data::Text),
-        true,
-    ))
+    fn unblock(&mut self) {
+        self.blocked = false;
+        self.replied_while_blocked = false;
+        self.stalled_since = None;
+    }
 }
 
 /// How long a closing handshake may take before the socket is dropped.
@@ -243,7 +230,13 @@ async fn close_handshake(
         {
             frames += 1;
             bytes += frame.len() as u64;
-            if ws.feed(shared_text(frame)).await.is_err() {
+            let socket = ws.get_mut();
+            socket.put_text(frame.bytes());
+            if socket.pending() >= WRITE_BUFFER
+                && std::future::poll_fn(|cx| socket.poll_send(cx))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }
@@ -271,7 +264,7 @@ async fn close_handshake(
     }
 }
 
-async fn drain_raw(stream: &mut TcpStream) {
+async fn drain_raw(stream: &mut Socket) {
     use tokio::io::AsyncReadExt;
     // On the heap: a buffer here would sit in every connection's future.
     let mut buf = vec![0u8; 4096];
