@@ -134,6 +134,7 @@ pub async fn serve(
     let now = Instant::now();
     let mut handler = Handler {
         hold_until: conn.is_held().then(|| now + RESUME_WAIT),
+        reader_idle: false,
         rate: RateLimiter::new(state.config.rate.get(), state.config.rate_burst(), now),
         last_seen: now,
         next_ping: now + heartbeat,
@@ -243,6 +244,8 @@ struct Handler {
     heartbeat: Duration,
     /// While delivery is held for a `resume`: when to stop waiting for it.
     hold_until: Option<Instant>,
+    /// The last read found nothing (see `may_have_input`).
+    reader_idle: bool,
 }
 
 impl Handler {
@@ -313,12 +316,26 @@ impl Handler {
                 Poll::Pending => Poll::Pending,
             };
         }
-        if self.writer.may_read() {
-            if let Poll::Ready(msg) = self.ws.poll_next_unpin(cx) {
-                return Poll::Ready(Ok(Event::Received(msg)));
+        if self.writer.may_read() && self.may_have_input(cx) {
+            match self.ws.poll_next_unpin(cx) {
+                Poll::Ready(msg) => {
+                    self.reader_idle = false;
+                    return Poll::Ready(Ok(Event::Received(msg)));
+                }
+                Poll::Pending => self.reader_idle = true,
             }
         }
         Poll::Pending
+    }
+
+    /// Whether a read through tungstenite could find anything. After one
+    /// found nothing (no whole frame buffered, the socket empty), only new
+    /// bytes on the socket can change that, and the socket's readiness says
+    /// so (registering the task for it) without touching tungstenite's
+    /// state: in a fan-out the task is woken once per message, for its
+    /// queue, and the read it would try each time finds nothing.
+    fn may_have_input(&self, cx: &mut Context<'_>) -> bool {
+        !self.reader_idle || self.ws.get_ref().poll_read_ready(cx).is_ready()
     }
 
     fn next_deadline(&self) -> Instant {

@@ -41,6 +41,12 @@ impl Socket {
         }
     }
 
+    /// Ready once the socket has bytes to read (or an end or error to
+    /// report); registers the task for that when it has not.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_read_ready(cx)
+    }
+
     /// Bytes buffered and not yet taken by the socket.
     pub fn pending(&self) -> usize {
         self.out.len() - self.sent
