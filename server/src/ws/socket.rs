@@ -18,11 +18,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// What an idle connection keeps of its buffer once everything is sent: a
-/// connection that was written to once should not hold a burst's worth of
-/// memory for the rest of its life (idle memory per connection is one of
-/// the server's promises), while a busy one reuses its buffer.
-const KEEP_CAPACITY: usize = 4 * 1024;
+/// Which buffers are kept once everything in them is sent. One that held
+/// a small frame or two (a welcome, a chat message now and then) is given
+/// back: idle memory per connection is one of the server's promises, and
+/// malloc's per-thread cache makes the next small one cheap. One that held
+/// a batch is kept for the next batch, up to about one `WRITE_BUFFER`'s
+/// worth; a larger one (a long replay, a big frame) is given back.
+const KEEP_CAPACITY: std::ops::RangeInclusive<usize> = 1024..=32 * 1024;
 
 #[derive(Debug)]
 pub struct Socket {
@@ -65,6 +67,8 @@ impl Socket {
     }
 
     fn put_header(&mut self, first: u8, len: usize) {
+        // At most 10 header bytes; one allocation for a whole frame.
+        self.out.reserve(10 + len);
         self.out.push(first);
         match len {
             n if n < 126 => self.out.push(n as u8),
@@ -99,7 +103,7 @@ impl Socket {
                 }
             }
         }
-        if self.out.capacity() > KEEP_CAPACITY {
+        if !KEEP_CAPACITY.contains(&self.out.capacity()) {
             self.out = Vec::new();
         } else {
             self.out.clear();
@@ -189,15 +193,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sent_buffer_larger_than_it_keeps_is_given_back() {
+    async fn only_a_batch_sized_buffer_is_kept_once_sent() {
         let (mut socket, mut client) = pair().await;
-        socket.put_text(&vec![b'x'; 2 * KEEP_CAPACITY]);
-        let n = socket.pending();
-        std::future::poll_fn(|cx| socket.poll_send(cx))
-            .await
-            .unwrap();
-        let mut got = vec![0u8; n];
-        client.read_exact(&mut got).await.unwrap();
-        assert_eq!(socket.out.capacity(), 0);
+        for (payload, kept) in [
+            (100, false),
+            (*KEEP_CAPACITY.start(), true),
+            (*KEEP_CAPACITY.end(), false),
+        ] {
+            socket.put_text(&vec![b'x'; payload]);
+            let n = socket.pending();
+            std::future::poll_fn(|cx| socket.poll_send(cx))
+                .await
+                .unwrap();
+            let mut got = vec![0u8; n];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(socket.pending(), 0);
+            assert_eq!(socket.out.capacity() > 0, kept, "{payload} bytes");
+        }
     }
 }
