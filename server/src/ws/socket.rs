@@ -11,20 +11,19 @@
 //! the registration of a waker proxy: a few percent of the server's time
 //! in a large fan-out, where every recipient pays it.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// Which buffers are kept once everything in them is sent. One that held
-/// a small frame or two (a welcome, a chat message now and then) is given
-/// back: idle memory per connection is one of the server's promises, and
-/// malloc's per-thread cache makes the next small one cheap. One that held
-/// a batch is kept for the next batch, up to about one `WRITE_BUFFER`'s
-/// worth; a larger one (a long replay, a big frame) is given back.
-const KEEP_CAPACITY: std::ops::RangeInclusive<usize> = 1024..=32 * 1024;
+/// The largest buffer kept once everything in it is sent: about one
+/// `WRITE_BUFFER`'s worth, for the next batch. A larger one (a long
+/// replay, a big frame) is given back. A connection that only ever gets
+/// the server's own frames (welcome, pings, replies) has no buffer at all:
+/// those are written at once (`send_text_now`).
+const MAX_KEEP: usize = 32 * 1024;
 
 #[derive(Debug)]
 pub struct Socket {
@@ -57,29 +56,43 @@ impl Socket {
     /// Appends one text frame carrying `payload` (RFC 6455 §5.2: FIN, text
     /// opcode, no mask, the shortest length form).
     pub fn put_text(&mut self, payload: &[u8]) {
-        self.put_header(0x81, payload.len());
+        let (head, n) = header(TEXT, payload.len());
+        // One allocation for the whole frame when the buffer must grow.
+        self.out.reserve(n + payload.len());
+        self.out.extend_from_slice(&head[..n]);
         self.out.extend_from_slice(payload);
     }
 
-    /// Appends an empty ping.
-    pub fn put_ping(&mut self) {
-        self.put_header(0x89, 0);
+    /// Writes one text frame at once when nothing is buffered ahead of it,
+    /// and buffers only what the socket does not take. For the server's
+    /// own frames: most connections get little else (a welcome, then
+    /// pings), and so never need a buffer.
+    pub fn send_text_now(&mut self, payload: &[u8]) {
+        self.send_now(TEXT, payload);
     }
 
-    fn put_header(&mut self, first: u8, len: usize) {
-        // At most 10 header bytes; one allocation for a whole frame.
-        self.out.reserve(10 + len);
-        self.out.push(first);
-        match len {
-            n if n < 126 => self.out.push(n as u8),
-            n if n <= usize::from(u16::MAX) => {
-                self.out.push(126);
-                self.out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                self.out.push(127);
-                self.out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
+    /// `send_text_now` for an empty ping.
+    pub fn send_ping_now(&mut self) {
+        self.send_now(PING, &[]);
+    }
+
+    fn send_now(&mut self, first: u8, payload: &[u8]) {
+        if self.pending() > 0 {
+            let (head, n) = header(first, payload.len());
+            self.out.extend_from_slice(&head[..n]);
+            self.out.extend_from_slice(payload);
+            return;
+        }
+        let (head, n) = header(first, payload.len());
+        let parts = [IoSlice::new(&head[..n]), IoSlice::new(payload)];
+        // Not ready or refused: all of it waits for `poll_send`, which
+        // reports a socket error.
+        let written = self.stream.try_write_vectored(&parts).unwrap_or(0);
+        if written < n {
+            self.out.extend_from_slice(&head[written..n]);
+            self.out.extend_from_slice(payload);
+        } else if written < n + payload.len() {
+            self.out.extend_from_slice(&payload[written - n..]);
         }
     }
 
@@ -103,7 +116,7 @@ impl Socket {
                 }
             }
         }
-        if !KEEP_CAPACITY.contains(&self.out.capacity()) {
+        if self.out.capacity() > MAX_KEEP {
             self.out = Vec::new();
         } else {
             self.out.clear();
@@ -111,6 +124,33 @@ impl Socket {
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
+}
+
+const TEXT: u8 = 0x81;
+const PING: u8 = 0x89;
+
+/// A frame header for a payload of `len` bytes, and how many of its bytes
+/// are used.
+fn header(first: u8, len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = first;
+    let n = match len {
+        n if n < 126 => {
+            head[1] = n as u8;
+            2
+        }
+        n if n <= usize::from(u16::MAX) => {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            4
+        }
+        n => {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+            10
+        }
+    };
+    (head, n)
 }
 
 impl AsyncRead for Socket {
@@ -166,7 +206,8 @@ mod tests {
         let medium = vec![b'b'; 126];
         let long = vec![b'c'; 70_000];
         socket.put_text(&short);
-        socket.put_ping();
+        // Behind a buffered frame, so buffered too.
+        socket.send_ping_now();
         socket.put_text(&medium);
         socket.put_text(&long);
         let expected_len = (2 + 125) + 2 + (4 + 126) + (10 + 70_000);
@@ -193,13 +234,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_batch_sized_buffer_is_kept_once_sent() {
+    async fn a_batch_sized_buffer_is_kept_once_sent_and_a_larger_one_given_back() {
         let (mut socket, mut client) = pair().await;
-        for (payload, kept) in [
-            (100, false),
-            (*KEEP_CAPACITY.start(), true),
-            (*KEEP_CAPACITY.end(), false),
-        ] {
+        for (payload, kept) in [(100, true), (MAX_KEEP - 10, true), (MAX_KEEP, false)] {
             socket.put_text(&vec![b'x'; payload]);
             let n = socket.pending();
             std::future::poll_fn(|cx| socket.poll_send(cx))
@@ -210,5 +247,48 @@ mod tests {
             assert_eq!(socket.pending(), 0);
             assert_eq!(socket.out.capacity() > 0, kept, "{payload} bytes");
         }
+    }
+
+    #[tokio::test]
+    async fn frames_sent_now_to_a_willing_socket_need_no_buffer() {
+        let (mut socket, mut client) = pair().await;
+        socket.stream.writable().await.unwrap();
+        socket.send_text_now(b"welcome");
+        socket.send_ping_now();
+        assert_eq!((socket.pending(), socket.out.capacity()), (0, 0));
+        let mut got = [0u8; 11];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x07welcome\x89\x00");
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_now_is_sent_later_in_order() {
+        let (mut socket, mut client) = pair().await;
+        // Fill the kernel's buffers so that a frame sent now is cut short.
+        let chunk = vec![b'f'; 64 * 1024];
+        let mut filled = 0;
+        while let Ok(n) = socket.stream.try_write(&chunk) {
+            filled += n;
+        }
+        let big = vec![b'g'; 100_000];
+        socket.send_text_now(&big);
+        socket.send_text_now(b"last");
+        assert!(socket.pending() > 0);
+        let writing = async {
+            std::future::poll_fn(|cx| socket.poll_send(cx))
+                .await
+                .unwrap();
+        };
+        let mut got = vec![0u8; filled + 10 + big.len() + 6];
+        let ((), read) = tokio::join!(writing, client.read_exact(&mut got));
+        read.unwrap();
+        assert!(got[..filled].iter().all(|&b| b == b'f'));
+        let mut head = vec![0x81, 127];
+        head.extend_from_slice(&100_000u64.to_be_bytes());
+        assert_eq!(&got[filled..filled + 10], &head[..]);
+        assert!(got[filled + 10..filled + 10 + big.len()]
+            .iter()
+            .all(|&b| b == b'g'));
+        assert_eq!(&got[filled + 10 + big.len()..], b"\x81\x04last");
     }
 }

@@ -50,8 +50,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Buffers one frame of our own (welcome, ack, error, pong); it reaches
-    /// the socket at the next `poll_write`.
+    /// Writes one frame of our own (welcome, ack, error, pong) at once, or
+    /// behind what is buffered; what the socket does not take goes out at
+    /// the next `poll_write`.
     pub fn send_own(&mut self, ws: &mut Ws, frame: &ServerFrame, stats: &Stats) {
         if !self.front.is_empty() {
             self.front.push_back(Frame::encode(frame));
@@ -60,7 +61,7 @@ impl Writer {
         self.replied_while_blocked |= self.blocked;
         let text = frame.to_json();
         stats.frames_out(1, text.len() as u64);
-        ws.get_mut().put_text(text.as_bytes());
+        ws.get_mut().send_text_now(text.as_bytes());
     }
 
     /// `send_own` for a frame encoded already (the welcome).
@@ -71,7 +72,7 @@ impl Writer {
         }
         self.replied_while_blocked |= self.blocked;
         stats.frames_out(1, frame.len() as u64);
-        ws.get_mut().put_text(frame.bytes());
+        ws.get_mut().send_text_now(frame.bytes());
     }
 
     /// Puts frames ahead of the connection's queue (a resume's replay, then
@@ -86,9 +87,9 @@ impl Writer {
         std::mem::take(&mut self.front)
     }
 
-    /// Buffers a heartbeat ping.
+    /// Writes a heartbeat ping, like `send_own`.
     pub fn send_ping(&mut self, ws: &mut Ws) {
-        ws.get_mut().put_ping();
+        ws.get_mut().send_ping_now();
     }
 
     /// Whether the client may be read now (see `replied_while_blocked`).
