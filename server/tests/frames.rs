@@ -229,6 +229,47 @@ async fn a_websocket_ping_is_answered_between_whole_messages() {
     }
 }
 
+/// A client that closes gets its close echoed (RFC 6455 §5.5.1), after
+/// every message already on its way to it.
+#[tokio::test]
+async fn a_client_that_closes_gets_its_close_answered_after_its_messages() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let s = Server::start(&[]).await;
+    let mut a = s.client("a", &["g"]).await;
+    let mut b = s.client("b", &["g"]).await;
+    for n in 0..50 {
+        let ack = b
+            .request(json!({"type":"publish","group":"g","body":n,"id":n}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    a.ws.send(Message::Close(Some(close))).await.unwrap();
+    let mut bodies = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(LIMIT, futures_util::StreamExt::next(&mut a.ws))
+            .await
+            .expect("a frame in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let m: Value = serde_json::from_str(&t).unwrap();
+                bodies.push(m["body"].as_u64().unwrap());
+            }
+            Some(Ok(Message::Close(Some(reply)))) => {
+                assert_eq!(reply.code, CloseCode::Normal);
+                break;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected the close echoed, got {other:?}"),
+        }
+    }
+    assert_eq!(bodies, (0..50).collect::<Vec<u64>>());
+}
+
 #[tokio::test]
 async fn bad_frames_get_errors_and_the_connection_stays_open() {
     let s = Server::start(&[]).await;

@@ -32,8 +32,8 @@ const MAX_BATCH: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct Writer {
-    /// The socket did not take everything buffered; until it has, nothing
-    /// more is taken from the queue.
+    /// The socket did not take a full buffer (`WRITE_BUFFER`); until it
+    /// has taken all of it, nothing more is taken from the queue.
     blocked: bool,
     /// A reply was buffered while blocked: until the buffer drains the
     /// client is not read, since its next frame could add another. Reading
@@ -162,11 +162,16 @@ impl Writer {
                 Poll::Ready(Ok(())) if full => continue,
                 Poll::Ready(Ok(())) => break,
                 Poll::Ready(Err(_)) => return Err(Ended::SocketError),
-                Poll::Pending => {
+                // The socket is full. Up to a buffer's worth may wait
+                // here (the next turn adds frames up to it); past that the
+                // writer is blocked: nothing more from the queue, and
+                // after one reply no more reading, until it drains.
+                Poll::Pending if full => {
                     self.blocked = true;
                     self.stalled_since.get_or_insert_with(Instant::now);
                     break;
                 }
+                Poll::Pending => break,
             }
         }
         if more && !self.blocked {
@@ -209,7 +214,14 @@ pub async fn close(
 /// Sends the close reply tungstenite queued when the client closed, bounded
 /// like every other write.
 pub async fn answer_close(ws: &mut Ws) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+    let answer = async {
+        let _ = ws.flush().await;
+        // tungstenite hands the reply to the socket's buffer and then, its
+        // side of the handshake done, returns before flushing the socket:
+        // send the reply, and whatever was buffered ahead of it, here.
+        let _ = std::future::poll_fn(|cx| ws.get_mut().poll_send(cx)).await;
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, answer).await;
 }
 
 async fn close_handshake(
