@@ -77,17 +77,15 @@ impl Socket {
     }
 
     fn send_now(&mut self, first: u8, payload: &[u8]) {
-        if self.pending() > 0 {
-            let (head, n) = header(first, payload.len());
-            self.out.extend_from_slice(&head[..n]);
-            self.out.extend_from_slice(payload);
-            return;
-        }
         let (head, n) = header(first, payload.len());
-        let parts = [IoSlice::new(&head[..n]), IoSlice::new(payload)];
-        // Not ready or refused: all of it waits for `poll_send`, which
-        // reports a socket error.
-        let written = self.stream.try_write_vectored(&parts).unwrap_or(0);
+        let written = if self.pending() > 0 {
+            0
+        } else {
+            let parts = [IoSlice::new(&head[..n]), IoSlice::new(payload)];
+            // Not ready or refused: all of it waits for `poll_send`, which
+            // reports a socket error.
+            self.stream.try_write_vectored(&parts).unwrap_or(0)
+        };
         if written < n {
             self.out.extend_from_slice(&head[written..n]);
             self.out.extend_from_slice(payload);
