@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::{Body, ErrorCode, GroupId, Message, Placement, Positions, StreamPosition, UserId};
@@ -732,27 +732,9 @@ impl Connection {
         }
     }
 
-    /// The next queued frame. Cancel-safe.
-    pub async fn recv(&mut self) -> Frame {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
-    /// The next queued frame, for a task that polls several things at once.
-    /// Pending while delivery is held (the task that releases it polls
-    /// again on its own).
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Frame> {
-        if self.held {
-            return Poll::Pending;
-        }
-        loop {
-            let frame = std::task::ready!(self.rx.poll_recv(cx));
-            if !self.already_replayed(&frame) {
-                return Poll::Ready(frame);
-            }
-        }
-    }
-
-    /// A queued frame if there is one, without waiting.
+    /// A queued frame if there is one, without waiting; none while
+    /// delivery is held (the task that releases it polls again on its
+    /// own). A task waits for the next one with `watch`.
     pub fn try_recv(&mut self) -> Option<Frame> {
         if self.held {
             return None;

@@ -249,10 +249,6 @@ impl QueueReceiver {
         frame
     }
 
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Frame> {
-        self.check_then_register(cx, |rx| rx.try_recv())
-    }
-
     /// Resolves once something asked the connection to close. Shares the
     /// one waker slot with `poll_recv`: both are polled by the same task.
     pub(crate) fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
@@ -361,8 +357,9 @@ mod tests {
         let conns: Vec<_> = (0..1000u64)
             .map(|n| {
                 let (tx, mut rx) = channel(ConnId { node: NodeId(1), n }, 4);
-                // An empty queue registers the writer's waker.
-                assert!(rx.poll_recv(&mut cx).is_pending());
+                // The writer registers its waker and finds the queue empty.
+                rx.watch(&mut cx);
+                assert!(rx.try_recv().is_none());
                 (tx, rx)
             })
             .collect();
@@ -483,7 +480,12 @@ mod tests {
         // timeout rather than hanging the test run.
         let received = tokio::time::timeout(std::time::Duration::from_secs(10), async {
             for _ in 0..1000 {
-                std::future::poll_fn(|cx| rx.poll_recv(cx)).await;
+                // As the connection loop waits: register, then look.
+                std::future::poll_fn(|cx| {
+                    rx.watch(cx);
+                    rx.try_recv().map_or(Poll::Pending, Poll::Ready)
+                })
+                .await;
             }
         })
         .await;
