@@ -9,15 +9,15 @@
 //!
 //! Lock order, which keeps concurrent join/leave/publish/disconnect free of
 //! deadlock: `broadcast`, then a group shard, then a user shard, then a
-//! user's `Conns`, then one connection's queue (`queue.rs`); never two
-//! locks of one kind at once. A history shard (`history.rs`) is a leaf,
+//! group's flat list (`Tally::flat`), then a user's `Conns`, then one
+//! connection's queue (`queue.rs`); never two locks of one kind at once. A history shard (`history.rs`) is a leaf,
 //! taken under a group or user shard and released before anything else.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -45,14 +45,66 @@ impl Conns {
     }
 }
 
-/// A user's connections, and the connection counts of the groups the user
-/// is in (`Members::connections`), kept in step with them under the same
-/// lock: every change to either happens here, so a group's count is
-/// exact at all times and a push reads it instead of counting members.
+/// A user's connections, and the tallies of the groups the user is in
+/// (`Members::tally`), kept in step with them under the same lock: every
+/// change to either happens here, so a group's count is exact at all times
+/// and a push reads it instead of counting members.
 #[derive(Debug, Default)]
 struct ConnList {
     senders: Vec<QueueSender>,
-    counts: Vec<Arc<AtomicUsize>>,
+    counts: Vec<Arc<Tally>>,
+}
+
+/// What a group's members' `ConnList`s keep up to date for it.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Connections of all members.
+    connections: AtomicUsize,
+    /// Moves with every join and leave and every connection of a member
+    /// opened or closed: while it stands still, the members and their
+    /// connections are the same.
+    changes: AtomicU64,
+    /// The members' connections in one flat list, made by a fan-out and
+    /// used by the next ones while `changes` stands still
+    /// (`Hub::recipients`).
+    flat: Mutex<Option<Flat>>,
+}
+
+impl Tally {
+    fn add(&self, n: usize) {
+        self.connections.fetch_add(n, Relaxed);
+        self.changes.fetch_add(1, Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.connections.fetch_sub(n, Relaxed);
+        self.changes.fetch_add(1, Relaxed);
+    }
+}
+
+/// A group's connections as they were when `changes` (`Tally::changes`)
+/// had this value.
+#[derive(Debug)]
+struct Flat {
+    changes: u64,
+    senders: Arc<[QueueSender]>,
+}
+
+/// The members a group message is for, as the push saw them: the list
+/// (who was a member at the append) and the tally's `changes` then.
+#[derive(Debug)]
+pub(crate) struct Recipients {
+    list: Arc<Vec<Arc<Conns>>>,
+    tally: Arc<Tally>,
+    changes: u64,
+}
+
+impl Recipients {
+    /// The same members with their connections unchanged in between: one
+    /// push can take the other's frames along.
+    fn same_as(&self, other: &Recipients) -> bool {
+        Arc::ptr_eq(&self.list, &other.list) && self.changes == other.changes
+    }
 }
 
 impl std::ops::Deref for ConnList {
@@ -67,7 +119,7 @@ impl ConnList {
     fn add(&mut self, sender: QueueSender) {
         self.senders.push(sender);
         for c in &self.counts {
-            c.fetch_add(1, Relaxed);
+            c.add(1);
         }
     }
 
@@ -77,21 +129,21 @@ impl ConnList {
         let removed = before - self.senders.len();
         if removed > 0 {
             for c in &self.counts {
-                c.fetch_sub(removed, Relaxed);
+                c.sub(removed);
             }
         }
         removed
     }
 
     /// Counts these connections in a group the user joins.
-    fn count_in(&mut self, group: &Arc<AtomicUsize>) {
-        group.fetch_add(self.senders.len(), Relaxed);
+    fn count_in(&mut self, group: &Arc<Tally>) {
+        group.add(self.senders.len());
         self.counts.push(group.clone());
     }
 
     /// Stops counting them in a group the user leaves.
-    fn uncount_in(&mut self, group: &Arc<AtomicUsize>) {
-        group.fetch_sub(self.senders.len(), Relaxed);
+    fn uncount_in(&mut self, group: &Arc<Tally>) {
+        group.sub(self.senders.len());
         self.counts.retain(|c| !Arc::ptr_eq(c, group));
     }
 }
@@ -133,8 +185,9 @@ struct Members {
     /// The same connections as one list, which a push hands the fan-out
     /// thread whole (copied on write only while a push still holds it).
     list: Arc<Vec<Arc<Conns>>>,
-    /// Connections of all members (`ConnList` keeps it in step).
-    connections: Arc<AtomicUsize>,
+    /// Connections of all members and changes to them (`ConnList` keeps
+    /// it in step).
+    tally: Arc<Tally>,
 }
 
 #[derive(Debug)]
@@ -145,7 +198,7 @@ pub struct Hub {
     /// Orders broadcasts: one at a time is appended and fanned out.
     broadcast: Mutex<()>,
     /// Group fan-outs and positioned acks, when a thread runs them.
-    fanout: Fanout<Arc<Vec<Arc<Conns>>>>,
+    fanout: Fanout<Recipients>,
     pub(crate) stats: Stats,
 }
 
@@ -345,7 +398,7 @@ impl Hub {
         if members.by_user.contains_key(user) {
             return Ok(false);
         }
-        conns.lock().count_in(&members.connections);
+        conns.lock().count_in(&members.tally);
         Arc::make_mut(&mut members.list).push(conns.clone());
         members.by_user.insert(user.clone(), conns);
         Ok(true)
@@ -375,7 +428,7 @@ impl Hub {
         };
         let removed = members.by_user.remove(user);
         if let Some(conns) = &removed {
-            conns.lock().uncount_in(&members.connections);
+            conns.lock().uncount_in(&members.tally);
             Arc::make_mut(&mut members.list).retain(|c| !Arc::ptr_eq(c, conns));
         }
         let removed = removed.is_some();
@@ -558,13 +611,17 @@ impl Hub {
                     // their connection count, both kept up to date by
                     // membership and registration (fanout.rs).
                     if let Some(members) = groups.get(group) {
-                        delivered = members.connections.load(Relaxed);
+                        delivered = members.tally.connections.load(Relaxed);
                         if let Some(own) = origin.and_then(|o| members.by_user.get(o)) {
                             delivered = delivered.saturating_sub(own.lock().len());
                         }
                         self.fanout.submit(Job {
                             frame,
-                            members: members.list.clone(),
+                            members: Recipients {
+                                list: members.list.clone(),
+                                tally: members.tally.clone(),
+                                changes: members.tally.changes.load(Relaxed),
+                            },
                             skip,
                         });
                     }
@@ -687,6 +744,10 @@ impl Hub {
             .exclusive(|jobs| self.run_jobs(jobs, &mut Wakes::Now));
     }
 
+    pub(crate) fn has_fanout_thread(&self) -> bool {
+        self.fanout.is_attached()
+    }
+
     pub fn run_fanout_pending(&self) {
         let _turn = self
             .fanout
@@ -697,7 +758,7 @@ impl Hub {
     /// members (a burst to one group) go out together: one lock and at
     /// most one wake-up per connection for all of them, and the writer
     /// finds them queued together and writes them with one system call.
-    fn run_jobs(&self, jobs: &mut VecDeque<Job<Arc<Vec<Arc<Conns>>>>>, wakes: &mut Wakes) {
+    fn run_jobs(&self, jobs: &mut VecDeque<Job<Recipients>>, wakes: &mut Wakes) {
         /// Most messages pushed to a connection in one go.
         const MOST: usize = 64;
         let mut frames = Vec::new();
@@ -707,8 +768,7 @@ impl Hub {
             while frames.len() < MOST {
                 match jobs.front() {
                     Some(next)
-                        if next.skip == first.skip
-                            && Arc::ptr_eq(&next.members, &first.members) =>
+                        if next.skip == first.skip && next.members.same_as(&first.members) =>
                     {
                         if let Some(next) = jobs.pop_front() {
                             frames.push(next.frame);
@@ -717,14 +777,108 @@ impl Hub {
                     _ => break,
                 }
             }
-            let n: usize = first
-                .members
-                .iter()
-                .map(|conns| self.push_all_many(conns, &frames, first.skip, wakes))
-                .sum();
+            let n = match self.flat_list(&first.members) {
+                Some(senders) => {
+                    self.push_flat(&senders, &first.members, &frames, first.skip, wakes)
+                }
+                None => first
+                    .members
+                    .list
+                    .iter()
+                    .map(|conns| self.push_all_many(conns, &frames, first.skip, wakes))
+                    .sum(),
+            };
             wakes.flush();
             self.stats.messages_delivered.fetch_add(n as u64, Relaxed);
         }
+    }
+
+    /// The connections of `members` in one flat list, for a group large
+    /// enough to gain by it: the list an earlier fan-out made, while
+    /// nothing has changed since, or one made now. Through the member list,
+    /// each recipient costs its user's `Conns` and the user's list of
+    /// connections before its queue, each a fetch from memory of its own
+    /// once the group is too large for the cache; through a flat list, its
+    /// queue alone.
+    ///
+    /// A list made for `changes` is used for messages pushed while the
+    /// tally stood at `changes`. A connection registered after such a push
+    /// is missed, and may be: it read its positions after registering, so
+    /// after that push's append, and they cover the message.
+    fn flat_list(&self, members: &Recipients) -> Option<Arc<[QueueSender]>> {
+        /// Smaller groups are fanned out from the member list: what a flat
+        /// list saves them is less than what it costs to keep.
+        const FLAT_FROM: usize = 32;
+        let tally = &members.tally;
+        let mut flat = lock(&tally.flat);
+        if tally.connections.load(Relaxed) < FLAT_FROM {
+            *flat = None;
+            return None;
+        }
+        if let Some(f) = flat.as_ref().filter(|f| f.changes == members.changes) {
+            return Some(f.senders.clone());
+        }
+        // Kept for later pushes only if nothing changed since this one:
+        // then it shows the connections as they were at its `changes`.
+        let keep = tally.changes.load(Relaxed) == members.changes;
+        let mut senders = Vec::with_capacity(tally.connections.load(Relaxed));
+        for conns in members.list.iter() {
+            senders.extend_from_slice(&conns.lock());
+        }
+        let senders: Arc<[QueueSender]> = senders.into();
+        *flat = keep.then(|| Flat {
+            changes: members.changes,
+            senders: senders.clone(),
+        });
+        Some(senders)
+    }
+
+    /// `push_all_many` over a flat list (`flat_list`) of `members`'
+    /// connections.
+    fn push_flat(
+        &self,
+        senders: &[QueueSender],
+        members: &Recipients,
+        frames: &[Frame],
+        skip: Option<ConnId>,
+        wakes: &mut Wakes,
+    ) -> usize {
+        /// Connections looked at together before any of them is pushed to.
+        const AHEAD: usize = 16;
+        let mut queued = 0;
+        let mut overflowed = false;
+        for chunk in senders.chunks(AHEAD) {
+            // A push takes its queue's lock, and a locked instruction waits
+            // for every read of memory before it: one push after another,
+            // a group too large for the cache pays its trips to memory one
+            // at a time. A first look at each queue of the chunk (is it
+            // closing?) sends those trips out together.
+            let mut open = [false; AHEAD];
+            for (open, c) in open.iter_mut().zip(chunk) {
+                *open = !c.is_closing();
+            }
+            for (c, open) in chunk.iter().zip(open) {
+                if !open || Some(c.id) == skip {
+                    continue;
+                }
+                let (pushed, n) = c.push_many_then(frames, wakes);
+                queued += n;
+                if pushed == Pushed::Overflowed {
+                    overflowed = true;
+                    self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        // Rare: a slow consumer leaves the registry at once, as in
+        // `push_all_many`.
+        if overflowed {
+            for conns in members.list.iter() {
+                let mut conns = conns.lock();
+                let removed = conns.take_where(QueueSender::is_closing);
+                self.count_removed(removed, conns.is_empty());
+            }
+        }
+        queued
     }
 
     /// Queues `frames` to every connection in `conns` but `skip`; returns

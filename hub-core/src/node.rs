@@ -270,8 +270,6 @@ impl Node {
         self.inner.broker.reconnects()
     }
 
-    /// Whether this node is part of a cluster (membership and presence
-    /// live in a shared store).
     /// Runs the hub's group fan-outs on the calling thread for as long as
     /// the process lives (fanout.rs); until a thread calls this, they are
     /// done inline by each publisher. A cluster node does not need it: its
@@ -286,6 +284,13 @@ impl Node {
         self.inner.hub.run_fanout_pending();
     }
 
+    /// Whether a thread runs the group fan-outs (`run_fanout` has begun).
+    pub fn has_fanout_thread(&self) -> bool {
+        self.inner.hub.has_fanout_thread()
+    }
+
+    /// Whether this node is part of a cluster (membership and presence
+    /// live in a shared store).
     pub fn is_clustered(&self) -> bool {
         self.inner.broker.is_shared()
     }

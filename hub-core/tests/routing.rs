@@ -400,6 +400,22 @@ fn recv_n(conn: &mut Connection, n: usize) -> Vec<ServerFrame> {
     out
 }
 
+/// Starts `node`'s fan-out thread, which hands its wake-ups to `hand_off`,
+/// and returns once it runs: a push made before is fanned out by its
+/// publisher, and the tests here are about the thread.
+fn start_fanout(node: &Node, hand_off: impl Fn(Vec<std::task::Waker>) + Send + 'static) {
+    let runner = node.clone();
+    std::thread::spawn(move || runner.run_fanout(hand_off));
+    let start = std::time::Instant::now();
+    while !node.has_fanout_thread() {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the fan-out thread did not start"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// With a fan-out thread (the server runs one), a push to a group is
 /// answered at its append: `delivered` counts the members' connections
 /// then, the members then get it (and whoever joins after does not), and
@@ -408,9 +424,8 @@ fn recv_n(conn: &mut Connection, n: usize) -> Vec<ServerFrame> {
 #[test]
 fn a_fan_out_thread_delivers_group_pushes_to_the_members_of_their_append() {
     let node = node(1024);
-    let runner = node.clone();
-    std::thread::spawn(move || {
-        runner.run_fanout(|wakers| wakers.into_iter().for_each(std::task::Waker::wake))
+    start_fanout(&node, |wakers| {
+        wakers.into_iter().for_each(std::task::Waker::wake)
     });
     let g = group("g");
     let (mut a, _) = connect(&node, user("a"), std::slice::from_ref(&g));
@@ -454,9 +469,8 @@ fn a_fan_out_thread_delivers_group_pushes_to_the_members_of_their_append() {
 #[test]
 fn a_group_push_counts_connections_exactly_through_membership_and_connection_changes() {
     let node = node(1024);
-    let runner = node.clone();
-    std::thread::spawn(move || {
-        runner.run_fanout(|wakers| wakers.into_iter().for_each(std::task::Waker::wake))
+    start_fanout(&node, |wakers| {
+        wakers.into_iter().for_each(std::task::Waker::wake)
     });
     let g = group("g");
     let push = |expected: usize| {
@@ -483,6 +497,115 @@ fn a_group_push_counts_connections_exactly_through_membership_and_connection_cha
     push(1);
     drop((a, a2, b));
     push(0);
+}
+
+/// A group large enough for the fan-out thread to keep a flat list of its
+/// connections (hub.rs, `flat_list`) reaches exactly the connections its
+/// members hold at each push, through a second connection of a member, a
+/// leave, a newcomer, a close and a slow consumer: a list kept from an
+/// earlier push must never stand in for a changed group.
+#[test]
+fn a_large_group_reaches_exactly_its_members_connections_through_every_change() {
+    let node = node(16);
+    start_fanout(&node, |wakers| {
+        wakers.into_iter().for_each(std::task::Waker::wake)
+    });
+    let g = group("big");
+    let push = |tag: i64| {
+        done(node.push(Target::Group(g.clone()), body(json!(tag)), None))
+            .unwrap()
+            .delivered
+    };
+    let mut members: Vec<Connection> = (0..40)
+        .map(|i| connect(&node, user(&format!("u{i}")), std::slice::from_ref(&g)).0)
+        .collect();
+    assert_eq!(push(1), 40);
+    assert_eq!(push(2), 40);
+    let (mut second, _) = connect(&node, user("u0"), &[]);
+    assert_eq!(push(3), 41);
+    done(node.leave(&g, &user("u1"))).unwrap();
+    assert_eq!(push(4), 40);
+    let (mut newcomer, _) = connect(&node, user("new"), std::slice::from_ref(&g));
+    assert_eq!(push(5), 41);
+    drop(members.remove(2));
+    assert_eq!(push(6), 40);
+    let mut left = members.remove(1);
+    let all: Vec<serde_json::Value> = (1..=6).map(|i| json!(i)).collect();
+    for c in members.iter_mut() {
+        assert_eq!(bodies(&recv_n(c, 6)), all);
+    }
+    assert_eq!(bodies(&recv_n(&mut second, 4)), all[2..]);
+    assert_eq!(bodies(&recv_n(&mut newcomer, 2)), all[4..]);
+    // Every job up to 6 has run: the leaver got nothing after its leave.
+    assert_eq!(bodies(&drain(&mut left)), all[..3]);
+
+    // A slow consumer (its queue full of frames of its own) is closed by
+    // the next push and leaves the registry: the push after counts it out.
+    let (slow_i, slow) = (5, &members[5]);
+    for _ in 0..16 {
+        assert!(slow.queue_own(&Frame::encode(&ServerFrame::Pong { id: None })));
+    }
+    assert_eq!(push(7), 40);
+    // Push 8 goes out after the whole run of 7 (the others had 7 before it
+    // was pushed), so once they have it the slow one is out.
+    for tag in [7, 8] {
+        if tag == 8 {
+            push(8);
+        }
+        for (i, c) in members.iter_mut().enumerate().filter(|(i, _)| *i != slow_i) {
+            assert_eq!(bodies(&recv_n(c, 1)), vec![json!(tag)], "member {i}");
+        }
+    }
+    assert_eq!(
+        members[slow_i].close_reason(),
+        Some(Disconnect::SlowConsumer)
+    );
+    assert_eq!(push(9), 39);
+}
+
+/// Two pushes queued for the fan-out thread back to back go out together
+/// when they are for the same members, but not when a member's connection
+/// opened between them: that connection read its position before the
+/// second push, so it must get it, and a list kept from before it opened
+/// does not have it.
+#[test]
+fn a_connection_opened_between_two_queued_pushes_gets_the_second() {
+    use std::sync::{mpsc, Arc, Mutex};
+    let node = node(1024);
+    let g = group("big");
+    let mut members: Vec<Connection> = (0..40)
+        .map(|i| connect(&node, user(&format!("u{i}")), std::slice::from_ref(&g)).0)
+        .collect();
+    // The thread's first hand-off of wake-ups (after it has made and kept
+    // the group's list for push 1) waits until the test lets it go on.
+    let gate = Arc::new(Mutex::new(()));
+    let closed = gate.lock().unwrap();
+    let (reached, at_gate) = mpsc::channel();
+    let thread_gate = gate.clone();
+    start_fanout(&node, move |wakers| {
+        wakers.into_iter().for_each(std::task::Waker::wake);
+        let _ = reached.send(());
+        drop(thread_gate.lock());
+    });
+    // A waker to hand off: one member waits for its queue.
+    members[0].watch(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    let push = |tag: i64| {
+        done(node.push(Target::Group(g.clone()), body(json!(tag)), None))
+            .unwrap()
+            .delivered
+    };
+    assert_eq!(push(1), 40);
+    at_gate
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the thread handed off push 1's wake-ups");
+    assert_eq!(push(2), 40);
+    let (mut second, _) = connect(&node, user("u7"), &[]);
+    assert_eq!(push(3), 41);
+    drop(closed);
+    assert_eq!(bodies(&recv_n(&mut second, 1)), vec![json!(3)]);
+    for c in members.iter_mut() {
+        assert_eq!(bodies(&recv_n(c, 3)), vec![json!(1), json!(2), json!(3)]);
+    }
 }
 
 /// A connection marks what its welcome counted as had, per stream and
