@@ -19,7 +19,8 @@
 //!
 //! Like for like: the bench pads the bodies it pushes to a baseline so that
 //! each frame a baseline writes is exactly as long as the frame wshub
-//! writes for the same push (`wire::push_body`).
+//! writes for the same push, with the send time the load reads at the same
+//! byte (`wire::push_body`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

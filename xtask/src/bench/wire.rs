@@ -59,23 +59,37 @@ pub(crate) fn wshub_group_frame(node: u64, n: u64, group: &str, body: &str, ts_m
 /// (wall-clock ns): `{"body":{"t":..,"pad":".."}}`.
 ///
 /// wshub wraps the body in its envelope; a baseline (`like_wshub`) sends
-/// the request body as it came. So for a baseline the pad is lengthened
-/// until the request body is exactly as long as wshub's frame for the
-/// unpadded push (`wshub_group_frame` with the same `n` and a send time in
-/// `ts`): every frame a baseline writes is then as long, header included,
-/// as the frame wshub writes for the same push. With pushes in flight
-/// together wshub may number them in another order; the lengths then
-/// differ only where the number gains a digit (push 10, 100, ...), by a
-/// byte or two on those few pushes.
+/// the request body as it came. So a baseline's body is padded to look the
+/// same to the load as wshub's frame for the unpadded push
+/// (`wshub_group_frame` with the same `n` and a send time in `ts`): a
+/// leading `"lead"` field puts its `"t":` at the same byte as in wshub's
+/// frame, where the load's search for it stops (`receiver::find_t`), and
+/// the pad makes it exactly as long, header included. The load then does
+/// the same work per frame whichever server it reads. With pushes in
+/// flight together wshub may number them in another order; the frames
+/// then differ only where the number gains a digit (push 10, 100, ...),
+/// by a byte or two on those few pushes.
 pub(crate) fn push_body(t: u64, group: &str, n: u64, like_wshub: bool) -> String {
     let inner = push_inner(t, PUSH_PAD);
-    let plain = format!(r#"{{"body":{inner}}}"#);
     if !like_wshub {
-        return plain;
+        return format!(r#"{{"body":{inner}}}"#);
     }
-    let want = wshub_group_frame(0, n, group, &inner, t / 1_000_000).len();
-    let pad = PUSH_PAD + want.saturating_sub(plain.len());
-    format!(r#"{{"body":{}}}"#, push_inner(t, pad))
+    let wshub = wshub_group_frame(0, n, group, &inner, t / 1_000_000);
+    let padded = |lead: usize, pad: usize| {
+        format!(
+            r#"{{"lead":"{}","body":{}}}"#,
+            "x".repeat(lead),
+            push_inner(t, pad)
+        )
+    };
+    let lead = stamp_at(&wshub).saturating_sub(stamp_at(&padded(0, 0)));
+    let pad = wshub.len().saturating_sub(padded(lead, 0).len());
+    padded(lead, pad)
+}
+
+/// Where the `"t":` of a push's body is in `frame`.
+fn stamp_at(frame: &str) -> usize {
+    frame.find(r#""t":"#).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -102,6 +116,8 @@ mod tests {
             let wshub = wshub_group_frame(u64::MAX, n, "bench", &inner, t / 1_000_000);
             let padded = push_body(t, "bench", n, true);
             assert_eq!(padded.len(), wshub.len(), "push {n}");
+            assert_eq!(stamp_at(&padded), stamp_at(&wshub), "push {n}");
+            assert!(stamp_at(&padded) > 50, "push {n}");
             let v: serde_json::Value = serde_json::from_str(&padded).unwrap();
             assert_eq!(v["body"]["t"], t);
         }
