@@ -752,6 +752,32 @@ impl Connection {
         }
     }
 
+    /// `try_recv` for several frames under one lock: queued frames into
+    /// `out` until it is full or they add up to `bytes` (the last may pass
+    /// it). Returns how many, and whether the queue is empty now (so the
+    /// task, registered by `watch`, need not look again this turn).
+    pub fn try_recv_into(&mut self, out: &mut [Option<Frame>], bytes: usize) -> (usize, bool) {
+        if self.held {
+            return (0, true);
+        }
+        loop {
+            let (n, emptied) = self.rx.take_into(out, bytes);
+            let mut kept = 0;
+            for i in 0..n {
+                if let Some(frame) = out[i].take() {
+                    if !self.already_replayed(&frame) {
+                        out[kept] = Some(frame);
+                        kept += 1;
+                    }
+                }
+            }
+            // Only frames a replay had already: look again.
+            if kept > 0 || emptied {
+                return (kept, emptied);
+            }
+        }
+    }
+
     /// Makes queued frames of stream `key` up to `seq` count as had.
     /// Makes what `resumed` replays count as had: queued frames of those
     /// streams up to it are skipped once the connection is released.

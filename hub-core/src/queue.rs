@@ -249,6 +249,29 @@ impl QueueReceiver {
         frame
     }
 
+    /// Takes queued frames into `out`, in order, until `out` is full or
+    /// they add up to `bytes` (the last may pass it), under one lock.
+    /// Returns how many, and whether that emptied the queue: a task that
+    /// registered its waker before (`watch`) then need not look again, as
+    /// the next push wakes it.
+    pub(crate) fn take_into(&mut self, out: &mut [Option<Frame>], bytes: usize) -> (usize, bool) {
+        let mut frames = self.shared.frames();
+        let (mut n, mut sum) = (0, 0);
+        while n < out.len() && sum < bytes {
+            let Some(frame) = frames.queue.pop_front() else {
+                break;
+            };
+            sum += frame.len();
+            out[n] = Some(frame);
+            n += 1;
+        }
+        let emptied = frames.queue.is_empty();
+        if emptied && frames.queue.capacity() > KEEP_SLOTS {
+            frames.queue = VecDeque::new();
+        }
+        (n, emptied)
+    }
+
     /// Resolves once something asked the connection to close. Shares the
     /// one waker slot with `poll_recv`: both are polled by the same task.
     pub(crate) fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
@@ -450,6 +473,38 @@ mod tests {
         assert!(rx.shared.frames().queue.capacity() >= 500);
         while rx.try_recv().is_some() {}
         assert!(rx.shared.frames().queue.capacity() <= KEEP_SLOTS);
+    }
+
+    #[test]
+    fn frames_are_taken_in_order_up_to_the_room_given_and_the_last_may_pass_it() {
+        let (tx, mut rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 3,
+            },
+            100,
+        );
+        let frames: Vec<Frame> = (0..10)
+            .map(|i| {
+                Frame::encode(&ServerFrame::Pong {
+                    id: Some(protocol::CorrelationId::new(&format!("{i}")).unwrap()),
+                })
+            })
+            .collect();
+        for f in &frames {
+            assert_eq!(tx.push(f), Pushed::Queued);
+        }
+        let len = frames[0].len();
+        let mut out: [Option<Frame>; 4] = Default::default();
+        // Room for one and a half: two taken, eight left.
+        assert_eq!(rx.take_into(&mut out, len + len / 2), (2, false));
+        // Four at most, whatever the room.
+        assert_eq!(rx.take_into(&mut out[..], usize::MAX), (4, false));
+        assert_eq!(out[3].as_ref().map(Frame::bytes), Some(frames[5].bytes()));
+        // The last four empty the queue, and say so.
+        assert_eq!(rx.take_into(&mut out, usize::MAX), (4, true));
+        assert_eq!(out[0].as_ref().map(Frame::bytes), Some(frames[6].bytes()));
+        assert_eq!(rx.take_into(&mut out, usize::MAX), (0, true));
     }
 
     #[test]

@@ -30,6 +30,9 @@ use super::socket::Socket;
 /// not starve pongs and heartbeats.
 const MAX_BATCH: usize = 256;
 
+/// Most queued frames taken under one lock of the queue.
+const TAKE: usize = 16;
+
 #[derive(Debug, Default)]
 pub struct Writer {
     /// The socket did not take a full buffer (`WRITE_BUFFER`); until it
@@ -128,7 +131,8 @@ impl Writer {
                 }
             }
             let (mut full, mut taken, mut bytes) = (false, 0u64, 0u64);
-            loop {
+            let mut emptied = false;
+            while !emptied {
                 if socket.pending() >= WRITE_BUFFER {
                     full = true;
                     break;
@@ -137,17 +141,30 @@ impl Writer {
                     more = true;
                     break;
                 }
-                let frame = match self.front.pop_front() {
-                    Some(frame) => frame,
-                    None => match conn.try_recv() {
-                        Some(frame) => frame,
-                        None => break,
-                    },
-                };
-                frames += 1;
-                taken += 1;
-                bytes += frame.len() as u64;
-                socket.put_text(frame.bytes());
+                if let Some(frame) = self.front.pop_front() {
+                    frames += 1;
+                    taken += 1;
+                    bytes += frame.len() as u64;
+                    socket.put_text(frame.bytes());
+                    continue;
+                }
+                // Up to `TAKE` frames under one lock of the queue, no more
+                // than the socket's buffer has room for: what it would not
+                // take stays queued, where it counts against the bound.
+                let mut batch: [Option<Frame>; TAKE] = Default::default();
+                let want = TAKE.min(MAX_BATCH - frames);
+                let n;
+                (n, emptied) =
+                    conn.try_recv_into(&mut batch[..want], WRITE_BUFFER - socket.pending());
+                if n == 0 {
+                    break;
+                }
+                for frame in batch[..n].iter_mut().filter_map(Option::take) {
+                    frames += 1;
+                    taken += 1;
+                    bytes += frame.len() as u64;
+                    socket.put_text(frame.bytes());
+                }
             }
             // Counted before they are written: a client that has a frame
             // finds it in the stats.
