@@ -5,7 +5,9 @@
 //! and never await (a push never waits for room), so a blocking mutex is cheaper
 //! than an async one. A user's connections sit in one `Conns` shared by the
 //! user map and every group the user is in, so a group fan-out goes straight
-//! from member to queues, with no lookup or hashing per member.
+//! from member to queues, with no lookup or hashing per member. The fan-out
+//! thread reaches a large group's connections through a flat list of them
+//! instead, kept while they stay the same (`Hub::flat_list`).
 //!
 //! Lock order, which keeps concurrent join/leave/publish/disconnect free of
 //! deadlock: `broadcast`, then a group shard, then a user shard, then a
@@ -79,6 +81,13 @@ impl Tally {
     fn sub(&self, n: usize) {
         self.connections.fetch_sub(n, Relaxed);
         self.changes.fetch_add(1, Relaxed);
+        // The flat list is out of date now, and would keep the queues of
+        // closed connections alive until the group's next push. Only
+        // tried: the fan-out thread may hold it while it takes this
+        // user's `Conns` lock, which our caller holds.
+        if let Ok(mut flat) = self.flat.try_lock() {
+            *flat = None;
+        }
     }
 }
 
@@ -953,6 +962,42 @@ mod tests {
         hub.forget_if_idle(&u);
         assert!(!hub.is_member(&g, &u));
         assert_eq!(hub.user_info(&u), (0, Vec::new()));
+    }
+
+    /// A large group's flat list (`flat_list`) holds its connections'
+    /// queues: once a connection closes the list is out of date, and it is
+    /// let go at once rather than at the group's next push.
+    #[test]
+    fn a_close_lets_go_of_the_flat_list_that_held_its_queue() {
+        let hub = Hub::default();
+        let g = GroupId::new("g").unwrap();
+        let users: Vec<(UserId, ConnId)> = (0..40)
+            .map(|n| {
+                let u = UserId::new(&format!("u{n}")).unwrap();
+                let id = ConnId { node: NodeId(1), n };
+                assert!(hub.admit(&u, 10));
+                hub.register(&u, channel(id, 8).0);
+                hub.join(&g, &u, 10).unwrap();
+                (u, id)
+            })
+            .collect();
+        let recipients = {
+            let groups = hub.group_shard(&g);
+            let members = &groups[&g];
+            Recipients {
+                list: members.list.clone(),
+                tally: members.tally.clone(),
+                changes: members.tally.changes.load(Relaxed),
+            }
+        };
+        let flat = hub.flat_list(&recipients).expect("a flat list of 40");
+        assert_eq!(flat.len(), 40);
+        assert!(
+            lock(&recipients.tally.flat).is_some(),
+            "kept for the next push"
+        );
+        hub.unregister(&users[7].0, users[7].1);
+        assert!(lock(&recipients.tally.flat).is_none());
     }
 
     /// A join made on another node is mirrored here only for a user with a
