@@ -457,7 +457,8 @@ const PUSH_P99_TARGET_MS: f64 = 50.0;
 /// bytes per delivered frame, and API push latency (medians of the
 /// rounds' percentiles, the worst round's p99 and the largest max); wshub
 /// as a fraction of each baseline; for the burst, wshub's push p99 against
-/// 50 ms. `None` when no fan-out ran.
+/// 50 ms; for the paced fan-out, wshub's p99 against the raw limit's
+/// (medians of the rounds). `None` when no fan-out ran.
 pub fn baseline_summary(results: &Value) -> Option<Value> {
     let rows = results.as_array()?;
     let mut out = serde_json::Map::new();
@@ -497,6 +498,8 @@ pub fn baseline_summary(results: &Value) -> Option<Value> {
                     "push_p99_ms": median(push("p99_ms")),
                     "push_p99_ms_worst": worst(push("p99_ms")),
                     "push_max_ms": worst(push("max_ms")),
+                    "p99_ms": median(each(&|r| r["latency"]["p99_ms"].as_f64())),
+                    "runs_p99_ms": each(&|r| r["latency"]["p99_ms"].as_f64()),
                 }),
             );
         }
@@ -519,10 +522,23 @@ pub fn baseline_summary(results: &Value) -> Option<Value> {
                 });
             }
         }
+        if scenario == "paced" {
+            let p99 = |t: &str| targets.get(t).and_then(|v| v["p99_ms"].as_f64());
+            if let (Some(w), Some(raw)) = (p99("wshub"), p99("raw-limit").filter(|r| *r > 0.0)) {
+                row["wshub_p99_of_raw_limit"] = json!({
+                    "wshub_ms": w, "raw_limit_ms": raw, "ratio": w / raw,
+                    "target": PACED_P99_TARGET, "met": w / raw <= PACED_P99_TARGET,
+                });
+            }
+        }
         out.insert(scenario.to_owned(), row);
     }
     (!out.is_empty()).then(|| out.into())
 }
+
+/// What issue 13 asks of the paced fan-out: wshub's p99 at most the raw
+/// limit's (medians of the rounds).
+const PACED_P99_TARGET: f64 = 1.0;
 
 fn print_baselines(b: &Value) {
     let Some(scenarios) = b.as_object() else {
@@ -560,6 +576,17 @@ fn print_baselines(b: &Value) {
                 );
             }
         }
+        let p = &s["wshub_p99_of_raw_limit"];
+        if !p.is_null() {
+            println!(
+                "  {scenario}: wshub p99 {} ms against the raw limit's {} ms (medians of rounds): {:.3}x (target <= {:.1}x: {})",
+                f(&p["wshub_ms"]),
+                f(&p["raw_limit_ms"]),
+                p["ratio"].as_f64().unwrap_or(0.0),
+                PACED_P99_TARGET,
+                if p["met"].as_bool() == Some(true) { "met" } else { "MISSED" }
+            );
+        }
         let p = &s["wshub_push_p99"];
         if !p.is_null() {
             println!(
@@ -583,6 +610,42 @@ mod tests {
             "latency": {"p50_ms": 0.4, "p99_ms": p99, "p999_ms": p99 * 2.0},
             "received": 10, "expected": 10,
         })
+    }
+
+    fn paced_round(target: &str, p99: f64) -> Value {
+        json!({
+            "scenario": "paced", "target": target, "deliveries_per_s": 2e5,
+            "latency": {"p50_ms": p99 / 2.0, "p99_ms": p99},
+        })
+    }
+
+    #[test]
+    fn the_paced_target_compares_the_medians_of_the_rounds_p99() {
+        let rows = json!([
+            paced_round("wshub", 90.0),
+            paced_round("raw-limit", 100.0),
+            paced_round("wshub", 200.0),
+            paced_round("raw-limit", 80.0),
+            paced_round("wshub", 70.0),
+            paced_round("raw-limit", 120.0),
+        ]);
+        let p = &baseline_summary(&rows).expect("a fan-out ran")["paced"];
+        let judged = &p["wshub_p99_of_raw_limit"];
+        assert_eq!(judged["wshub_ms"], 90.0);
+        assert_eq!(judged["raw_limit_ms"], 100.0);
+        assert_eq!(judged["met"], true);
+        assert_eq!(
+            p["targets"]["wshub"]["runs_p99_ms"],
+            json!([90.0, 200.0, 70.0])
+        );
+
+        let rows = json!([paced_round("wshub", 101.0), paced_round("raw-limit", 100.0)]);
+        let p = &baseline_summary(&rows).expect("a fan-out ran")["paced"];
+        assert_eq!(p["wshub_p99_of_raw_limit"]["met"], false);
+        // No raw limit in the run: nothing to judge.
+        let rows = json!([paced_round("wshub", 90.0)]);
+        let p = &baseline_summary(&rows).expect("a fan-out ran")["paced"];
+        assert!(p["wshub_p99_of_raw_limit"].is_null());
     }
 
     #[test]
