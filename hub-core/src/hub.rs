@@ -870,12 +870,9 @@ impl Hub {
                 if !open || Some(c.id) == skip {
                     continue;
                 }
-                let (pushed, n) = c.push_many_then(frames, wakes);
+                let (n, overflow) = self.push_counted(c, frames, wakes);
                 queued += n;
-                if pushed == Pushed::Overflowed {
-                    overflowed = true;
-                    self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
-                }
+                overflowed |= overflow;
             }
         }
         // Rare: a slow consumer leaves the registry at once, as in
@@ -888,6 +885,18 @@ impl Hub {
             }
         }
         queued
+    }
+
+    /// `push_many_then` to one connection of a fan-out: how many frames
+    /// were queued, and whether that overflowed the queue (a slow
+    /// consumer, counted here; the caller takes it out of the registry).
+    fn push_counted(&self, c: &QueueSender, frames: &[Frame], wakes: &mut Wakes) -> (usize, bool) {
+        let (pushed, n) = c.push_many_then(frames, wakes);
+        let overflowed = pushed == Pushed::Overflowed;
+        if overflowed {
+            self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
+        }
+        (n, overflowed)
     }
 
     /// Queues `frames` to every connection in `conns` but `skip`; returns
@@ -906,12 +915,9 @@ impl Hub {
             if Some(c.id) == skip {
                 continue;
             }
-            let (pushed, n) = c.push_many_then(frames, wakes);
+            let (n, overflow) = self.push_counted(c, frames, wakes);
             queued += n;
-            if pushed == Pushed::Overflowed {
-                overflowed = true;
-                self.stats.slow_consumer_closes.fetch_add(1, Relaxed);
-            }
+            overflowed |= overflow;
         }
         // Rare, so the common fan-out pays nothing for it: a slow consumer
         // leaves the registry at once (see `remove_where`).
