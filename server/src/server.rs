@@ -17,6 +17,7 @@ use hub_core::Disconnect;
 
 use crate::http::REQUEST_TIMEOUT;
 use crate::state::SharedState;
+use crate::ws::held_upgrade::HeldUpgrade;
 
 /// Accepts connections until the process ends. Each one is served by its
 /// own task: a WebSocket upgrade (`GET /ws`) here, on the WebSocket
@@ -164,7 +165,7 @@ async fn serve_http(stream: TcpStream, state: SharedState) {
         .timer(TokioTimer::new())
         .header_read_timeout(REQUEST_TIMEOUT)
         .max_buf_size(head_limit)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(HeldUpgrade::new(stream)), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "http connection ended with an error");

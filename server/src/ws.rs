@@ -6,6 +6,7 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod ended;
+pub mod held_upgrade;
 pub mod socket;
 pub mod upgrade;
 pub mod writer;

@@ -210,3 +210,42 @@ async fn dev_mode_takes_a_user_id_without_token() {
         .insert("Origin", HeaderValue::from_static("https://evil.example"));
     assert_eq!(refused(req).await.0, 403);
 }
+
+/// The 101 and the welcome frame leave in one write, so a client's first
+/// read has both: one segment per connect instead of two
+/// (server/src/ws/held_upgrade.rs). Sent apart, the client's read often
+/// comes late enough to find both anyway, so twenty connects each look.
+#[tokio::test]
+async fn the_101_and_the_welcome_arrive_together() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&[]).await;
+    for i in 0..20 {
+        let t = token(&format!("u{i}"), &[], 60);
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let head = format!(
+            "GET /ws?token={t} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            s.addr
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let got = &buf[..n];
+        let text = String::from_utf8_lossy(got);
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        let end = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(n, |p| p + 4);
+        // A whole text frame follows the head: the welcome.
+        assert_eq!(got.get(end), Some(&0x81), "connect {i}, first read: {text}");
+        assert!(
+            text[end..].contains(r#""type":"welcome""#),
+            "connect {i}, first read: {text}"
+        );
+    }
+}

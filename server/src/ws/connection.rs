@@ -29,7 +29,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, ServerFrame};
 use socket2::SockRef;
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
@@ -40,6 +39,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::config::{Ws, SEND_BUFFER};
 use super::dispatch::dispatch;
 use super::ended::Ended;
+use super::held_upgrade::HeldUpgrade;
 use super::socket::Socket;
 use super::writer::{self, Writer};
 use crate::state::SharedState;
@@ -104,16 +104,17 @@ pub async fn serve(
         streams: welcome.streams,
     });
     // Unwrap hyper's boxed IO back to the TcpStream: one less indirection
-    // on every read and write, and the few bytes read past the request
-    // go to tungstenite.
-    let ws = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    // on every read and write. The 101 it held (held_upgrade.rs) goes out
+    // ahead of the welcome, and the few bytes read past the request go to
+    // tungstenite.
+    let ws = match upgraded.downcast::<TokioIo<HeldUpgrade>>() {
         Ok(parts) => {
-            let stream = parts.io.into_inner();
+            let (stream, unsent) = parts.io.into_inner().into_parts();
             if let Err(e) = SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
                 tracing::debug!(error = %e, "cannot size the send buffer");
             }
             WebSocketStream::from_partially_read(
-                Socket::new(stream),
+                Socket::new(stream, unsent),
                 parts.read_buf.to_vec(),
                 Role::Server,
                 Some(state.ws_config),
@@ -121,7 +122,7 @@ pub async fn serve(
             .await
         }
         Err(_) => {
-            tracing::error!("upgraded connection is not a TcpStream");
+            tracing::error!("upgraded connection is not ours");
             return;
         }
     };

@@ -34,10 +34,13 @@ pub struct Socket {
 }
 
 impl Socket {
-    pub fn new(stream: TcpStream) -> Socket {
+    /// A socket that still owes the client `unsent` (the upgrade's 101,
+    /// `held_upgrade.rs`): it goes out first, with whatever is written
+    /// next.
+    pub fn new(stream: TcpStream, unsent: Vec<u8>) -> Socket {
         Socket {
             stream,
-            out: Vec::new(),
+            out: unsent,
             sent: 0,
         }
     }
@@ -194,7 +197,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Socket::new(server), client)
+        (Socket::new(server, Vec::new()), client)
     }
 
     #[tokio::test]
