@@ -12,8 +12,10 @@
 //! Lock order, which keeps concurrent join/leave/publish/disconnect free of
 //! deadlock: `broadcast`, then a group shard, then a user shard, then a
 //! group's flat list (`Tally::flat`), then a user's `Conns`, then one
-//! connection's queue (`queue.rs`); never two locks of one kind at once. A history shard (`history.rs`) is a leaf,
-//! taken under a group or user shard and released before anything else.
+//! connection's queue (`queue.rs`); never two locks of one kind at once.
+//! (A close or leave only tries the flat list's lock, under `Conns`.) A
+//! history shard (`history.rs`) is a leaf, taken under a group or user
+//! shard and released before anything else.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -68,7 +70,7 @@ struct Tally {
     changes: AtomicU64,
     /// The members' connections in one flat list, made by a fan-out and
     /// used by the next ones while `changes` stands still
-    /// (`Hub::recipients`).
+    /// (`Hub::flat_list`).
     flat: Mutex<Option<Flat>>,
 }
 
@@ -85,8 +87,10 @@ impl Tally {
         // closed connections alive until the group's next push. Only
         // tried: the fan-out thread may hold it while it takes this
         // user's `Conns` lock, which our caller holds.
-        if let Ok(mut flat) = self.flat.try_lock() {
-            *flat = None;
+        match self.flat.try_lock() {
+            Ok(mut flat) => *flat = None,
+            Err(std::sync::TryLockError::Poisoned(p)) => *p.into_inner() = None,
+            Err(std::sync::TryLockError::WouldBlock) => {}
         }
     }
 }
@@ -827,15 +831,23 @@ impl Hub {
         if let Some(f) = flat.as_ref().filter(|f| f.changes == members.changes) {
             return Some(f.senders.clone());
         }
-        // Kept for later pushes only if nothing changed since this one:
-        // then it shows the connections as they were at its `changes`.
-        let keep = tally.changes.load(Relaxed) == members.changes;
+        // Worth making only to keep for later pushes, and kept only if
+        // nothing changed since this one: then it shows the connections as
+        // they were at its `changes`. A group whose connections keep
+        // changing is fanned out from the member list, as a small one: a
+        // list made for one push would cost a clone of every sender.
+        if tally.changes.load(Relaxed) != members.changes {
+            *flat = None;
+            return None;
+        }
         let mut senders = Vec::with_capacity(tally.connections.load(Relaxed));
         for conns in members.list.iter() {
             senders.extend_from_slice(&conns.lock());
         }
         let senders: Arc<[QueueSender]> = senders.into();
-        *flat = keep.then(|| Flat {
+        // A close while it was made could not drop it (`Tally::sub`), and
+        // it must not keep that connection's queue.
+        *flat = (tally.changes.load(Relaxed) == members.changes).then(|| Flat {
             changes: members.changes,
             senders: senders.clone(),
         });

@@ -166,6 +166,8 @@ impl Writer {
                     socket.put_text(frame.bytes());
                 }
             }
+            // The take that emptied the queue may have filled the buffer.
+            full |= socket.pending() >= WRITE_BUFFER;
             // Counted before they are written: a client that has a frame
             // finds it in the stats.
             if taken > 0 {
