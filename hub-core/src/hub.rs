@@ -887,8 +887,8 @@ impl Hub {
                 overflowed |= overflow;
             }
         }
-        // Rare: a slow consumer leaves the registry at once, as in
-        // `push_all_many`.
+        // Rare: a slow consumer leaves the registry when this fan-out ends
+        // (in `push_all_many`, when its user's connections are done).
         if overflowed {
             for conns in members.list.iter() {
                 let mut conns = conns.lock();

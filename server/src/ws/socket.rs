@@ -28,20 +28,34 @@ const MAX_KEEP: usize = 32 * 1024;
 #[derive(Debug)]
 pub struct Socket {
     stream: TcpStream,
+    /// What the client is owed before any frame: the upgrade's 101
+    /// (`held_upgrade.rs`). It goes out in the same write as the first
+    /// frame and is then let go; in `out` it would stay as the buffer an
+    /// idle connection keeps. Only ever set while `out` is empty.
+    preamble: Vec<u8>,
     /// Bytes to write, from `sent` on.
     out: Vec<u8>,
     sent: usize,
 }
 
 impl Socket {
-    /// A socket that still owes the client `unsent` (the upgrade's 101,
-    /// `held_upgrade.rs`): it goes out first, with whatever is written
-    /// next.
-    pub fn new(stream: TcpStream, unsent: Vec<u8>) -> Socket {
+    /// A socket that still owes the client `preamble`.
+    pub fn new(stream: TcpStream, preamble: Vec<u8>) -> Socket {
         Socket {
             stream,
-            out: unsent,
+            preamble,
+            out: Vec::new(),
             sent: 0,
+        }
+    }
+
+    /// Moves the preamble into the buffer, ahead of whatever is appended
+    /// next (anything but `send_now` takes this path, and none comes
+    /// before the welcome, so it is for safety only).
+    fn buffer_preamble(&mut self) {
+        if !self.preamble.is_empty() {
+            let preamble = std::mem::take(&mut self.preamble);
+            self.out.splice(0..0, preamble);
         }
     }
 
@@ -59,6 +73,7 @@ impl Socket {
     /// Appends one text frame carrying `payload` (RFC 6455 §5.2: FIN, text
     /// opcode, no mask, the shortest length form).
     pub fn put_text(&mut self, payload: &[u8]) {
+        self.buffer_preamble();
         let (head, n) = header(TEXT, payload.len());
         // One allocation for the whole frame when the buffer must grow.
         self.out.reserve(n + payload.len());
@@ -81,19 +96,21 @@ impl Socket {
 
     fn send_now(&mut self, first: u8, payload: &[u8]) {
         let (head, n) = header(first, payload.len());
-        let written = if self.pending() > 0 {
+        let preamble = std::mem::take(&mut self.preamble);
+        let parts = [&preamble[..], &head[..n], payload];
+        let mut written = if self.pending() > 0 {
             0
         } else {
-            let parts = [IoSlice::new(&head[..n]), IoSlice::new(payload)];
+            let slices = parts.map(IoSlice::new);
             // Not ready or refused: all of it waits for `poll_send`, which
             // reports a socket error.
-            self.stream.try_write_vectored(&parts).unwrap_or(0)
+            self.stream.try_write_vectored(&slices).unwrap_or(0)
         };
-        if written < n {
-            self.out.extend_from_slice(&head[written..n]);
-            self.out.extend_from_slice(payload);
-        } else if written < n + payload.len() {
-            self.out.extend_from_slice(&payload[written - n..]);
+        // What the socket did not take, in order.
+        for part in parts {
+            let skip = written.min(part.len());
+            written -= skip;
+            self.out.extend_from_slice(&part[skip..]);
         }
     }
 
@@ -101,6 +118,7 @@ impl Socket {
     /// it is written, pending (with the task registered for writability)
     /// when the socket is full.
     pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.buffer_preamble();
         while self.sent < self.out.len() {
             match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.sent..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -172,6 +190,7 @@ impl AsyncWrite for Socket {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.buffer_preamble();
         self.out.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -260,6 +279,31 @@ mod tests {
         let mut got = [0u8; 11];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"\x81\x07welcome\x89\x00");
+    }
+
+    #[tokio::test]
+    async fn a_preamble_goes_out_with_the_first_frame_and_leaves_no_buffer() {
+        let (server, mut client) = pair().await;
+        let mut socket = Socket::new(server.stream, b"HTTP/1.1 101 x\r\n\r\n".to_vec());
+        socket.stream.writable().await.unwrap();
+        socket.send_text_now(b"welcome");
+        assert_eq!((socket.pending(), socket.out.capacity()), (0, 0));
+        assert!(socket.preamble.is_empty());
+        let mut got = [0u8; 27];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"HTTP/1.1 101 x\r\n\r\n\x81\x07welcome");
+
+        // Anything else first (tungstenite's write, a batch) puts it ahead
+        // in the buffer.
+        let (server, mut client) = pair().await;
+        let mut socket = Socket::new(server.stream, b"101".to_vec());
+        socket.put_text(b"q");
+        std::future::poll_fn(|cx| socket.poll_send(cx))
+            .await
+            .unwrap();
+        let mut got = [0u8; 6];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"101\x81\x01q");
     }
 
     #[tokio::test]
