@@ -24,6 +24,19 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
+    /// Every reason, each at its own `as usize`: a queue keeps its close
+    /// reason as that number in one byte (queue.rs).
+    pub(crate) const ALL: [Disconnect; 8] = [
+        Disconnect::SlowConsumer,
+        Disconnect::Kicked,
+        Disconnect::TokenExpired,
+        Disconnect::RateLimited,
+        Disconnect::TooLarge,
+        Disconnect::NotUtf8,
+        Disconnect::HeartbeatTimeout,
+        Disconnect::Shutdown,
+    ];
+
     /// The WebSocket close code.
     pub fn code(self) -> u16 {
         match self {

@@ -13,12 +13,16 @@
 //! slots, a semaphore whose release takes a lock). Here a connection's
 //! frames, close reason and waker live in one small allocation, and an idle
 //! connection holds no buffer at all.
+//!
+//! That allocation is laid out for the fan-out: everything both sides touch
+//! per frame (the lock, the ring's bookkeeping, the waker, the close
+//! reason) sits in one 64-byte cache line, so a push and the writer's take
+//! move one line between cores, not three. The frames themselves are in a
+//! ring of slots allocated apart, only while there are frames to hold.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-
-use futures_util::task::AtomicWaker;
 
 use crate::disconnect::Disconnect;
 use crate::frame::Frame;
@@ -61,23 +65,120 @@ impl std::fmt::Display for ConnId {
     }
 }
 
-/// What a connection's sender side and its task share.
+/// What a connection's sender side and its task share: one cache line
+/// (see the module doc; a test holds it to that).
 #[derive(Debug)]
+#[repr(align(64))]
 struct Shared {
     frames: Mutex<Frames>,
-    /// Set once, by whoever first asks the connection to close.
-    reason: OnceLock<Disconnect>,
-    /// The connection task's waker: only that task ever waits, on frames
-    /// and on the close reason alike.
-    waker: AtomicWaker,
+    /// `OPEN`, then set once, by whoever first asks the connection to
+    /// close, to the reason's place in `Disconnect::ALL` plus one. Read
+    /// without the lock: a fan-out looks at it before it locks.
+    reason: AtomicU8,
 }
 
+const OPEN: u8 = 0;
+
+/// The frames, a bounded FIFO in a ring of slots, and who waits for them.
+/// (`VecDeque` would do for the ring, but its bookkeeping is four words
+/// where this needs two and a half, and those words decide whether the
+/// shared state fits one cache line.)
 #[derive(Debug)]
 struct Frames {
-    queue: VecDeque<Frame>,
-    capacity: usize,
+    /// Empty (no allocation) until a frame is queued, and again once a
+    /// ring that grew large is drained.
+    slots: Box<[Option<Frame>]>,
+    head: u32,
+    len: u32,
+    /// Most frames held at once (the queue's capacity).
+    bound: u32,
     /// The receiving task is gone; pushes are refused.
     receiver_gone: bool,
+    /// The connection task's waker: only that task ever waits, on frames
+    /// and on the close reason alike. A wake-up takes it; the task puts it
+    /// back (`watch`) before it looks again.
+    waker: Option<Waker>,
+}
+
+impl Frames {
+    fn new(bound: usize) -> Frames {
+        Frames {
+            slots: Box::default(),
+            head: 0,
+            len: 0,
+            bound: u32::try_from(bound).unwrap_or(u32::MAX).max(1),
+            receiver_gone: false,
+            waker: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn room(&self) -> usize {
+        self.bound.saturating_sub(self.len) as usize
+    }
+
+    /// Queues `frame`; the caller has checked `room`.
+    fn push_back(&mut self, frame: Frame) {
+        if self.len as usize == self.slots.len() {
+            self.grow();
+        }
+        let at = self.slot(self.len as usize);
+        self.slots[at] = Some(frame);
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<Frame> {
+        if self.len == 0 {
+            return None;
+        }
+        let at = self.head as usize;
+        let frame = self.slots[at].take();
+        self.head = self.slot(1) as u32;
+        self.len -= 1;
+        frame
+    }
+
+    /// The slot of the `i`th frame from the front (`i` ≤ the slots).
+    fn slot(&self, i: usize) -> usize {
+        let at = self.head as usize + i;
+        if at >= self.slots.len() {
+            at - self.slots.len()
+        } else {
+            at
+        }
+    }
+
+    /// Twice the slots (four at first, never many past the bound), the
+    /// frames moved to the front in order.
+    fn grow(&mut self) {
+        let cap = self.slots.len();
+        let new_cap = (cap * 2).max(4).min(self.bound as usize).max(cap + 1);
+        let mut slots = Vec::with_capacity(new_cap);
+        for i in 0..self.len as usize {
+            let at = self.slot(i);
+            slots.push(self.slots[at].take());
+        }
+        slots.resize_with(new_cap, || None);
+        self.slots = slots.into_boxed_slice();
+        self.head = 0;
+    }
+
+    /// Drops every frame and the slots.
+    fn clear(&mut self) {
+        self.slots = Box::default();
+        self.head = 0;
+        self.len = 0;
+    }
+
+    /// Gives back the slots of a drained ring that grew past `KEEP_SLOTS`.
+    fn shrink_if_drained(&mut self) {
+        if self.len == 0 && self.slots.len() > KEEP_SLOTS {
+            self.clear();
+        }
+    }
 }
 
 impl Shared {
@@ -87,10 +188,31 @@ impl Shared {
         self.frames.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn reason(&self) -> Option<Disconnect> {
+        match self.reason.load(Ordering::Acquire) {
+            OPEN => None,
+            n => Disconnect::ALL.get(usize::from(n) - 1).copied(),
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        self.reason.load(Ordering::Acquire) != OPEN
+    }
+
+    /// Sets the reason, then takes the waker under the lock. A task that
+    /// put its waker back before this lock is woken; one that does it
+    /// after finds the reason already set when it looks.
     fn close(&self, reason: Disconnect) -> bool {
-        let first = self.reason.set(reason).is_ok();
+        let code = reason as u8 + 1;
+        let first = self
+            .reason
+            .compare_exchange(OPEN, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
         if first {
-            self.waker.wake();
+            let waker = self.frames().waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
         first
     }
@@ -115,11 +237,11 @@ impl Wakes<'_> {
     /// start while the rest of it is still being queued.
     const HAND_OFF: usize = 512;
 
-    fn wake(&mut self, waker: &AtomicWaker) {
+    fn wake(&mut self, waker: Waker) {
         match self {
             Wakes::Now => waker.wake(),
             Wakes::Collect { wakers, .. } => {
-                wakers.extend(waker.take());
+                wakers.push(waker);
                 if wakers.len() >= Self::HAND_OFF {
                     self.flush();
                 }
@@ -155,14 +277,14 @@ pub(crate) enum Pushed {
 
 impl QueueSender {
     pub(crate) fn push(&self, frame: &Frame) -> Pushed {
-        if self.shared.reason.get().is_some() {
+        if self.shared.is_closing() {
             return Pushed::Gone;
         }
         let mut frames = self.shared.frames();
         if frames.receiver_gone {
             return Pushed::Gone;
         }
-        if frames.queue.len() >= frames.capacity {
+        if frames.room() == 0 {
             drop(frames);
             return if self.shared.close(Disconnect::SlowConsumer) {
                 Pushed::Overflowed
@@ -170,13 +292,14 @@ impl QueueSender {
                 Pushed::Gone
             };
         }
-        frames.queue.push_back(frame.clone());
-        let was_empty = frames.queue.len() == 1;
-        drop(frames);
+        let was_empty = frames.is_empty();
+        frames.push_back(frame.clone());
         // The task parks only after it has seen the queue empty, so a push
         // onto a non-empty queue finds it already woken by an earlier one.
-        if was_empty {
-            self.shared.waker.wake();
+        let waker = if was_empty { frames.waker.take() } else { None };
+        drop(frames);
+        if let Some(waker) = waker {
+            waker.wake();
         }
         Pushed::Queued
     }
@@ -192,20 +315,26 @@ impl QueueSender {
 
     /// `push_many` with the wake-up, if one is due, left to `wakes`.
     pub(crate) fn push_many_then(&self, frames: &[Frame], wakes: &mut Wakes) -> (Pushed, usize) {
-        if self.shared.reason.get().is_some() {
+        if self.shared.is_closing() {
             return (Pushed::Gone, 0);
         }
         let mut queued = self.shared.frames();
         if queued.receiver_gone {
             return (Pushed::Gone, 0);
         }
-        let was_empty = queued.queue.is_empty();
-        let room = queued.capacity.saturating_sub(queued.queue.len());
-        let n = frames.len().min(room);
-        queued.queue.extend(frames[..n].iter().cloned());
+        let was_empty = queued.is_empty();
+        let n = frames.len().min(queued.room());
+        for frame in &frames[..n] {
+            queued.push_back(frame.clone());
+        }
+        let waker = if was_empty && n > 0 {
+            queued.waker.take()
+        } else {
+            None
+        };
         drop(queued);
-        if was_empty && n > 0 {
-            wakes.wake(&self.shared.waker);
+        if let Some(waker) = waker {
+            wakes.wake(waker);
         }
         if n < frames.len() {
             let pushed = if self.shared.close(Disconnect::SlowConsumer) {
@@ -224,7 +353,7 @@ impl QueueSender {
     }
 
     pub(crate) fn is_closing(&self) -> bool {
-        self.shared.reason.get().is_some()
+        self.shared.is_closing()
     }
 }
 
@@ -242,10 +371,8 @@ const KEEP_SLOTS: usize = 64;
 impl QueueReceiver {
     pub(crate) fn try_recv(&mut self) -> Option<Frame> {
         let mut frames = self.shared.frames();
-        let frame = frames.queue.pop_front();
-        if frames.queue.is_empty() && frames.queue.capacity() > KEEP_SLOTS {
-            frames.queue = VecDeque::new();
-        }
+        let frame = frames.pop_front();
+        frames.shrink_if_drained();
         frame
     }
 
@@ -258,17 +385,15 @@ impl QueueReceiver {
         let mut frames = self.shared.frames();
         let (mut n, mut sum) = (0, 0);
         while n < out.len() && sum < bytes {
-            let Some(frame) = frames.queue.pop_front() else {
+            let Some(frame) = frames.pop_front() else {
                 break;
             };
             sum += frame.len();
             out[n] = Some(frame);
             n += 1;
         }
-        let emptied = frames.queue.is_empty();
-        if emptied && frames.queue.capacity() > KEEP_SLOTS {
-            frames.queue = VecDeque::new();
-        }
+        let emptied = frames.is_empty();
+        frames.shrink_if_drained();
         (n, emptied)
     }
 
@@ -280,7 +405,12 @@ impl QueueReceiver {
 
     /// Registers the task's waker for the next frame and the close alike.
     pub(crate) fn watch(&self, cx: &mut Context<'_>) {
-        self.shared.waker.register(cx.waker());
+        let mut frames = self.shared.frames();
+        match &frames.waker {
+            // Put back by an earlier turn and not taken since.
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => frames.waker = Some(cx.waker().clone()),
+        }
     }
 
     /// Looks, and when there is nothing registers the task's waker and
@@ -294,7 +424,7 @@ impl QueueReceiver {
         if let Some(t) = look(self) {
             return Poll::Ready(t);
         }
-        self.shared.waker.register(cx.waker());
+        self.watch(cx);
         match look(self) {
             Some(t) => Poll::Ready(t),
             None => Poll::Pending,
@@ -302,7 +432,7 @@ impl QueueReceiver {
     }
 
     pub(crate) fn reason(&self) -> Option<Disconnect> {
-        self.shared.reason.get().copied()
+        self.shared.reason()
     }
 
     /// Queues a frame of the connection's own behind what routing queued:
@@ -329,7 +459,8 @@ impl Drop for QueueReceiver {
     fn drop(&mut self) {
         let mut frames = self.shared.frames();
         frames.receiver_gone = true;
-        frames.queue = VecDeque::new();
+        frames.clear();
+        frames.waker = None;
     }
 }
 
@@ -337,13 +468,8 @@ impl Drop for QueueReceiver {
 /// connection's task keeps the receiver.
 pub(crate) fn channel(id: ConnId, capacity: usize) -> (QueueSender, QueueReceiver) {
     let shared = Arc::new(Shared {
-        frames: Mutex::new(Frames {
-            queue: VecDeque::new(),
-            capacity: capacity.max(1),
-            receiver_gone: false,
-        }),
-        reason: OnceLock::new(),
-        waker: AtomicWaker::new(),
+        frames: Mutex::new(Frames::new(capacity)),
+        reason: AtomicU8::new(OPEN),
     });
     (
         QueueSender {
@@ -470,9 +596,9 @@ mod tests {
         for _ in 0..500 {
             assert_eq!(tx.push(&frame()), Pushed::Queued);
         }
-        assert!(rx.shared.frames().queue.capacity() >= 500);
+        assert!(rx.shared.frames().slots.len() >= 500);
         while rx.try_recv().is_some() {}
-        assert!(rx.shared.frames().queue.capacity() <= KEEP_SLOTS);
+        assert!(rx.shared.frames().slots.len() <= KEEP_SLOTS);
     }
 
     #[test]
@@ -505,6 +631,82 @@ mod tests {
         assert_eq!(rx.take_into(&mut out, usize::MAX), (4, true));
         assert_eq!(out[0].as_ref().map(Frame::bytes), Some(frames[6].bytes()));
         assert_eq!(rx.take_into(&mut out, usize::MAX), (0, true));
+    }
+
+    #[test]
+    fn what_a_push_and_a_take_share_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Shared>(), 64);
+        assert_eq!(std::mem::align_of::<Shared>(), 64);
+    }
+
+    #[test]
+    fn every_close_reason_reads_back_as_itself() {
+        for (i, reason) in Disconnect::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "Disconnect::ALL is out of order");
+            let (_tx, rx) = channel(
+                ConnId {
+                    node: NodeId(7),
+                    n: i as u64,
+                },
+                4,
+            );
+            assert_eq!(rx.reason(), None);
+            assert!(rx.close(reason));
+            assert!(!rx.close(Disconnect::Kicked), "the first reason wins");
+            assert_eq!(rx.reason(), Some(reason));
+        }
+    }
+
+    #[test]
+    fn frames_keep_their_order_as_the_ring_wraps_and_grows() {
+        let (tx, mut rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 4,
+            },
+            10,
+        );
+        let numbered = |i: usize| {
+            Frame::encode(&ServerFrame::Pong {
+                id: Some(protocol::CorrelationId::new(&format!("{i}")).unwrap()),
+            })
+        };
+        let (mut next_in, mut next_out) = (0, 0);
+        // Fill and drain by different amounts so the front walks round the
+        // ring and it grows (4, 8, then the bound, 10) with the front away
+        // from its first slot.
+        for (add, take) in [(3, 2), (3, 3), (5, 2), (6, 6), (6, 4), (3, 9)] {
+            for _ in 0..add {
+                assert_eq!(tx.push(&numbered(next_in)), Pushed::Queued);
+                next_in += 1;
+            }
+            for _ in 0..take {
+                let frame = rx.try_recv().map(|f| f.bytes().clone());
+                assert_eq!(frame, Some(numbered(next_out).bytes().clone()));
+                next_out += 1;
+            }
+        }
+        assert!(rx.try_recv().is_none());
+        assert!(rx.shared.frames().slots.len() <= 10, "grew past the bound");
+    }
+
+    #[tokio::test]
+    async fn a_close_wakes_a_task_waiting_on_its_queue() {
+        let (tx, mut rx) = channel(
+            ConnId {
+                node: NodeId(7),
+                n: 5,
+            },
+            4,
+        );
+        let closer = std::thread::spawn(move || tx.close(Disconnect::Kicked));
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            std::future::poll_fn(|cx| rx.poll_closed(cx)),
+        )
+        .await;
+        assert_eq!(closed.ok(), Some(Disconnect::Kicked));
+        assert!(matches!(closer.join(), Ok(true)));
     }
 
     #[test]
