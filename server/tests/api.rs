@@ -32,6 +32,36 @@ async fn a_missing_or_wrong_key_is_401() {
 }
 
 #[tokio::test]
+async fn a_push_whose_sender_shut_its_side_after_the_request_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&[]).await;
+    let mut u1 = s.client("u1", &[]).await;
+    // As `printf 'POST ...' | nc host port` sends it: the request, then
+    // the end of the client's side, then it waits for the answer.
+    let body = json!({"body": "over nc"}).to_string();
+    let request = format!(
+        "POST /api/v1/users/u1/messages HTTP/1.1\r\nHost: wshub\r\n\
+         Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("no answer in time")
+        .unwrap();
+    let answer = Response::from_raw(&answer)
+        .unwrap_or_else(|| panic!("no answer: {:?}", String::from_utf8_lossy(&answer)));
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["delivered"], 1);
+    let m = u1.recv().await;
+    assert_eq!(m["body"], "over nc");
+}
+
+#[tokio::test]
 async fn pushes_to_a_user_a_group_and_everyone() {
     let s = Server::start(&[]).await;
     let mut u1 = s.client("u1", &["promo"]).await;
