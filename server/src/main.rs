@@ -15,7 +15,6 @@ use wshub_server::{auth, handshake};
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -107,7 +106,7 @@ async fn start(config: Config, http: tokio::runtime::Handle) -> anyhow::Result<(
              and call the API without a key. Never expose this server."
         );
     }
-    let listener = bind(config.listen)
+    let listener = server::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let signal = server::ShutdownSignal::listen()
@@ -121,23 +120,6 @@ async fn start(config: Config, http: tokio::runtime::Handle) -> anyhow::Result<(
 
 /// Bytes of log lines the log thread gathers into one write to stderr.
 const LOG_BUFFER: usize = 64 * 1024;
-
-/// Pending connections the kernel queues before we accept them. The
-/// standard library's 128 overflows under a burst of connects (a dropped SYN
-/// costs the client a one-second retransmit); the kernel caps this at
-/// `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
 
 /// Raises the soft open-file limit as far as the hard limit allows, and says
 /// so when that is less than the server needs.
