@@ -1,7 +1,8 @@
 //! Why the server closes a connection: one typed value per reason, with the
 //! WebSocket close code and reason text it goes out with (PROTOCOL.md §5).
 
-/// A reason to close one connection.
+/// A reason to close one connection. A new one goes into `Disconnect::ALL`
+/// as well, in declaration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
     /// Its outbound queue was full when a message arrived (1013).
