@@ -17,7 +17,6 @@ use hub_core::Disconnect;
 
 use crate::http::REQUEST_TIMEOUT;
 use crate::state::SharedState;
-use crate::ws::config::SEND_BUFFER;
 use crate::ws::held_upgrade::HeldUpgrade;
 
 /// Pending connections the kernel queues before we accept them. The
@@ -26,11 +25,11 @@ use crate::ws::held_upgrade::HeldUpgrade;
 /// `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// The listening socket. Linux gives each accepted socket its listener's
-/// options (the kernel makes it as a copy), so what every connection needs
-/// is set here once: two system calls fewer per connect, about 3 % of the
-/// server's samples in a burst of connects. Elsewhere `tune_accepted` sets
-/// them on each connection.
+/// The listening socket. Every connection is to send small frames at once
+/// (batching is done above TCP): Linux gives each accepted socket its
+/// listener's no-delay (the kernel makes it as a copy), so it is set here
+/// once, one system call fewer per connect; elsewhere `tune_accepted` sets
+/// it on each connection.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -39,11 +38,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     if cfg!(target_os = "linux") {
-        // Small frames should leave at once; batching is done above TCP.
         socket.set_nodelay(true)?;
-        // See `SEND_BUFFER`. An API connection gets it too, which is
-        // plenty for its answers.
-        socket.set_send_buffer_size(SEND_BUFFER as u32)?;
     }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
@@ -52,12 +47,8 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Sets on an accepted connection what `bind` could not give it through
 /// the listener.
 fn tune_accepted(stream: &TcpStream) {
-    if cfg!(target_os = "linux") {
-        return;
-    }
-    let _ = stream.set_nodelay(true);
-    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(SEND_BUFFER) {
-        tracing::debug!(error = %e, "cannot size the send buffer");
+    if !cfg!(target_os = "linux") {
+        let _ = stream.set_nodelay(true);
     }
 }
 
@@ -91,7 +82,7 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState, http: Handle
         tokio::spawn(async move {
             match look_at_head(&stream).await {
                 Head::Upgrade => {
-                    serve_http(stream, state).await;
+                    serve_http(stream, state, true).await;
                     return;
                 }
                 Head::Other => {}
@@ -105,7 +96,7 @@ pub async fn accept_loop(listener: TcpListener, state: SharedState, http: Handle
                 Ok(std) => {
                     http.spawn(async move {
                         match TcpStream::from_std(std) {
-                            Ok(stream) => serve_http(stream, state).await,
+                            Ok(stream) => serve_http(stream, state, false).await,
                             Err(e) => tracing::debug!(error = %e, "cannot move a connection"),
                         }
                     });
@@ -194,8 +185,11 @@ async fn request_timeout(mut stream: TcpStream) {
 }
 
 /// Serves one HTTP connection (and its upgrade) with hyper.
-async fn serve_http(stream: TcpStream, state: SharedState) {
+/// Serves one HTTP connection; `upgrade` when its first request is
+/// `GET /ws`.
+async fn serve_http(stream: TcpStream, state: SharedState, upgrade: bool) {
     let head_limit = head_limit(state.config.max_user_groups.get());
+    let half_close = !upgrade || state.cluster.is_none();
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(crate::http::router::route(req, state).await) }
@@ -207,10 +201,13 @@ async fn serve_http(stream: TcpStream, state: SharedState) {
     // has shut its sending side (as `nc` does at the end of its input). It
     // also spares every request hyper's look for an early end: a read into
     // a fresh 8 KiB buffer while the answer is being made, which was 8 % of
-    // the server's samples in a burst of connects.
+    // the server's samples in a burst of connects. Except for an upgrade in
+    // cluster mode: its admission waits on Redis, and a client that gave
+    // up meanwhile should cancel it rather than be registered, announced
+    // present and welcomed with nobody there.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .half_close(true)
+        .half_close(half_close)
         .header_read_timeout(REQUEST_TIMEOUT)
         .max_buf_size(head_limit)
         .serve_connection(TokioIo::new(HeldUpgrade::new(stream)), service)
@@ -363,24 +360,15 @@ mod tests {
     use super::*;
 
     /// What `bind` sets on the listener must reach the connections it
-    /// accepts, or a WebSocket would wait on Nagle's algorithm and buffer
-    /// megabytes for a slow client.
+    /// accepts, or every small frame would wait on Nagle's algorithm.
     #[tokio::test]
-    async fn an_accepted_connection_has_no_delay_and_the_fixed_send_buffer() {
+    async fn an_accepted_connection_sends_without_delay() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
         tune_accepted(&accepted);
         assert!(accepted.nodelay().unwrap(), "Nagle's algorithm is on");
-        let sndbuf = socket2::SockRef::from(&accepted)
-            .send_buffer_size()
-            .unwrap();
-        // Linux doubles what it is given, for its bookkeeping.
-        assert!(
-            (SEND_BUFFER..=2 * SEND_BUFFER).contains(&sndbuf),
-            "send buffer {sndbuf}"
-        );
         drop(client);
     }
 }

@@ -25,8 +25,7 @@ const READ_BUFFER: usize = 2 * 1024;
 /// hands them to the same socket buffer at once.
 pub const WRITE_BUFFER: usize = 16 * 1024;
 
-/// The kernel's send buffer for every WebSocket (for every accepted
-/// connection, set on the listener: `server::bind`), instead of Linux's
+/// The kernel's send buffer for every WebSocket, instead of Linux's
 /// autotuning, which lets one socket buffer up to `tcp_wmem`'s maximum
 /// (4 MiB by default). A fixed, modest buffer keeps what waits for a slow
 /// client in its bounded queue, where the slow-consumer policy sees it,

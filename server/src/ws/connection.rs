@@ -28,6 +28,7 @@ use hub_core::{
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use protocol::{ClientFrame, ErrorCode, ServerFrame};
+use socket2::SockRef;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
@@ -35,7 +36,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::config::Ws;
+use super::config::{Ws, SEND_BUFFER};
 use super::dispatch::dispatch;
 use super::ended::Ended;
 use super::held_upgrade::HeldUpgrade;
@@ -108,9 +109,10 @@ pub async fn serve(
     // tungstenite.
     let ws = match upgraded.downcast::<TokioIo<HeldUpgrade>>() {
         Ok(parts) => {
-            // Its send buffer is `SEND_BUFFER`, from the listener or set at
-            // accept (`server::bind`).
             let (stream, unsent) = parts.io.into_inner().into_parts();
+            if let Err(e) = SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+                tracing::debug!(error = %e, "cannot size the send buffer");
+            }
             WebSocketStream::from_partially_read(
                 Socket::new(stream, unsent),
                 parts.read_buf.to_vec(),
