@@ -273,7 +273,8 @@ impl BenchArgs {
 }
 
 /// Set for the bench run by the release build of xtask (`run` re-runs
-/// itself there).
+/// itself there), to the source the servers were built from (`source`,
+/// as JSON), read before the build.
 const DRIVER_ENV: &str = "WSHUB_BENCH_DRIVER";
 
 /// Runs this same `bench` command in the release build of xtask, which
@@ -282,11 +283,11 @@ const DRIVER_ENV: &str = "WSHUB_BENCH_DRIVER";
 /// unoptimized, its reading of a server's log (a line per connection
 /// opened and closed, which only wshub writes) took 2 % of the machine
 /// during the connect scenario.
-fn run_optimized_driver() -> anyhow::Result<()> {
+fn run_optimized_driver(source: &serde_json::Value) -> anyhow::Result<()> {
     let mut driver = std::process::Command::new(crate::cmd::target_bin("release", "xtask"));
     driver
         .args(std::env::args_os().skip(1))
-        .env(DRIVER_ENV, "1");
+        .env(DRIVER_ENV, source.to_string());
     let status = driver.status().context("cannot run the release xtask")?;
     if !status.success() {
         anyhow::bail!("bench failed: {status}");
@@ -295,16 +296,19 @@ fn run_optimized_driver() -> anyhow::Result<()> {
 }
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
-    args.apply_quick();
-    let mut ctx = RunContext::new(args.pin, args.redis_nice);
-    // Read before the build, which builds whatever the tree holds now.
-    let commit = source();
-    if std::env::var_os(DRIVER_ENV).is_none() {
+    let Some(commit) = std::env::var(DRIVER_ENV)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+    else {
+        // Read before the build, which builds whatever the tree holds now.
+        let source = source();
         let mut build = cargo();
         build.args(["build", "--release", "-p", "wshub-server", "-p", "xtask"]);
         run_cmd(build)?;
-        return run_optimized_driver();
-    }
+        return run_optimized_driver(&source);
+    };
+    args.apply_quick();
+    let mut ctx = RunContext::new(args.pin, args.redis_nice);
 
     let targets = args.targets();
     let mut results = Vec::new();
