@@ -17,6 +17,16 @@ pub fn percentiles(h: &Histogram<u64>) -> Value {
 
 /// The commit the servers were built from, with `-dirty` when the server's
 /// sources differ from it (the bench builds the working tree).
+/// How a summary line reports a target: "met", or "MISSED" (also when
+/// the summary could not judge it).
+fn verdict(met: &Value) -> &'static str {
+    if met.as_bool() == Some(true) {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
 pub fn source() -> Value {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
@@ -337,7 +347,7 @@ fn print_history(h: &Value) {
             b["history_0_per_s"].as_f64().unwrap_or(0.0),
             b["rounds"],
             b["ratio"].as_f64().unwrap_or(0.0),
-            if b["met"].as_bool() == Some(true) { "met" } else { "MISSED" }
+            verdict(&b["met"])
         );
     }
     let m = &h["memory"];
@@ -584,7 +594,7 @@ fn print_baselines(b: &Value) {
                 f(&p["raw_limit_ms"]),
                 p["ratio"].as_f64().unwrap_or(0.0),
                 PACED_P99_TARGET,
-                if p["met"].as_bool() == Some(true) { "met" } else { "MISSED" }
+                verdict(&p["met"])
             );
         }
         let p = &s["wshub_push_p99"];
@@ -594,7 +604,7 @@ fn print_baselines(b: &Value) {
                 f(&p["median_ms"]),
                 f(&p["worst_round_ms"]),
                 PUSH_P99_TARGET_MS,
-                if p["met"].as_bool() == Some(true) { "met" } else { "MISSED" }
+                verdict(&p["met"])
             );
         }
     }
