@@ -184,9 +184,8 @@ async fn request_timeout(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
-/// Serves one HTTP connection (and its upgrade) with hyper.
-/// Serves one HTTP connection; `upgrade` when its first request is
-/// `GET /ws`.
+/// Serves one HTTP connection with hyper, and its upgrade if it asks for
+/// one; `upgrade` when its first request is `GET /ws`.
 async fn serve_http(stream: TcpStream, state: SharedState, upgrade: bool) {
     let head_limit = head_limit(state.config.max_user_groups.get());
     let half_close = !upgrade || state.cluster.is_none();
