@@ -94,8 +94,16 @@ pub fn print_table(report: &Value) {
         report["commit"].as_str().unwrap_or("?")
     );
     println!(
-        "{:<12} {:<22} {:>14} {:>10} {:>10} {:>10} {:>12} {:>13}",
-        "scenario", "target", "rate", "p50 ms", "p99 ms", "p999 ms", "KiB/conn", "API p99 ms"
+        "{:<12} {:<22} {:>14} {:>10} {:>10} {:>10} {:>12} {:>13} {:>13}",
+        "scenario",
+        "target",
+        "rate",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "KiB/conn",
+        "API p99 ms",
+        "server CPU s"
     );
     let results = report["results"].as_array().cloned().unwrap_or_default();
     for r in &results {
@@ -109,7 +117,7 @@ pub fn print_table(report: &Value) {
             .or(r["resumes_per_s"].as_f64());
         let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
         println!(
-            "{:<12} {:<22} {:>14} {:>10} {:>10} {:>10} {:>12} {:>13}",
+            "{:<12} {:<22} {:>14} {:>10} {:>10} {:>10} {:>12} {:>13} {:>13}",
             r["scenario"].as_str().unwrap_or(""),
             match (r["scenario"].as_str(), r["connections"].as_u64()) {
                 (Some("idle"), Some(n)) => format!("{} {n}", r["target"].as_str().unwrap_or("")),
@@ -121,6 +129,7 @@ pub fn print_table(report: &Value) {
             f(&lat["p999_ms"]),
             f(&r["kib_per_connection"]),
             f(&r["push_latency"]["p99_ms"]),
+            f(&r["server_cpu_s"]),
         );
     }
     print_baselines(&report["baselines"]);
@@ -241,9 +250,6 @@ pub fn cluster_summary(results: &Value) -> Option<Value> {
     (!out.is_empty()).then(|| out.into())
 }
 
-/// What history costs and does (issue 12's targets), from the rows of one
-/// run: burst with history against `--history 0`, the memory history holds
-/// per message, the resume storm. `None` when none of them ran.
 /// The median of some runs (0 for none).
 fn median(mut xs: Vec<f64>) -> f64 {
     if xs.is_empty() {
@@ -258,6 +264,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// What history costs and does (issue 12's targets), from the rows of one
+/// run: burst with history against `--history 0`, the memory history holds
+/// per message, the resume storm. `None` when none of them ran.
 pub fn history_summary(results: &Value) -> Option<Value> {
     let rows = results.as_array()?;
     let find = |scenario: &str, target: &str| {
@@ -510,6 +519,7 @@ pub fn baseline_summary(results: &Value) -> Option<Value> {
                     "push_max_ms": worst(push("max_ms")),
                     "p99_ms": median(each(&|r| r["latency"]["p99_ms"].as_f64())),
                     "runs_p99_ms": each(&|r| r["latency"]["p99_ms"].as_f64()),
+                    "server_cpu_us_per_delivery": median(each(&cpu_per_delivery_us)),
                 }),
             );
         }
@@ -546,6 +556,16 @@ pub fn baseline_summary(results: &Value) -> Option<Value> {
     (!out.is_empty()).then(|| out.into())
 }
 
+/// The server's CPU time (user and system, all its threads) per frame
+/// delivered in one round, in microseconds: on two cores shared with the
+/// load, what the server spends is taken from the load, so a server that
+/// keeps pace by spending more is not the cheaper one.
+fn cpu_per_delivery_us(round: &Value) -> Option<f64> {
+    let cpu = round["server_cpu_s"].as_f64()?;
+    let delivered = round["deliveries"].as_f64().filter(|d| *d > 0.0)?;
+    Some(cpu * 1e6 / delivered)
+}
+
 /// What issue 13 asks of the paced fan-out: wshub's p99 at most the raw
 /// limit's (medians of the rounds).
 const PACED_P99_TARGET: f64 = 1.0;
@@ -560,14 +580,15 @@ fn print_baselines(b: &Value) {
             continue;
         };
         println!(
-            "{scenario}: deliveries/s (median over rounds), bytes per delivered frame, API push latency (medians of the rounds' percentiles; max of all)"
+            "{scenario}: deliveries/s (median over rounds), bytes per delivered frame, server CPU per delivery, API push latency (medians of the rounds' percentiles; max of all)"
         );
         for (t, v) in targets {
             println!(
-                "  {:<24} {:>10.0}/s  {:>6.1} B/frame  {} rounds  {} API conns  push p50 {} ms, p90 {} ms, p99 {} ms (worst round {} ms), max {} ms",
+                "  {:<24} {:>10.0}/s  {:>6.1} B/frame  {:>5.2} µs CPU  {} rounds  {} API conns  push p50 {} ms, p90 {} ms, p99 {} ms (worst round {} ms), max {} ms",
                 t,
                 v["deliveries_per_s"].as_f64().unwrap_or(0.0),
                 v["bytes_per_delivery"].as_f64().unwrap_or(0.0),
+                v["server_cpu_us_per_delivery"].as_f64().unwrap_or(0.0),
                 v["rounds"],
                 v["push_conns"],
                 f(&v["push_p50_ms"]),
@@ -656,6 +677,26 @@ mod tests {
         let rows = json!([paced_round("wshub", 90.0)]);
         let p = &baseline_summary(&rows).expect("a fan-out ran")["paced"];
         assert!(p["wshub_p99_of_raw_limit"].is_null());
+    }
+
+    #[test]
+    fn server_cpu_is_reported_per_delivery_as_the_median_of_the_rounds() {
+        let round = |cpu: f64, deliveries: f64| {
+            json!({"scenario": "burst", "target": "wshub", "deliveries_per_s": 1e6,
+                   "server_cpu_s": cpu, "deliveries": deliveries})
+        };
+        let rows = json!([
+            round(0.6, 2e6),
+            round(0.9, 2e6),
+            round(2.0, 2e6),
+            // A round that delivered nothing has no cost per delivery.
+            round(0.5, 0.0),
+        ]);
+        let b = &baseline_summary(&rows).expect("a fan-out ran")["burst"];
+        let us = b["targets"]["wshub"]["server_cpu_us_per_delivery"]
+            .as_f64()
+            .expect("reported");
+        assert!((us - 0.45).abs() < 1e-9, "{us}");
     }
 
     #[test]
