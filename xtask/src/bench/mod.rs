@@ -296,7 +296,7 @@ fn run_optimized_driver(source: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
-    let Some(commit) = std::env::var(DRIVER_ENV)
+    let Some(source) = std::env::var(DRIVER_ENV)
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
     else {
@@ -386,7 +386,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut report = json!({
         "machine": machine(),
-        "commit": commit,
+        "commit": source,
         "quick": args.quick,
         "pinned": args.pin,
         "redis_nice": args.redis_nice,
